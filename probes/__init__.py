@@ -1,0 +1,3 @@
+"""Scripted probe batteries: specs, scikit-learn probes, metrics and HTML reports."""
+
+__all__: list[str] = []

@@ -1,0 +1,55 @@
+"""workbench: FFN memories, vocabulary projections, SAE codes and edits on one hooks layer.
+
+Public API (data flows session -> hooks -> analyses):
+
+    from workbench import Session, capture, intervene, zero_neurons
+    s = Session.load()                                   # SmolLM2-135M-Instruct, offline
+    cap = capture(s, "The Eiffel Tower is in", ["mlp_post:10", "resid_post:10"])
+"""
+
+from .capture import Capture, capture, capture_tokens
+from .corpus import Corpus, WindowBatch
+from .errors import (
+    CorpusError,
+    EmptyPromptError,
+    HeadOutOfRange,
+    LayerOutOfRange,
+    NeuronOutOfRange,
+    NonFiniteError,
+    PositionOutOfRange,
+    ShapeError,
+    TokenError,
+    UnknownModelError,
+    UnknownSiteError,
+    WorkbenchError,
+)
+from .ffn import FFNWeights, ffn_output, ffn_weights
+from .hooks import (
+    SITE_KINDS,
+    Intervention,
+    Site,
+    ablate_heads,
+    add_vector,
+    intervene,
+    parse_site,
+    patch,
+    scale_heads,
+    scale_neurons,
+    set_neurons,
+    site,
+    sites,
+    zero_neurons,
+)
+from .models import DEFAULT_MODEL, EMBEDDED
+from .session import Session, TokenBatch
+
+__all__ = [
+    "Capture", "capture", "capture_tokens", "Corpus", "WindowBatch",
+    "CorpusError", "EmptyPromptError", "HeadOutOfRange", "LayerOutOfRange", "NeuronOutOfRange",
+    "NonFiniteError", "PositionOutOfRange", "ShapeError", "TokenError", "UnknownModelError",
+    "UnknownSiteError", "WorkbenchError",
+    "FFNWeights", "ffn_output", "ffn_weights",
+    "SITE_KINDS", "Intervention", "Site", "ablate_heads", "add_vector", "intervene", "parse_site",
+    "patch", "scale_heads", "scale_neurons", "set_neurons", "site", "sites", "zero_neurons",
+    "DEFAULT_MODEL", "EMBEDDED", "Session", "TokenBatch",
+]

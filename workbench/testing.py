@@ -1,0 +1,94 @@
+"""Tiny random models with a small saved tokenizer, for tests and GPU timing of real shapes.
+
+Nothing here downloads anything: the tokenizer is a byte-level BPE trained on a few lines of
+built-in text and saved to a directory (TransformerLens reloads tokenizers by path).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .session import Session
+
+__all__ = ["tiny_tokenizer", "tiny_session", "random_session"]
+
+_TEXT = """The quick brown fox jumps over the lazy dog. Paris is the capital of France.
+Rome is the capital of Italy. The Eiffel Tower is located in the city of Paris.
+Numbers: 0 1 2 3 4 5 6 7 8 9 10 11 12 1999 2024. When Mary and John went to the store,
+John gave a drink to Mary. def add(a, b): return a + b  # docstring
+Alice plays the piano and Bob plays chess. Water boils at 100 degrees Celsius.
+"""
+
+
+def tiny_tokenizer(directory: str | Path | None = None, vocab_size: int = 512):
+    """A byte-level BPE tokenizer trained on built-in text, saved to and loaded from a directory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    directory = Path(directory or tempfile.mkdtemp(prefix="wb-tok-"))
+    if not (directory / "tokenizer.json").exists():
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<bos>", "<eos>", "<pad>"],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator([_TEXT] * 4, trainer)
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                       pad_token="<pad>")
+        fast.save_pretrained(directory)
+    return AutoTokenizer.from_pretrained(directory)
+
+
+def tiny_session(arch: str = "llama", n_layers: int = 2, d_model: int = 64, d_mlp: int = 256,
+                 n_heads: int = 4, n_kv_heads: int = 2, seed: int = 0, prepend_bos: bool = False,
+                 tokenizer_dir: str | Path | None = None, device: str = "cpu") -> Session:
+    """A random-init Llama or Gemma 3 session with a tiny tokenizer (about 0.1 s to build)."""
+    tok = tiny_tokenizer(tokenizer_dir)
+    torch.manual_seed(seed)
+    vocab = len(tok)
+    if arch == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=d_model, intermediate_size=d_mlp,
+                          num_hidden_layers=n_layers, num_attention_heads=n_heads,
+                          num_key_value_heads=n_kv_heads, max_position_embeddings=256,
+                          tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        hf = LlamaForCausalLM(cfg)
+    elif arch == "gemma":
+        from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+        cfg = Gemma3TextConfig(vocab_size=vocab, hidden_size=d_model, intermediate_size=d_mlp,
+                               num_hidden_layers=n_layers, num_attention_heads=n_heads,
+                               num_key_value_heads=n_kv_heads, head_dim=d_model // n_heads,
+                               max_position_embeddings=256, sliding_window=32,
+                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id)
+        hf = Gemma3ForCausalLM(cfg)
+    else:
+        raise ValueError(f"arch={arch!r} is not one of 'llama', 'gemma'")
+    hf.config.architectures = [type(hf).__name__]
+    return Session.from_hf(hf.float().eval(), tok, name=f"tiny-{arch}", prepend_bos=prepend_bos,
+                           device=device)
+
+
+def random_session(shape: str = "smollm2-135m", device: str = "auto", dtype=torch.float32,
+                   seed: int = 0) -> Session:
+    """Random-init weights of a real model's shape (timing on a GPU without the real weights)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if shape != "smollm2-135m":
+        raise ValueError(f"shape={shape!r}: only 'smollm2-135m' is defined")
+    tok = tiny_tokenizer()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                      num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                      max_position_embeddings=8192, tie_word_embeddings=True, rope_theta=100000.0,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    hf = LlamaForCausalLM(cfg).to(dtype)
+    hf.config.architectures = ["LlamaForCausalLM"]
+    return Session.from_hf(hf.eval(), tok, name=f"random-{shape}", device=device)
