@@ -38,7 +38,7 @@ class WindowBatch:
     """
 
     tokens: Int[Tensor, "batch pos"]
-    starts: Int[Tensor, "batch"]
+    starts: Int[Tensor, " batch"]
     bos: bool
 
     def offsets(self) -> Int[Tensor, "batch pos"]:

@@ -39,8 +39,8 @@ class FFNWeights:
     keys: Float[Tensor, "d_mlp d_model"]
     gate_keys: Float[Tensor, "d_mlp d_model"] | None
     values: Float[Tensor, "d_mlp d_model"]
-    bias_in: Float[Tensor, "d_mlp"] | None
-    bias_out: Float[Tensor, "d_model"] | None
+    bias_in: Float[Tensor, " d_mlp"] | None
+    bias_out: Float[Tensor, " d_model"] | None
 
 
 def _maybe(fn):
@@ -75,10 +75,10 @@ def ffn_output(coefficients: Float[Tensor, "... d_mlp"], w: FFNWeights) -> Float
     return out
 
 
-def sub_updates(coefficients: Float[Tensor, "d_mlp"], w: FFNWeights) -> Float[Tensor, "d_mlp d_model"]:
+def sub_updates(coefficients: Float[Tensor, " d_mlp"], w: FFNWeights) -> Float[Tensor, "d_mlp d_model"]:
     """The FFN update split into its sub-updates m_i v_i (one row per unit)."""
     return coefficients.to(w.values.dtype)[:, None] * w.values
 
 
-def value_norms(w: FFNWeights) -> Float[Tensor, "d_mlp"]:
+def value_norms(w: FFNWeights) -> Float[Tensor, " d_mlp"]:
     return torch.linalg.vector_norm(w.values, dim=-1)

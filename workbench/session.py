@@ -57,7 +57,7 @@ class TokenBatch:
     """
 
     tokens: Int[Tensor, "batch pos"]
-    lengths: Int[Tensor, "batch"]
+    lengths: Int[Tensor, " batch"]
     prompts: tuple[str, ...] | None = None
     str_tokens: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
 
@@ -68,7 +68,7 @@ class TokenBatch:
         return pos[None, :] < self.lengths.to(self.tokens.device)[:, None]
 
     @property
-    def last(self) -> Int[Tensor, "batch"]:
+    def last(self) -> Int[Tensor, " batch"]:
         """Index of each row's last real token."""
         return self.lengths - 1
 
@@ -125,23 +125,23 @@ class Session:
             dtype: ``float32``, ``bfloat16`` or ``float16`` (or a torch dtype).
             prepend_bos: override the model's BOS policy.
         """
-        from transformers import AutoTokenizer
         from transformer_lens.model_bridge import TransformerBridge
+        from transformers import AutoTokenizer
 
         torch_dtype = _dtype(dtype)
         dev = resolve_device(device)
         if name in EMBEDDED:
             emb = EMBEDDED[name]
-            path, hf_name, bos = cached_model_dir(name), emb.hf_name, emb.prepend_bos
+            path, bos = cached_model_dir(name), emb.prepend_bos
         elif Path(name).is_dir():
-            path, hf_name, bos = Path(name), str(name), _default_bos(Path(name))
+            path, bos = Path(name), _default_bos(Path(name))
         elif Path(name).exists() or "/" not in name:
             raise UnknownModelError(
                 f"model={name!r} is neither an embedded model ({choices(EMBEDDED)}), "
                 "a model directory, nor a hub name like 'org/model'"
             )
         else:
-            path, hf_name, bos = None, name, True
+            path, bos = None, True
         if path is not None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
