@@ -135,11 +135,9 @@ class Session:
             path, bos = cached_model_dir(name), emb.prepend_bos
         elif Path(name).is_dir():
             path, bos = Path(name), _default_bos(Path(name))
-        elif Path(name).exists() or "/" not in name:
-            raise UnknownModelError(
-                f"model={name!r} is neither an embedded model ({choices(EMBEDDED)}), "
-                "a model directory, nor a hub name like 'org/model'"
-            )
+        elif Path(name).exists():
+            raise UnknownModelError(f"model={name!r} is a file; give a model directory, an "
+                                    f"embedded name ({choices(EMBEDDED)}) or a hub name")
         else:
             path, bos = None, True
         if path is not None:
@@ -152,8 +150,12 @@ class Session:
                 device=dev,
                 dtype=torch_dtype,
             )
-        except (OSError, ValueError) as exc:
-            raise UnknownModelError(f"model={name!r} could not be loaded: {exc}") from exc
+        except (OSError, ValueError, KeyError) as exc:
+            raise UnknownModelError(
+                f"model={name!r} could not be loaded ({type(exc).__name__}: {str(exc)[:200]}); "
+                f"embedded models are {choices(EMBEDDED)}, or give a model directory or a hub "
+                "name TransformerLens supports (the hub must be reachable)"
+            ) from exc
         bridge.eval()
         return cls(bridge, tok, name, bos if prepend_bos is None else prepend_bos)
 
