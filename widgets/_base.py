@@ -1,0 +1,209 @@
+"""What every live view shares: background work with a progress bar, and a static fallback.
+
+A view owns an ipywidgets tree (`view.widget`). Displayed in a notebook it sends two
+representations: the live widget (JupyterLab, VS Code) and `text/html` with static plotly
+figures and tables (nbconvert, GitHub, any viewer without a kernel). Work that touches the model
+goes through a callback (usually a `widgets.controller.Controller` method) and runs in a worker
+thread, so the kernel's other widgets stay responsive; `run_async=False` runs it inline (tests,
+benches).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as W
+
+from .report import escape
+
+log = logging.getLogger(__name__)
+
+__all__ = ["View", "Progress", "static_figure_html", "table_html", "figure_widget"]
+
+Progress = Callable[[float, str], None]
+"""progress(fraction in [0, 1], message): reported by long work, shown in the view's bar."""
+
+_PLOTLYJS_SENT = False
+
+
+def figure_widget(fig):
+    """A plotly FigureWidget of `fig` (needs anywidget, which plotly>=6 builds widgets on)."""
+    import plotly.graph_objects as go
+
+    return go.FigureWidget(fig)
+
+
+def static_figure_html(fig, include_plotlyjs: bool | None = None) -> str:
+    """An HTML fragment drawing `fig` with plotly.js; plotly.js is inlined once per kernel.
+
+    Viewers that strip scripts (GitHub) show nothing for the figure, which is why every
+    fallback also carries a table of the same numbers.
+    """
+    global _PLOTLYJS_SENT
+    if include_plotlyjs is None:
+        include_plotlyjs = not _PLOTLYJS_SENT
+    div = f"wb-{uuid.uuid4().hex[:12]}"
+    parts = []
+    if include_plotlyjs:
+        from plotly.offline import get_plotlyjs
+
+        parts.append(f"<script type='text/javascript'>{get_plotlyjs()}</script>")
+        _PLOTLYJS_SENT = True
+    parts.append(
+        f"<div id='{div}' class='wb-figure'></div><script type='text/javascript'>(function(){{"
+        f"var f={fig.to_json()};if(window.Plotly){{Plotly.newPlot('{div}',f.data,f.layout,"
+        f"{{displaylogo:false}});}}}})();</script>"
+    )
+    return "".join(parts)
+
+
+def table_html(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
+               caption: str | None = None, digits: int = 4, raw: Sequence[str] = ()) -> str:
+    """A plain HTML table (columns in `raw` hold trusted HTML, the rest is escaped)."""
+    rows = list(rows)
+    if columns is None:
+        columns = list(rows[0]) if rows else []
+    out = ["<table class='wb-table'>"]
+    if caption:
+        out.append(f"<caption>{escape(caption)}</caption>")
+    out.append("<tr>" + "".join(f"<th>{escape(c)}</th>" for c in columns) + "</tr>")
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c, "")
+            if c in raw:
+                cells.append(f"<td>{v}</td>")
+            elif isinstance(v, float):
+                cells.append(f"<td style='text-align:right'>{v:.{digits}g}</td>")
+            else:
+                cells.append(f"<td>{escape(v)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+class View:
+    """Base of the live views: a status line with a progress bar, worker-thread jobs, fallback.
+
+    Subclasses build `self.body` (a widget) and implement `report(r)` (add static sections to
+    an `HtmlReport`-like object) and `static_parts()` (figures and tables for the fallback).
+    """
+
+    title = "view"
+
+    def __init__(self, run_async: bool = True):
+        self.run_async = run_async
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
+                                        layout=W.Layout(width="220px", visibility="hidden"))
+        self.status = W.HTML(value="", layout=W.Layout(min_height="1.4em"))
+        self.error = W.HTML(value="")
+        self._job: threading.Thread | None = None
+        self.last_ms: float | None = None  # wall time of the last job, for the status line
+        self.body: W.Widget = W.VBox()
+        self._widget: W.Widget | None = None
+
+    # ------------------------------------------------------------------ widget tree
+    @property
+    def widget(self) -> W.Widget:
+        if self._widget is None:
+            bar = W.HBox([self.progress, self.status])
+            self._widget = W.VBox([self.body, bar, self.error],
+                                  layout=W.Layout(width="100%"))
+            self._widget.add_class("wb-view")
+        return self._widget
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        bundle = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude) or {})
+        try:
+            bundle["text/html"] = self.static_html()
+        except Exception as exc:  # a broken fallback must not hide the live widget
+            log.warning("static fallback of %s failed: %s", type(self).__name__, exc)
+        return bundle
+
+    # ------------------------------------------------------------------ fallback
+    def static_parts(self) -> list[tuple[str, Any]]:
+        """[("figure", fig) | ("table", (rows, columns)) | ("html", str) | ("text", str)]."""
+        return []
+
+    def static_html(self, include_plotlyjs: bool | None = None) -> str:
+        out = [f"<div class='wb-static'><h3>{escape(self.title)}</h3>"]
+        first = include_plotlyjs
+        for kind, item in self.static_parts():
+            if kind == "figure":
+                out.append(static_figure_html(item, first))
+                first = False if first is not None else None
+            elif kind == "table":
+                rows, cols = item
+                out.append(table_html(rows, cols))
+            elif kind == "html":
+                out.append(item)
+            else:
+                out.append(f"<p>{escape(item)}</p>")
+        out.append("</div>")
+        return "".join(out)
+
+    def report(self, r) -> None:
+        """Add this view's current state to `r` (a `widgets.report.HtmlReport`)."""
+        r.heading(self.title)
+        for kind, item in self.static_parts():
+            if kind == "figure":
+                r.figure(item)
+            elif kind == "table":
+                rows, cols = item
+                r.table(rows, columns=cols)
+            elif kind == "html":
+                r.html(item)
+            else:
+                r.text(item)
+
+    # ------------------------------------------------------------------ jobs
+    def _report_progress(self, frac: float, msg: str = "") -> None:
+        self.progress.value = max(0.0, min(1.0, float(frac)))
+        if msg:
+            self.status.value = escape(msg)
+
+    def submit(self, work: Callable[[Progress], Any], done: Callable[[Any], None],
+               label: str = "working") -> threading.Thread | None:
+        """Run `work(progress)` (in a thread when `run_async`), then `done(result)`.
+
+        Errors from the workbench are shown in the view; the widgets keep their last state.
+        """
+        self.progress.layout.visibility = "visible"
+        self.progress.value = 0.0
+        self.status.value = escape(f"{label}…")
+        self.error.value = ""
+
+        def job():
+            t0 = time.perf_counter()
+            try:
+                result = work(self._report_progress)
+                done(result)
+                self.last_ms = (time.perf_counter() - t0) * 1e3
+                self.status.value = escape(f"{label}: done in {self.last_ms:.0f} ms")
+            except Exception as exc:  # shown to the user; the view stays usable
+                log.exception("%s failed", label)
+                self.error.value = (f"<pre style='color:#b00020;white-space:pre-wrap'>"
+                                    f"{escape(type(exc).__name__)}: {escape(exc)}</pre>")
+                self.status.value = escape(f"{label}: failed")
+                if not self.run_async:
+                    raise
+            finally:
+                self.progress.value = 1.0
+                self.progress.layout.visibility = "hidden"
+
+        if not self.run_async:
+            job()
+            return None
+        self._job = threading.Thread(target=job, name=f"wb-{type(self).__name__}", daemon=True)
+        self._job.start()
+        return self._job
+
+    def wait(self, timeout: float | None = 60.0) -> None:
+        """Block until the running job (if any) finishes (tests, scripted use)."""
+        if self._job is not None:
+            self._job.join(timeout)

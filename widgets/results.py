@@ -1,0 +1,105 @@
+"""View models: frozen results the controller builds for views that no analysis module owns.
+
+Arrays are numpy on the CPU (views draw them); nothing here holds a reference to the model.
+Dims: layer, head, pos (= qpos), kpos, k (top-k); see `workbench._types`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["AttentionResult", "PromptLens", "SubUpdate", "SubUpdates", "Edit"]
+
+
+@dataclass(frozen=True)
+class AttentionResult:
+    """Attention patterns and per-head output sizes of one prompt.
+
+    Args:
+        prompt: the input text.
+        str_tokens: [pos] the token strings.
+        patterns: [layer head qpos kpos] attention probabilities (rows sum to 1).
+        head_norms: [layer pos head] ||z_h W_O[h]||_2, the size of each head's write per token.
+        layers: which model layers the first axis holds.
+    """
+
+    prompt: str
+    str_tokens: tuple[str, ...]
+    patterns: np.ndarray
+    head_norms: np.ndarray
+    layers: tuple[int, ...]
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.patterns.shape[1])
+
+
+@dataclass(frozen=True, order=True)
+class Edit:
+    """Scale FFN unit `neuron` of `layer` at token `pos` by `factor` (0 = zero, >1 = boost)."""
+
+    layer: int
+    pos: int
+    neuron: int
+    factor: float
+
+
+@dataclass(frozen=True)
+class PromptLens:
+    """Logit lens of one prompt (tokens x layers) and its next-token distribution, under edits.
+
+    The lens reads each layer's residual output with the model's final norm and unembedding
+    (`Session.unembed`): p_l(t | x_<=i) = softmax(W_U norm(h_l,i))_t.
+
+    Args:
+        prompt: the text. str_tokens: [pos].
+        top_ids, top_probs, top_strs: [layer pos] the lens's top-1 token at each cell.
+        next_ids, next_probs, next_strs: [k] the top-k next tokens at the last position.
+        base_next_probs: [k] the same tokens' probabilities without edits.
+        edits: the FFN unit scalings in force.
+    """
+
+    prompt: str
+    str_tokens: tuple[str, ...]
+    top_ids: np.ndarray
+    top_probs: np.ndarray
+    top_strs: tuple[tuple[str, ...], ...]
+    next_ids: np.ndarray
+    next_probs: np.ndarray
+    next_strs: tuple[str, ...]
+    base_next_probs: np.ndarray
+    edits: tuple[Edit, ...] = ()
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.top_probs.shape[0])
+
+    @property
+    def prediction(self) -> str:
+        return self.next_strs[0]
+
+
+@dataclass(frozen=True)
+class SubUpdate:
+    """One FFN sub-update m_i v_i at a (layer, pos): its size and the tokens it promotes.
+
+    Promoted tokens are the top of sign(m_i) * (v_i @ W_U): what adding m_i v_i pushes up.
+    """
+
+    neuron: int
+    coefficient: float
+    norm: float
+    promoted: tuple[str, ...]
+    suppressed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SubUpdates:
+    """The largest sub-updates |m_i| * ||v_i|| of FFN `layer` at token `pos`."""
+
+    layer: int
+    pos: int
+    token: str
+    items: tuple[SubUpdate, ...]
