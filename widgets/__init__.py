@@ -1,5 +1,22 @@
-"""Front ends: ipywidgets + plotly views over result objects, and standalone HTML reports."""
+"""Front ends: ipywidgets + plotly views over result objects, and standalone HTML reports.
 
+    from widgets import Workbench
+    app = Workbench(session)            # tabs over one session; app.export("session.html")
+
+Views take result objects plus callbacks bound to a `Controller` (the only code here that
+talks to the session); each also renders statically (nbconvert, GitHub) and into `HtmlReport`.
+"""
+
+from .app import Workbench
+from .attention import AttentionView
+from .controller import Controller
+from .export import export_html, export_session, register_renderer
+from .prompt import PromptExplorer
 from .report import HtmlReport
+from .results import AttentionResult, Edit, PromptLens, SubUpdate, SubUpdates
 
-__all__ = ["HtmlReport"]
+__all__ = [
+    "HtmlReport", "Workbench", "Controller", "PromptExplorer", "AttentionView",
+    "export_html", "export_session", "register_renderer",
+    "AttentionResult", "Edit", "PromptLens", "SubUpdate", "SubUpdates",
+]

@@ -1,0 +1,147 @@
+"""Standalone HTML export of any result, view, or a whole session's analyses.
+
+One file, plotly.js inlined once, no network needed to open it, readable without a kernel:
+where a view had controls, the file holds its current state as static figures and tables.
+
+    export_html(lens, "out/lens.html")                 # a result
+    export_html([explorer, attention], "out/a.html")   # views (their current state)
+    export_session(controller, "out/session.html")     # everything the controller computed
+
+Result types render through `RENDERERS` (type -> fn(result, report)); pillars register theirs
+with `register_renderer`. An unknown result renders as a table of its scalar fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .report import HtmlReport
+
+log = logging.getLogger(__name__)
+
+__all__ = ["export_html", "export_session", "render_into", "register_renderer", "RENDERERS",
+           "MAX_REPORT_BYTES"]
+
+MAX_REPORT_BYTES = 5_000_000
+RENDERERS: dict[type, Callable[[Any, HtmlReport], None]] = {}
+
+
+def register_renderer(cls: type, fn: Callable[[Any, HtmlReport], None]) -> None:
+    """Render results of type `cls` with `fn(result, report)` in exports."""
+    RENDERERS[cls] = fn
+
+
+def _builtin_renderers() -> None:
+    if RENDERERS:
+        return
+    from .figures import attention_heatmap, head_norm_heatmap, lens_heatmap, next_token_bars
+    from .results import AttentionResult, PromptLens, SubUpdates
+
+    def lens(r: PromptLens, rep: HtmlReport) -> None:
+        rep.heading(f"Logit lens: {r.prompt!r}")
+        rep.text(f"Next token: {r.prediction!r}" + (f" under {len(r.edits)} edits" if r.edits else ""))
+        rep.figure(lens_heatmap(r)).figure(next_token_bars(r))
+        if r.edits:
+            rep.table([dataclasses.asdict(e) for e in r.edits], caption="edits in force")
+
+    def att(r: AttentionResult, rep: HtmlReport) -> None:
+        rep.heading(f"Attention: {r.prompt!r}")
+        # the most concentrated head of the last layer shown; norms of every layer as a table
+        last = len(r.layers) - 1
+        head = int(r.patterns[last].max(-1).mean(-1).argmax())
+        rep.figure(attention_heatmap(r, last, head)).figure(head_norm_heatmap(r, last))
+        rep.table([{"layer": ly, **{f"h{h}": float(r.head_norms[i, :, h].mean())
+                                    for h in range(r.n_heads)}} for i, ly in enumerate(r.layers)],
+                  caption="mean head-output norm per layer and head", digits=3)
+
+    def subs(r: SubUpdates, rep: HtmlReport) -> None:
+        rep.heading(f"FFN sub-updates, layer {r.layer} at token {r.pos} ({r.token!r})")
+        rep.table([{"neuron": u.neuron, "m": u.coefficient, "|v|": u.norm,
+                    "promotes": " ".join(map(repr, u.promoted)),
+                    "suppresses": " ".join(map(repr, u.suppressed))} for u in r.items])
+
+    register_renderer(PromptLens, lens)
+    register_renderer(AttentionResult, att)
+    register_renderer(SubUpdates, subs)
+
+
+def _generic(result: Any, rep: HtmlReport) -> None:
+    rep.heading(type(result).__name__)
+    rows = []
+    fields = dataclasses.fields(result) if dataclasses.is_dataclass(result) else []
+    for f in fields:
+        v = getattr(result, f.name)
+        if isinstance(v, (int, float, str, bool)) or v is None:
+            rows.append({"field": f.name, "value": v})
+        elif isinstance(v, np.ndarray) or hasattr(v, "shape"):
+            rows.append({"field": f.name, "value": f"array {tuple(v.shape)}"})
+        elif isinstance(v, (tuple, list)) and len(v) <= 20:
+            rows.append({"field": f.name, "value": ", ".join(map(str, v))})
+    if rows:
+        rep.table(rows, columns=["field", "value"])
+    else:
+        rep.code(repr(result)[:4000])
+
+
+def render_into(obj: Any, rep: HtmlReport) -> None:
+    """Add one result or view (anything with `.report(rep)`) to `rep`."""
+    _builtin_renderers()
+    if hasattr(obj, "report") and callable(obj.report):
+        obj.report(rep)
+        return
+    for cls in type(obj).__mro__:
+        if cls in RENDERERS:
+            RENDERERS[cls](obj, rep)
+            return
+    _generic(obj, rep)
+
+
+def export_html(objs: Any | Iterable[Any], path: str | Path, title: str = "Workbench report",
+                subtitle: str | None = None, max_bytes: int | None = MAX_REPORT_BYTES) -> Path:
+    """Write `objs` (a result, a view, or a list of them) to one standalone HTML file.
+
+    Raises ValueError when the file would exceed `max_bytes` (None: no limit); plotly.js
+    alone is about 4.8 MB, so a default report holds a few dozen figures at most.
+    """
+    items = list(objs) if isinstance(objs, (list, tuple)) else [objs]
+    rep = HtmlReport(title, subtitle)
+    for obj in items:
+        render_into(obj, rep)
+    html = rep.render()
+    size = len(html.encode("utf-8"))
+    if max_bytes is not None and size > max_bytes:
+        raise ValueError(f"report would be {size / 1e6:.2f} MB, over max_bytes={max_bytes / 1e6:.2f} MB;"
+                         " export fewer results or pass max_bytes=None")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8")
+    log.info("wrote %s (%.2f MB)", path, size / 1e6)
+    return path
+
+
+def export_session(controller, path: str | Path, views: Iterable[Any] = (),
+                   title: str = "Workbench session", latest_only: bool = True,
+                   max_bytes: int | None = MAX_REPORT_BYTES) -> Path:
+    """Export the current state of `views` and the results `controller` computed.
+
+    With `latest_only`, keep the newest result of each type (a session's running log of
+    edits would otherwise repeat the same figure many times).
+    """
+    hist = list(controller.history)
+    if latest_only:
+        seen: dict[type, Any] = {}
+        for r in hist:
+            seen[type(r)] = r
+        hist = list(seen.values())
+    views = list(views)
+    shown = {type(getattr(v, "result", getattr(v, "lens", None))) for v in views}
+    items = views + [r for r in hist if type(r) not in shown]
+    s = controller.session
+    sub = f"model {s.name} · {s.n_layers} layers · d_model {s.d_model} · device {s.device}"
+    return export_html(items, path, title, sub, max_bytes)
