@@ -1,0 +1,58 @@
+"""Sparse autoencoders on any hook site: train, load, encode, inspect, steer, find circuits.
+
+    from workbench.saes import SAEConfig, TrainConfig, train_sae, splice, reconstruction_metrics
+    res = train_sae(s, corpus, SAEConfig("topk", 576, 9216, site="resid_post:15", k=64))
+    with splice(s, res.sae):            # the model runs on the SAE's reconstruction
+        s.next_token("The capital of France is")
+
+Modules: config (dataclasses), base/relu/topk/jumprelu (one file per SAE type), io (safetensors
++ JSON, SAELens layout), train, metrics, splice, features, circuits (discrete codes per head),
+attribution (sparse feature circuits).
+"""
+
+from .base import SAE, SAEOutput
+from .config import ARCHITECTURES, SAEConfig, SAEConfigError, TrainConfig
+from .features import (
+    FeatureHarvest,
+    PromptCodes,
+    VocabReading,
+    decoder_directions,
+    decoder_vocab,
+    encode_prompts,
+    feature_contexts,
+    harvest_features,
+)
+from .io import SAEFileError, load_sae, load_saelens, save_sae
+from .jumprelu import JumpReluSAE
+from .metrics import (
+    ReconstructionMetrics,
+    SpliceMetrics,
+    next_token_ce,
+    reconstruction_metrics,
+    splice_metrics,
+)
+from .models import SAE_CLASSES, make_sae
+from .relu import ReluSAE
+from .sites import check_sae_site, site_d_in, to_vectors
+from .splice import (
+    FeatureEdit,
+    FeatureOutOfRange,
+    ablate_feature,
+    set_feature,
+    splice,
+    splice_hook,
+    steer_feature,
+)
+from .topk import TopKSAE
+from .train import TrainResult, train_sae
+
+__all__ = [
+    "SAE", "SAEOutput", "ARCHITECTURES", "SAEConfig", "SAEConfigError", "TrainConfig",
+    "FeatureHarvest", "PromptCodes", "VocabReading", "decoder_directions", "decoder_vocab",
+    "encode_prompts", "feature_contexts", "harvest_features",
+    "SAEFileError", "load_sae", "load_saelens", "save_sae", "JumpReluSAE",
+    "ReconstructionMetrics", "SpliceMetrics", "next_token_ce", "reconstruction_metrics",
+    "splice_metrics", "SAE_CLASSES", "make_sae", "ReluSAE", "check_sae_site", "site_d_in",
+    "to_vectors", "FeatureEdit", "FeatureOutOfRange", "ablate_feature", "set_feature", "splice",
+    "splice_hook", "steer_feature", "TopKSAE", "TrainResult", "train_sae",
+]

@@ -1,0 +1,49 @@
+"""Activations streamed from a corpus: shuffled windows, one forward per chunk, nothing on disk.
+
+Windows are visited in a seeded random order (so a short run sees every file of a corpus
+directory), captured with `capture_tokens` (the forward stops after the SAE's layer), and
+yielded as flat [n d_in] float32 chunks on the session's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from .._types import Float, Tensor
+from ..capture import capture_tokens
+from ..errors import CorpusError
+from ..session import TokenBatch
+from .sites import to_vectors
+
+__all__ = ["window_order", "stream_vectors"]
+
+
+def window_order(corpus, session, window: int, seed: int) -> Tensor:
+    """Stream offsets of all windows, in a seeded random order."""
+    bos = bool(session.prepend_bos and session.tokenizer.bos_token_id is not None)
+    starts = corpus.window_starts(window, bos)
+    g = torch.Generator().manual_seed(seed)
+    return starts[torch.randperm(len(starts), generator=g)]
+
+
+def stream_vectors(session, corpus, site, head: int | None, starts: Tensor, window: int,
+                   tokens_per_forward: int, skip_first: bool) -> Iterator[Float[Tensor, "n d_in"]]:
+    """Yield [n d_in] activation chunks of the windows at `starts` (in that order)."""
+    if len(starts) == 0:
+        raise CorpusError("no corpus windows left to stream activations from")
+    bos = bool(session.prepend_bos and session.tokenizer.bos_token_id is not None)
+    width = window - int(bos)
+    rows = max(1, tokens_per_forward // window)
+    for i in range(0, len(starts), rows):
+        st = starts[i:i + rows]
+        tok = corpus.ids[st[:, None] + torch.arange(width)[None, :]]
+        if bos:
+            col = torch.full((len(st), 1), session.tokenizer.bos_token_id, dtype=torch.int64)
+            tok = torch.cat([col, tok], 1)
+        batch = TokenBatch(tok.to(session.device), torch.full((len(st),), tok.shape[1]))
+        act = to_vectors(capture_tokens(session, batch, [site])[site], site, head)
+        if skip_first:
+            act = act[:, 1:]
+        yield act.reshape(-1, act.shape[-1]).float()

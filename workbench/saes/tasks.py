@@ -1,0 +1,125 @@
+"""Circuit tasks as clean/corrupt prompt pairs with answer tokens, from ../shared/data/circuits.
+
+Each pair has the same number of tokens (patching needs aligned positions). The metric is the
+logit difference at the last token: logit(correct) - mean logit(wrong answers).
+- IOI: "When Mary and John went..., John gave a drink to" -> " Mary" vs " John"; the corrupt
+  prompt replaces the repeated subject by a third name (no repeated name: no IOI signal).
+- greater-than: "... from the year 1732 to 17" -> suffixes > 32 vs <= 32; corrupt year ends in
+  01. Years are kept only when every two-digit suffix used is one token for the tokenizer.
+- docstring: the ACDC docstring prompts; corrupt = the `random_doc` variant.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import WorkbenchError
+
+__all__ = ["CircuitTask", "TaskUnavailable", "load_task", "TASKS"]
+
+TASKS = ("ioi", "greaterthan", "docstring")
+
+
+class TaskUnavailable(WorkbenchError):
+    """The prompt set is absent, or no prompt survives filtering for this tokenizer."""
+
+
+@dataclass(frozen=True)
+class CircuitTask:
+    """Aligned clean/corrupt prompts with one correct and several wrong answer ids per pair."""
+
+    name: str
+    clean: tuple[str, ...]
+    corrupt: tuple[str, ...]
+    correct: tuple[tuple[int, ...], ...]
+    wrong: tuple[tuple[int, ...], ...]
+
+    def __len__(self) -> int:
+        return len(self.clean)
+
+
+def _one(session, text: str) -> int | None:
+    ids = session.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return int(ids[0]) if len(ids) == 1 else None
+
+
+def _same_len(session, a: str, b: str) -> bool:
+    return len(session.encode(a)) == len(session.encode(b))
+
+
+def _ioi(session, data: Path, n: int, rng) -> list[tuple]:
+    rows = json.loads((data / "ioi_prompts_acdc_seed0_n1000.json").read_text())
+    names = sorted({r["IO"] for r in rows} | {r["S"] for r in rows})
+    names = [m for m in names if _one(session, " " + m) is not None]
+    out = []
+    for r in rows:
+        io, s, text = r["IO"], r["S"], r["text"]
+        if not text.endswith(" " + io):
+            continue
+        prompt = text[: -len(" " + io)]
+        cut = prompt.find(" " + s, prompt.find(" " + s) + 1)
+        c_io, c_s = _one(session, " " + io), _one(session, " " + s)
+        if cut < 0 or c_io is None or c_s is None:
+            continue
+        other = rng.choice([m for m in names if m not in (io, s)])
+        corrupt = prompt[:cut] + " " + other + prompt[cut + len(s) + 1:]
+        if _same_len(session, prompt, corrupt):
+            out.append((prompt, corrupt, (c_io,), (c_s,)))
+        if len(out) >= n:
+            break
+    return out
+
+
+def _greaterthan(session, data: Path, n: int, rng) -> list[tuple]:
+    rows = json.loads((data / "greaterthan_prompts_untokfiltered_seed0_n1000.json").read_text())
+    suffix = {i: _one(session, f"{i:02d}") for i in range(100)}
+    if any(v is None for v in suffix.values()):
+        return []  # two-digit suffixes are not single tokens for this tokenizer
+    out = []
+    for r in rows:
+        yy = r["year"] % 100
+        prompt = r["prompt"]
+        corrupt = prompt.replace(str(r["year"]), f"{r['year'] // 100}01", 1)
+        if yy < 2 or yy > 98 or not _same_len(session, prompt, corrupt):
+            continue
+        out.append((prompt, corrupt, tuple(suffix[i] for i in range(yy + 1, 100)),
+                    tuple(suffix[i] for i in range(0, yy + 1))))
+        if len(out) >= n:
+            break
+    return out
+
+
+def _docstring(session, data: Path, n: int, rng) -> list[tuple]:
+    rows = json.loads((data / "docstring_prompts_acdc_induction_n1000.json").read_text())
+    out = []
+    for r in rows:
+        c = _one(session, r["correct_answers"][0])
+        wrong = tuple(w for w in (_one(session, t) for t in r["wrong_answers"]) if w is not None)
+        corrupt = r["corrupt_prompt"]["random_doc"]
+        if c is None or not wrong or not _same_len(session, r["clean_prompt"], corrupt):
+            continue
+        out.append((r["clean_prompt"], corrupt, (c,), wrong))
+        if len(out) >= n:
+            break
+    return out
+
+
+def load_task(name: str, session, data_dir: str | Path, n: int = 64, seed: int = 0) -> CircuitTask:
+    """Load `n` aligned pairs of task `name` ('ioi', 'greaterthan', 'docstring')."""
+    if name not in TASKS:
+        raise TaskUnavailable(f"task={name!r} is unknown; choose one of {', '.join(TASKS)}")
+    data = Path(data_dir)
+    if not data.is_dir():
+        raise TaskUnavailable(f"circuit data directory {str(data)!r} does not exist")
+    try:
+        rows = {"ioi": _ioi, "greaterthan": _greaterthan, "docstring": _docstring}[name](
+            session, data, n, random.Random(seed))
+    except FileNotFoundError as exc:
+        raise TaskUnavailable(f"task {name}: prompt file missing ({exc.filename})") from exc
+    if not rows:
+        raise TaskUnavailable(f"task {name}: no prompt survives filtering for this tokenizer")
+    clean, corrupt, cor, wr = zip(*rows)
+    return CircuitTask(name, clean, corrupt, cor, wr)

@@ -1,0 +1,218 @@
+"""Train an SAE from activations streamed off a corpus (nothing written to disk unless asked).
+
+Per step, on a batch x [B d_in] of (scaled) activations:
+    L = ||x - x^||^2 + sparsity(f) + alpha * AuxK,     AuxK = ||e - e^_dead||^2 / ||e||^2
+where e = x - x^ and e^_dead is e reconstructed from the top `aux_k` pre-activations among dead
+latents (those silent for `dead_after_tokens` tokens). Decoder rows stay unit-norm (the
+parallel gradient component is removed, then rows are renormalised). The learning rate warms
+up linearly and decays linearly over the last `decay_fraction` of steps. Inputs are scaled by
+s = sqrt(d_in / E||x||^2) while training; s is folded into the weights at the end, so the
+returned SAE reads raw activations.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import NonFiniteError
+from .base import SAE
+from .config import SAEConfig, TrainConfig
+from .models import make_sae
+from .sites import check_sae_site
+from .stream import stream_vectors, window_order
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainResult", "train_sae", "aux_loss", "lr_factor"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A trained SAE (raw-activation units) with its history and held-out metrics.
+
+    Args:
+        sae: the trained SAE, on the training device, in eval mode.
+        history: one dict per logged step (step, tokens, lr, loss, mse, fvu, l0, dead).
+        tokens: training vectors consumed; seconds: wall time of the loop (harvest included).
+        eval_vectors: held-out activations [n d_in] (never trained on), for metrics.
+        scale: the input scale s that was folded into the weights.
+    """
+
+    sae: SAE
+    history: list[dict]
+    tokens: int
+    seconds: float
+    eval_vectors: torch.Tensor = field(repr=False)
+    scale: float = 1.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+
+def lr_factor(step: int, total: int, warmup: int, decay_fraction: float) -> float:
+    """Linear warm-up to 1 over `warmup` steps, flat, then linear decay over the last fraction."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    decay_start = int(total * (1 - decay_fraction))
+    if decay_fraction and step >= decay_start:
+        return max(0.0, (total - step) / max(1, total - decay_start))
+    return 1.0
+
+
+def aux_loss(sae: SAE, x, out, dead, aux_k: int):
+    """AuxK: reconstruct the residual e = x - x^ from the top-`aux_k` dead latents' ReLU(pre)."""
+    n_dead = int(dead.sum())
+    if n_dead == 0 or aux_k == 0:
+        return x.new_zeros(())
+    e = (x - out.recon).detach()
+    pre = out.pre.masked_fill(~dead, float("-inf"))
+    vals, idx = pre.topk(min(aux_k, n_dead), dim=-1)
+    codes = torch.zeros_like(out.pre).scatter(-1, idx, torch.relu(vals))
+    e_hat = codes @ sae.W_dec
+    return (e - e_hat).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)
+
+
+def _batches(source, batch_size: int, buffer_tokens: int, gen: torch.Generator):
+    """Mix chunks in a shuffle buffer; yield [batch_size d_in] batches."""
+    buf: list[torch.Tensor] = []
+    held = 0
+    for chunk in source:
+        buf.append(chunk)
+        held += len(chunk)
+        if held >= buffer_tokens:
+            data = torch.cat(buf)
+            data = data[torch.randperm(len(data), generator=gen).to(data.device)]
+            keep = len(data) // 2
+            n_out = (len(data) - keep) // batch_size * batch_size
+            for i in range(0, n_out, batch_size):
+                yield data[i:i + batch_size]
+            buf, held = [data[n_out:]], len(data) - n_out
+    if buf:
+        data = torch.cat(buf)
+        data = data[torch.randperm(len(data), generator=gen).to(data.device)]
+        for i in range(0, len(data) - batch_size + 1, batch_size):
+            yield data[i:i + batch_size]
+
+
+def train_sae(session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
+              out_dir: str | Path | None = None, progress: bool = True) -> TrainResult:
+    """Train an SAE of `sae_cfg` on activations of `sae_cfg.site` over `corpus`.
+
+    Example:
+        >>> c = Corpus.load("../shared/data/corpus", s.tokenizer)
+        >>> res = train_sae(s, c, SAEConfig("topk", 576, 9216, site="resid_post:15", k=32),
+        ...                 TrainConfig(total_tokens=500_000))
+    """
+    from .io import save_sae
+
+    cfg = cfg or TrainConfig()
+    sae_cfg = SAEConfig.from_dict({**sae_cfg.to_dict(), "model": sae_cfg.model or session.name})
+    device = session.device if cfg.device == "auto" else torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    sae = make_sae(sae_cfg)
+    site = check_sae_site(session, sae)
+    sae.to(device).train()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+
+    # held-out windows first in the shuffled order; training windows after them
+    starts = window_order(corpus, session, cfg.window, cfg.seed)
+    per_window = cfg.window - int(sae_cfg.skip_first_position)
+    n_eval = math.ceil(cfg.eval_tokens / per_window) if cfg.eval_tokens else 0
+    n_train = math.ceil(math.ceil(cfg.total_tokens / cfg.epochs) / per_window)
+    if n_eval + n_train > len(starts):
+        log.warning("corpus has %d windows; %d asked for (repeats needed)", len(starts), n_eval + n_train)
+    eval_starts, train_starts = starts[:n_eval], starts[n_eval:n_eval + n_train]
+
+    def stream(st):
+        return stream_vectors(session, corpus, site, sae_cfg.head, st, cfg.window,
+                              cfg.tokens_per_forward, sae_cfg.skip_first_position)
+
+    eval_vecs = torch.cat(list(stream(eval_starts))).to(device) if n_eval else None
+    train_src = stream(train_starts)
+    first = next(train_src).to(device)
+    if not torch.isfinite(first).all():
+        raise NonFiniteError(f"activations at {site} hold NaN or infinite values")
+    scale = math.sqrt(sae_cfg.d_in / first.pow(2).sum(-1).mean().item()) if cfg.normalize else 1.0
+    with torch.no_grad():
+        sae.b_dec.copy_((first * scale).mean(0))
+
+    kept: list[torch.Tensor] = []
+
+    def source():
+        yield first
+        kept.append(first)
+        for ch in train_src:
+            if cfg.epochs > 1:
+                kept.append(ch.to(device))
+            yield ch.to(device)
+        for _ in range(cfg.epochs - 1):
+            yield from kept
+
+    total_steps = max(1, cfg.total_tokens // cfg.batch_size)
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda st: lr_factor(st, total_steps, cfg.warmup_steps, cfg.decay_fraction))
+    since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
+    history: list[dict] = []
+    bar = tqdm(total=total_steps * cfg.batch_size, unit="tok", desc=f"SAE {site}", disable=not progress)
+    step = tokens = 0
+    try:
+        for x in _batches(source(), cfg.batch_size, cfg.buffer_tokens, gen):
+            if step >= total_steps:
+                break
+            x = x * scale
+            out = sae(x, check=False)
+            losses = sae.loss(x, out)
+            dead = since_fired >= cfg.dead_after_tokens
+            aux = aux_loss(sae, x, out, dead, cfg.aux_k)
+            loss = losses["loss"] + cfg.aux_coefficient * aux
+            if not torch.isfinite(loss):
+                raise NonFiniteError(f"training loss became {loss.item()} at step {step}; "
+                                     "lower lr or check the activations")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            sae.remove_parallel_grad()
+            opt.step()
+            sched.step()
+            sae.normalize_decoder()
+            with torch.no_grad():
+                fired = (out.codes > 0).any(0)
+                since_fired += len(x)
+                since_fired[fired] = 0
+            step += 1
+            tokens += len(x)
+            bar.update(len(x))
+            if step % 20 == 0 or step == total_steps:
+                with torch.no_grad():
+                    var = (x - x.mean(0)).pow(2).sum(-1).mean()
+                    rec = {"step": step, "tokens": tokens, "lr": sched.get_last_lr()[0],
+                           "loss": loss.item(), "mse": losses["mse"].item(),
+                           "fvu": (losses["mse"] / var).item(), "aux": float(aux),
+                           "l0": (out.codes > 0).float().sum(-1).mean().item(),
+                           "dead": int(dead.sum())}
+                history.append(rec)
+                bar.set_postfix(fvu=f"{rec['fvu']:.3f}", l0=f"{rec['l0']:.1f}", dead=rec["dead"])
+            if out_dir and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                ck = make_sae(sae.cfg).to(device)
+                ck.load_state_dict(sae.state_dict())
+                ck.fold_scale(scale)
+                save_sae(ck, Path(out_dir) / "checkpoints" / f"step_{step:07d}")
+    finally:
+        bar.close()
+    sae.fold_scale(scale)
+    sae.eval()
+    seconds = time.perf_counter() - t0
+    if out_dir:
+        save_sae(sae, Path(out_dir) / "final")
+    log.info("trained %s on %d tokens in %.0f s", site, tokens, seconds)
+    ev = eval_vecs if eval_vecs is not None else first[: cfg.batch_size]
+    return TrainResult(sae, history, tokens, seconds, ev, scale)
