@@ -42,7 +42,6 @@ class AttentionView(View):
         self.layer.observe(lambda _: self._redraw(), "value")
         self.head.observe(lambda _: self._redraw(), "value")
         self.run_btn.on_click(lambda _: self.set_prompt(self.prompt_box.value))
-        self.prompt_box.on_submit(lambda _: self.set_prompt(self.prompt_box.value))
         self.body = W.VBox([W.HBox([self.prompt_box, self.run_btn]),
                             W.HBox([self.layer, self.head]), self.pattern, self.norms])
         self.body.add_class("wb-attention")

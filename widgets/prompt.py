@@ -49,7 +49,6 @@ class PromptExplorer(View):
         self.sub_title = W.HTML()
         self.heat.data[0].on_click(self._on_cell)
         self.run_btn.on_click(lambda _: self.set_prompt(self.prompt_box.value))
-        self.prompt_box.on_submit(lambda _: self.set_prompt(self.prompt_box.value))
         self.reset_btn.on_click(lambda _: self.reset())
         self.body = W.VBox([
             W.HBox([self.prompt_box, self.run_btn, self.reset_btn]),
