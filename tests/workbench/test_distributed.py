@@ -1,0 +1,179 @@
+"""Sharded harvests, statistics and batteries on Ray (local mode, two CPU workers, tiny models).
+
+One Ray instance and one pool of two worker actors serve the whole module (start-up is the
+slow part). Each distributed result is compared with the single-process path on the same
+tokens: top-k lists and counts must be identical, float64 sums equal up to addition order.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.corpus import Corpus
+from workbench.distributed import (
+    RayConfig,
+    RayUnavailableError,
+    ShardCorpus,
+    WorkerModel,
+    activation_sums,
+    check_cover,
+    corpus_windows,
+    key_moment_sums,
+    merge_sums,
+    merge_topk,
+    plan_shards,
+    ray_activation_stats,
+    ray_key_stats,
+    require_ray,
+    rows_per_batch,
+    run_sharded,
+)
+from workbench.errors import WorkbenchError
+
+WINDOW, TPB, MAX_TOKENS = 32, 256, 6000
+CFG = RayConfig(num_cpus=2, workers=2, max_retries=2)
+
+
+# ----------------------------------------------------------------------------- no Ray needed
+def test_plan_shards_exact_disjoint_covering():
+    for n, rows, k in [(1, 1, 1), (10, 3, 4), (100, 8, 3), (7, 8, 5), (64, 8, 8), (65, 8, 8)]:
+        shards = plan_shards(n, rows, k)
+        check_cover(shards, n)
+        assert sum(len(s) for s in shards) == n
+        assert all(s.lo % rows == 0 for s in shards)  # cut at batch boundaries
+        assert len(shards) == min(k, -(-n // rows))
+    with pytest.raises(WorkbenchError, match="n_windows=0"):
+        plan_shards(0, 4, 2)
+
+
+def test_shard_corpus_batches_partition_the_single_process_batches(tiny, small_corpus_path):
+    corpus = Corpus.load(small_corpus_path, tiny.tokenizer, max_tokens=MAX_TOKENS)
+    full = list(corpus.batches(tiny, window=WINDOW, tokens_per_batch=TPB, progress=False))
+    shards = plan_shards(corpus_windows(corpus, WINDOW, False), rows_per_batch(WINDOW, TPB), 3)
+    parts = [b for s in shards for b in ShardCorpus.of(corpus, s).batches(
+        tiny, window=WINDOW, tokens_per_batch=TPB, progress=False)]
+    assert len(parts) == len(full)
+    for a, b in zip(full, parts):
+        assert torch.equal(a.tokens, b.tokens) and torch.equal(a.starts, b.starts)
+
+
+def test_merge_topk_equals_brute_force_with_ties():
+    g = torch.Generator().manual_seed(0)
+    vals = torch.randint(0, 5, (3, 40), generator=g).float()  # many ties
+    offs = torch.randperm(40, generator=g).repeat(3, 1)
+    k = 6
+    # brute force: sort by (value desc, offset asc)
+    ref_v, ref_o = [], []
+    for r in range(3):
+        pairs = sorted(zip(vals[r].tolist(), offs[r].tolist()), key=lambda p: (-p[0], p[1]))[:k]
+        ref_v.append([p[0] for p in pairs])
+        ref_o.append([p[1] for p in pairs])
+    cuts = [0, 7, 20, 21, 40]
+    parts = []
+    for lo, hi in zip(cuts, cuts[1:]):
+        pv, po = merge_topk([(vals[:, lo:hi], offs[:, lo:hi])], k)  # per-shard top-k (padded)
+        parts.append((pv, po))
+    v, o = merge_topk(parts, k)
+    assert v.tolist() == ref_v and o.tolist() == ref_o
+    v2, o2 = merge_topk(parts[::-1], k)  # shard order does not matter
+    assert torch.equal(v, v2) and torch.equal(o, o2)
+
+
+def test_without_ray_the_flag_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(RayUnavailableError, match=r"pip install 'ffn-workbench\[ray\]'"):
+        require_ray()
+
+
+# ----------------------------------------------------------------------------- on Ray
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    from ray import cloudpickle
+
+    from workbench.distributed import release_workers
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # test helpers travel by value
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
+                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+    yield ray
+    release_workers()
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tiny, small_corpus_path):
+    return Corpus.load(small_corpus_path, tiny.tokenizer, max_tokens=MAX_TOKENS)
+
+
+def test_key_stats_on_ray_equal_single_process(ray_local, tiny, corpus):
+    from editing.covariance import key_stats
+
+    ref = key_stats(tiny, 1, corpus, n_tokens=MAX_TOKENS, window=WINDOW, tokens_per_batch=TPB,
+                    use_cache=False, progress=False)
+    got = ray_key_stats(WorkerModel.of(tiny), 1, corpus, CFG, n_tokens=MAX_TOKENS,
+                        window=WINDOW, tokens_per_batch=TPB)
+    assert got.n_tokens == ref.n_tokens
+    torch.testing.assert_close(got.moment, ref.moment, rtol=1e-6, atol=1e-9)
+
+
+def test_activation_stats_with_sae_on_ray_equal_single_process(ray_local, tiny, corpus):
+    from workbench.saes import SAEConfig, make_sae
+
+    torch.manual_seed(0)
+    sae = make_sae(SAEConfig("topk", tiny.d_model, 128, site="resid_post:0", k=8))
+    kw = dict(site="resid_post:0", window=WINDOW, tokens_per_batch=TPB, max_tokens=MAX_TOKENS)
+    ref = activation_sums(tiny, corpus, sae=sae, **kw)
+    stats, got = ray_activation_stats(WorkerModel.of(tiny), corpus, cfg=CFG, sae=sae, **kw)
+    assert got["n"] == ref["n"] == corpus_windows(corpus, WINDOW, False, MAX_TOKENS) * WINDOW
+    assert torch.equal(got["fires"], ref["fires"])  # counts: exact
+    for key in ("sum", "sum_sq", "sum_norm_sq", "code_sum"):
+        torch.testing.assert_close(got[key], ref[key], rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(stats.mean, ref["sum"] / ref["n"])
+
+
+class DieOnce:
+    """Run `fn`, but on the first attempt of shard `index` kill the worker process mid-shard."""
+
+    def __init__(self, fn, marker: str, index: int):
+        self.fn, self.marker, self.index = fn, marker, index
+
+    def __call__(self, session, corpus, **kw):
+        out = self.fn(session, corpus, **kw)  # the shard's work is done, then the process dies
+        if corpus.shard.index == self.index and not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(os.getpid()))
+            os._exit(1)
+        return out
+
+
+def test_worker_killed_mid_shard_is_retried_nothing_lost_or_duplicated(ray_local, tiny, corpus,
+                                                                       tmp_path):
+    model = WorkerModel.of(tiny)
+    n = corpus_windows(corpus, WINDOW, False, MAX_TOKENS)
+    shards = plan_shards(n, rows_per_batch(WINDOW, TPB), 4)
+    kw = dict(layer=0, n_tokens=MAX_TOKENS, window=WINDOW, tokens_per_batch=TPB)
+    marker = tmp_path / "killed"
+    parts, timing = run_sharded(model, DieOnce(key_moment_sums, str(marker), 1), corpus, CFG,
+                                shards, kw, checkpoint=tmp_path / "ckpt")
+    assert marker.exists()  # a worker really died
+    assert len(parts) == len(shards)
+    assert sum(p["n"] for p in parts) == n * WINDOW  # every token once
+    ref = key_moment_sums(tiny, corpus, **kw)
+    merged = merge_sums(parts)
+    assert merged["n"] == ref["n"]
+    torch.testing.assert_close(merged["sum_kk"], ref["sum_kk"], rtol=1e-12, atol=1e-9)
+    # results were written as they finished; a rerun loads them and runs nothing
+    files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert files == [f"{s.key}.safetensors" for s in shards]
+    again, t2 = run_sharded(model, DieOnce(key_moment_sums, str(tmp_path / "never"), 0), corpus,
+                            CFG, shards, kw, checkpoint=tmp_path / "ckpt")
+    assert not (tmp_path / "never").exists()
+    assert all(torch.equal(a["sum_kk"], b["sum_kk"]) for a, b in zip(parts, again))
