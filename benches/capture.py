@@ -1,0 +1,251 @@
+"""Capture latency and throughput: the session's capture (generic and fast paths) against the
+plain Hugging Face forward and TransformerLens `run_with_cache` of all hooks.
+
+One process per device (``--device auto|cpu|cuda``). Model: `random_session` (random-init
+weights of the SmolLM2-135M shape; bf16 on CUDA, fp32 on CPU unless --dtype). The plain HF
+model is a separate LlamaForCausalLM of the same config with SDPA attention (timing does not
+depend on weight values).
+
+(a) interactive: one 32-token prompt, all FFN coefficients (mlp_post of every layer); wall
+    latency per call (host clock around call + synchronize), median of --reps.
+(b) throughput: batches BxT (default 32x512 and 64x1024 on CUDA, 4x128 on CPU), same sites;
+    tokens/s and share of the device's peak matmul rate (measured once: a large matmul in the
+    session dtype). Model FLOPs per token = 2 * N_nonemb + 2 * n_layers * T * d_attn (causal
+    attention: QK^T and AV over the lower triangle); the unembed, which the HF forward and
+    run_with_cache also compute, is not counted.
+
+Writes JSON to --out (default out/bench/capture-<device>.json) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from workbench import capture, sites
+from workbench.fastpath import CompiledCapture, GraphCapture
+from workbench.session import TokenBatch, resolve_device
+from workbench.testing import random_session
+
+GOAL_MS, GOAL_MFU = 5.0, 0.25
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def timed(fn, dev, reps: int, warmup: int) -> dict:
+    """Median wall time of fn() + synchronize, after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    sync(dev)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        sync(dev)
+        times.append(time.perf_counter() - t)
+    return {"median_s": statistics.median(times), "min_s": min(times), "reps": reps}
+
+
+def guarded(name, fn, dev, reps, warmup) -> dict:
+    """timed(), reporting out-of-memory (and other failures) instead of crashing."""
+    try:
+        return {"name": name, **timed(fn, dev, reps, warmup)}
+    except torch.OutOfMemoryError as exc:
+        return {"name": name, "error": "out of memory", "detail": str(exc)[:160]}
+    except Exception as exc:  # noqa: BLE001 - a bench reports every row it can
+        return {"name": name, "error": type(exc).__name__, "detail": str(exc)[:300]}
+    finally:
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def peak_flops(dev, dtype) -> float:
+    n = 8192 if dev.type == "cuda" else 2048
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn(n, n, device=dev, dtype=dtype)
+    r = timed(lambda: a @ b, dev, reps=10 if dev.type == "cuda" else 3, warmup=3)
+    return 2 * n**3 / r["median_s"]
+
+
+def plain_hf(session, dev, dtype):
+    from transformers import LlamaForCausalLM
+
+    cfg = copy.deepcopy(session.hf_model.config)
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(1)
+    return LlamaForCausalLM(cfg).to(dev, dtype).eval()
+
+
+def n_nonembedding(model) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n)
+
+
+def _batch(ids: torch.Tensor) -> TokenBatch:
+    """A TokenBatch of random ids (the random session's tiny tokenizer cannot spell them)."""
+    return TokenBatch(ids, torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long, device=ids.device))
+
+
+def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def interactive(s, plain, dev, args) -> tuple[list[dict], dict]:
+    mp = sites("mlp_post", session=s)
+    g = torch.Generator().manual_seed(0)
+    batch = _batch(torch.randint(3, 49152, (1, 32), generator=g).to(dev))
+    ids = batch.tokens
+    gc_graph = GraphCapture(s, mp)
+    gc_eager = GraphCapture(s, mp)
+    gc_eager.use_graphs = False
+    rows = []
+    nr, w = args.reps, args.warmup
+    with torch.no_grad():
+        rows.append(guarded("hf_forward (logits)", lambda: plain(ids), dev, nr, w))
+        rows.append(guarded("hf_trunk (no unembed)", lambda: plain.model(ids), dev, nr, w))
+        rows.append(guarded("capture generic", lambda: capture(s, batch, mp), dev, nr, w))
+        rows.append(guarded("capture fast eager", lambda: gc_eager(batch), dev, nr, w))
+        if dev.type == "cuda":
+            rows.append(guarded("capture fast graph", lambda: gc_graph(batch), dev, nr, w))
+            if not args.no_compile:
+                gc_comp = GraphCapture(s, mp, compile=True)
+                rows.append(guarded("capture fast graph+compile", lambda: gc_comp(batch), dev, nr, w))
+        rows.append(guarded("run_with_cache all hooks", lambda: s.model.run_with_cache(ids), dev, nr, w))
+        ref = capture(s, batch, mp)
+        checks = {}
+        for name, obj in [("fast eager", gc_eager), ("fast graph", gc_graph if dev.type == "cuda" else None)]:
+            if obj is not None:
+                cap = obj(batch)
+                checks[name] = max(max_rel(cap[x], ref[x]) for x in mp)
+    return rows, {"rel_err_vs_generic (max over layers, ||a-b||/||b||)": checks,
+                  "tokens": int(ids.numel())}
+
+
+def throughput(s, plain, dev, shapes, args, flops_tok, peak) -> list[dict]:
+    mp = sites("mlp_post", session=s)
+    out = []
+    cc = CompiledCapture(s, mp, compile=dev.type == "cuda" and not args.no_compile)
+    ce = CompiledCapture(s, mp, compile=False)
+    for bsz, seq in shapes:
+        g = torch.Generator().manual_seed(bsz * seq)
+        ids = torch.randint(3, 49152, (bsz, seq), generator=g).to(dev)
+        batch = _batch(ids)
+        nr, w = args.tp_reps, 1
+        rows = []
+        with torch.no_grad():
+            rows.append(guarded("hf_forward (logits)", lambda: plain(ids), dev, nr, w))
+            rows.append(guarded("hf_trunk (no unembed)", lambda: plain.model(ids), dev, nr, w))
+            rows.append(guarded("capture generic", lambda: capture(s, batch, mp), dev, nr, w))
+            rows.append(guarded("capture fast eager", lambda: ce(batch), dev, nr, w))
+            if cc is not ce and dev.type == "cuda" and not args.no_compile:
+                t0 = time.perf_counter()
+                try:
+                    cc(batch)
+                except Exception as exc:  # noqa: BLE001
+                    print("compile failed:", exc, file=sys.stderr)
+                compile_s = time.perf_counter() - t0
+                r = guarded("capture compiled", lambda: cc(batch), dev, nr, w)
+                r["first_call_s (compile)"] = compile_s
+                r["chunks"] = len(cc.last_plan)
+                rows.append(r)
+            rows.append(guarded("run_with_cache all hooks", lambda: s.model.run_with_cache(ids), dev, nr, w))
+        for r in rows:
+            r["shape"] = f"{bsz}x{seq}"
+            if "median_s" in r:
+                r["tokens_per_s"] = bsz * seq / r["median_s"]
+                r["mfu"] = flops_tok(seq) * r["tokens_per_s"] / peak
+        out += rows
+        del ids, batch
+        gc.collect()
+    return out
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    return [tuple(int(v) for v in part.split("x")) for part in text.split(",") if part]
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default=None, help="bfloat16 (CUDA default) or float32 (CPU default)")
+    ap.add_argument("--shapes", default=None, help="throughput shapes, e.g. 32x512,64x1024")
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--tp-reps", type=int, default=None)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    dev = resolve_device(args.device)
+    cuda = dev.type == "cuda"
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if cuda else torch.float32)
+    args.reps = args.reps or (30 if cuda else 5)
+    args.tp_reps = args.tp_reps or (5 if cuda else 2)
+    shapes = parse_shapes(args.shapes or ("32x512,64x1024" if cuda else "4x128"))
+    out = Path(args.out or f"out/bench/capture-{dev.type}.json")
+
+    s = random_session(device=str(dev), dtype=dtype)
+    plain = plain_hf(s, dev, dtype)
+    n_params = n_nonembedding(plain)
+    d_attn = s.n_heads * s.d_head
+
+    def flops_tok(seq: int) -> float:
+        return 2 * n_params + 2 * s.n_layers * seq * d_attn
+
+    peak = peak_flops(dev, dtype)
+    inter, checks = interactive(s, plain, dev, args)
+    tput = throughput(s, plain, dev, shapes, args, flops_tok, peak)
+    base = next((r["median_s"] for r in inter if r["name"].startswith("hf_forward") and "median_s" in r), None)
+    best_ms = min((r["median_s"] * 1e3 for r in inter if r["name"].startswith("capture fast") and "median_s" in r),
+                  default=float("nan"))
+    best_mfu = {f"{b}x{t}": max((r.get("mfu", 0) for r in tput if r["shape"] == f"{b}x{t}"
+                                 and r["name"].startswith("capture")), default=0) for b, t in shapes}
+    result = {
+        "bench": "capture", "device": torch.cuda.get_device_name(dev) if cuda else platform.processor() or "cpu",
+        "torch": torch.__version__, "dtype": str(dtype).replace("torch.", ""),
+        "model": "random-init SmolLM2-135M shape (30 layers, d_model 576, d_mlp 1536)",
+        "sites": "mlp_post of all 30 layers",
+        "peak_flops": peak, "peak_note": "median of a square matmul (8192^3 CUDA, 2048^3 CPU) in the dtype",
+        "n_params_nonembedding": n_params,
+        "flops_per_token": "2*N_nonemb + 2*n_layers*T*d_attn (causal attention); unembed not counted",
+        "interactive": inter, "interactive_checks": checks, "throughput": tput,
+        "goals": {"interactive_ms<5": best_ms < GOAL_MS if cuda else None, "best_fast_ms": best_ms,
+                  "throughput_mfu>=0.25": {k: v >= GOAL_MFU for k, v in best_mfu.items()} if cuda else None,
+                  "best_capture_mfu": best_mfu},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=str))
+    print(f"\n{result['device']}  {result['dtype']}  peak {peak / 1e12:.3f} TFLOP/s  N_nonemb {n_params / 1e6:.1f}M")
+    print(f"(a) interactive 1x32, all mlp_post   (vs hf_forward {base * 1e3 if base else float('nan'):.2f} ms)")
+    for r in inter:
+        if "median_s" in r:
+            ratio = r["median_s"] / base if base else float("nan")
+            print(f"  {r['name']:<30} {r['median_s'] * 1e3:9.2f} ms   x{ratio:5.2f} of hf_forward")
+        else:
+            print(f"  {r['name']:<30} {r['error']}: {r.get('detail', '')[:80]}")
+    print(f"  rel. error vs generic: {checks['rel_err_vs_generic (max over layers, ||a-b||/||b||)']}")
+    print("(b) throughput, all mlp_post")
+    for r in tput:
+        if "median_s" in r:
+            print(f"  {r['shape']:<8} {r['name']:<30} {r['tokens_per_s'] / 1e3:9.1f} k tok/s   "
+                  f"{100 * r['mfu']:5.1f}% of peak")
+        else:
+            print(f"  {r['shape']:<8} {r['name']:<30} {r['error']}")
+    print(f"goals: {json.dumps(result['goals'])}\nwrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
