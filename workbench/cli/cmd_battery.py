@@ -1,0 +1,63 @@
+"""``workbench battery``: run a probe battery described in a TOML spec.
+
+    workbench battery run probes/batteries/default.toml --out out/battery [--force]
+    workbench battery kinds          # list probe kinds and their parameters
+
+Writes OUT/<name>.json (fields: docs/cli.md, schema: probes/schema.json), OUT/<name>.html and a
+per-probe cache under OUT/cache (reused on rerun unless --force).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    p = sub.add_parser("battery", help="run a scripted probe battery (TOML spec) to JSON + HTML",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bsub = p.add_subparsers(dest="battery_command", metavar="ACTION")
+    r = bsub.add_parser("run", help="run a battery spec")
+    r.add_argument("spec", help="battery spec (TOML)")
+    r.add_argument("--out", default="out/battery", help="output folder (JSON, HTML, cache)")
+    r.add_argument("--force", action="store_true", help="rerun probes that have cached results")
+    r.add_argument("--device", default=None, help="override the spec's device (auto, cpu, cuda)")
+    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    r.set_defaults(func=run)
+    k = bsub.add_parser("kinds", help="list probe kinds and their parameters")
+    k.set_defaults(func=list_kinds)
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+def run(args) -> int:
+    import dataclasses
+
+    from probes.runner import results_paths, run_battery
+    from probes.spec import load_spec
+
+    spec = load_spec(args.spec)  # validated before any model is loaded
+    if args.device:
+        spec = dataclasses.replace(spec, device=args.device)
+    res = run_battery(spec, args.out, force=args.force, progress=not args.no_progress)
+    json_path, html_path = results_paths(spec, args.out)
+    c = res["counts"]
+    print(f"battery {spec.name}: {c['ran']} ran, {c['cached']} cached, {c['failed']} failed "
+          f"in {res['timings']['total_s']:.1f} s")
+    for p in res["probes"]:
+        if p["status"] == "failed":
+            print(f"  {p['name']}: {p['error']}")
+    print(f"json: {json_path}")
+    print(f"html: {html_path}")
+    return 1 if c["failed"] else 0
+
+
+def list_kinds(args) -> int:
+    from probes.registry import kinds
+
+    for name, kind in sorted(kinds().items()):
+        reason = kind.available()
+        print(f"{name}{'' if reason is None else f'  (unavailable: {reason})'}")
+        print(f"    {kind.doc}")
+        for pname, prm in kind.params.items():
+            default = "required" if prm.required else f"default {prm.default!r}"
+            print(f"    {pname}: {prm.doc} ({default})")
+    return 0
