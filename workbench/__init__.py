@@ -23,6 +23,7 @@ from .errors import (
     UnknownSiteError,
     WorkbenchError,
 )
+from .fastpath import CompiledCapture, GraphCapture, compiled_capture
 from .ffn import FFNWeights, ffn_output, ffn_weights
 from .hooks import (
     SITE_KINDS,
@@ -52,4 +53,5 @@ __all__ = [
     "SITE_KINDS", "Intervention", "Site", "ablate_heads", "add_vector", "intervene", "parse_site",
     "patch", "scale_heads", "scale_neurons", "set_neurons", "site", "sites", "zero_neurons",
     "DEFAULT_MODEL", "EMBEDDED", "Session", "TokenBatch",
+    "CompiledCapture", "GraphCapture", "compiled_capture",
 ]

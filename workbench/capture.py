@@ -73,7 +73,7 @@ class Capture:
 
 def capture(session: Session, prompts: str | Sequence[str] | TokenBatch,
             sites: Iterable[Site | str | tuple[str, int]], *, logits: bool = False,
-            interventions: Sequence[Intervention] = ()) -> Capture:
+            interventions: Sequence[Intervention] = (), backend: str = "generic") -> Capture:
     """Run `prompts` once and keep the activations at `sites` (and the logits if asked).
 
     Example:
@@ -81,13 +81,27 @@ def capture(session: Session, prompts: str | Sequence[str] | TokenBatch,
         >>> cap["mlp_post:3"].shape        # [2, pos, d_mlp]
     """
     batch = prompts if isinstance(prompts, TokenBatch) else session.tokenize(prompts)
-    return capture_tokens(session, batch, sites, logits=logits, interventions=interventions)
+    return capture_tokens(session, batch, sites, logits=logits, interventions=interventions,
+                          backend=backend)
 
 
 @torch.no_grad()
 def capture_tokens(session: Session, batch: TokenBatch, sites: Iterable[Site | str | tuple[str, int]],
-                   *, logits: bool = False, interventions: Sequence[Intervention] = ()) -> Capture:
-    """`capture` for an already-tokenized batch (the hot path of corpus streaming)."""
+                   *, logits: bool = False, interventions: Sequence[Intervention] = (),
+                   backend: str = "generic") -> Capture:
+    """`capture` for an already-tokenized batch (the hot path of corpus streaming).
+
+    `backend`: ``generic`` (default, through the bridge), or the opt-in fast paths of
+    `workbench.fastpath`: ``graph`` (CUDA-graph replay, interactive) or ``compiled``
+    (torch.compile, chunked, for large batches); both give the same values and use the
+    generic path for logits, interventions and sites they do not support.
+    """
+    if backend != "generic":
+        from .fastpath import check_backend, fast_capture
+
+        check_backend(backend)
+        if not logits and not interventions:
+            return fast_capture(session, batch, [parse_site(s) for s in sites], backend)
     wanted = [parse_site(s).check(session) for s in sites]
     if not wanted and not logits:
         raise ValueError("capture needs at least one site, or logits=True")

@@ -49,7 +49,7 @@ from .session import Session, TokenBatch
 
 __all__ = [
     "FAST_KINDS", "GraphCapture", "CompiledCapture", "compiled_capture", "fast_capture",
-    "fast_supported", "estimate_row_bytes", "plan_chunks", "MemoryBudgetError", "pure_model",
+    "fast_supported", "check_backend", "estimate_row_bytes", "plan_chunks", "MemoryBudgetError", "pure_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -505,15 +505,22 @@ def compiled_capture(session: Session, sites: Iterable[Site | str | tuple[str, i
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_BACKENDS = ("generic", "graph", "compiled")
+
+
+def check_backend(backend: str) -> str:
+    """Raise WorkbenchError unless `backend` is one of generic, graph, compiled."""
+    if backend not in _BACKENDS:
+        raise WorkbenchError(f"backend={backend!r} is unknown; choose one of {choices(_BACKENDS)}")
+    return backend
 
 
 def fast_capture(session: Session, batch: TokenBatch, sites: Sequence[Site], backend: str) -> Capture:
     """`capture_tokens(..., backend=...)`: a cached GraphCapture ("graph") or CompiledCapture
     ("compiled") per session and site list."""
     kinds = {"graph": GraphCapture, "compiled": CompiledCapture}
-    if backend not in kinds:
-        raise WorkbenchError(f"backend={backend!r} is unknown; choose one of "
-                             f"{choices(['generic', *kinds])}")
+    if check_backend(backend) == "generic":
+        return capture_tokens(session, batch, sites)
     per = _CACHE.setdefault(session, {})
     key = (backend, tuple(parse_site(s) for s in sites))
     if key not in per:
