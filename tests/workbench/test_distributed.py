@@ -101,8 +101,9 @@ def ray_local():
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # test helpers travel by value
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+        from workbench.distributed import init_ray
+
+        init_ray(CFG)
     yield ray
     release_workers()
     if started:
@@ -177,3 +178,65 @@ def test_worker_killed_mid_shard_is_retried_nothing_lost_or_duplicated(ray_local
                             CFG, shards, kw, checkpoint=tmp_path / "ckpt")
     assert not (tmp_path / "never").exists()
     assert all(torch.equal(a["sum_kk"], b["sum_kk"]) for a, b in zip(parts, again))
+
+
+BATTERY = """
+[battery]
+name = "mini"
+model = "tiny-llama"
+corpus = "{corpus}"
+max_tokens = 2000
+window = 32
+seed = 0
+
+[[probe]]
+kind = "linear"
+name = "next_is_number"
+label = "next_is_number"
+layers = [0, 1]
+max_examples = 600
+
+[[probe]]
+kind = "linear"
+name = "next_is_capitalised"
+label = "next_is_capitalised"
+model = "ridge"
+layers = [1]
+max_examples = 600
+"""
+
+
+def _untimed(obj):
+    """A result without its wall-clock fields (the only thing allowed to differ)."""
+    if isinstance(obj, dict):
+        return {k: _untimed(v) for k, v in obj.items() if k != "seconds" and not k.endswith("_s")}
+    if isinstance(obj, list):
+        return [_untimed(v) for v in obj]
+    return obj
+
+
+def _strip(results: dict) -> list:
+    return [(p["name"], _untimed(p["result"])) for p in results["probes"]]
+
+
+def test_battery_grid_on_ray_equals_single_process_and_rerun_skips(ray_local, tiny, tiny_gemma,
+                                                                   small_corpus_path, tmp_path):
+    import dataclasses
+
+    from probes.runner import run_battery
+    from probes.spec import load_spec
+    from workbench.distributed.battery import ray_run_battery
+
+    path = tmp_path / "mini.toml"
+    path.write_text(BATTERY.format(corpus=small_corpus_path), encoding="utf-8")
+    spec = load_spec(path)
+    ref = {m: run_battery(dataclasses.replace(spec, model=m), tmp_path / "ref" / m, session=s,
+                          progress=False) for m, s in (("tiny-llama", tiny), ("tiny-gemma", tiny_gemma))}
+    got = ray_run_battery(spec, tmp_path / "ray", CFG, models=["tiny-llama", "tiny-gemma"])
+    assert got["ray"] == {**got["ray"], "submitted": 4, "skipped": 0, "failed": 0}
+    for m in ("tiny-llama", "tiny-gemma"):
+        assert _strip(got["results"][m]) == _strip(ref[m])
+        assert (tmp_path / "ray" / m / "mini.json").exists()
+    again = ray_run_battery(spec, tmp_path / "ray", CFG, models=["tiny-llama", "tiny-gemma"])
+    assert again["ray"]["submitted"] == 0 and again["ray"]["skipped"] == 4
+    assert all(again["results"][m]["counts"]["cached"] == 2 for m in ("tiny-llama", "tiny-gemma"))

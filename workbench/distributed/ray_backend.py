@@ -99,7 +99,11 @@ def init_ray(cfg: RayConfig):
         else:
             kw["address"] = cfg.address
         env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **cfg.env}
-        kw["runtime_env"] = {"env_vars": env}
+        if "address" in kw:  # a cluster's workers get the variables through the runtime env
+            kw["runtime_env"] = {"env_vars": env}
+        else:  # a local Ray's workers inherit ours (a runtime env costs seconds per worker)
+            for k, v in env.items():
+                os.environ.setdefault(k, v)
         ray.init(**kw)
     return ray
 
