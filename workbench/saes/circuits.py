@@ -93,6 +93,9 @@ def logit_diff(logits, last, correct, wrong) -> torch.Tensor:
 def head_patching_importance(session, task: CircuitTask) -> tuple[torch.Tensor, float, float]:
     """[n_layers n_heads] normalised effect of patching each head's z from corrupt into clean."""
     clean, corrupt = session.tokenize(list(task.clean)), session.tokenize(list(task.corrupt))
+    if not torch.equal(clean.lengths, corrupt.lengths):
+        raise WorkbenchError("clean and corrupt prompts must have equal token lengths pairwise; got "
+                             f"{clean.lengths.tolist()} and {corrupt.lengths.tolist()}")
     sites = [f"attn_z:{layer}" for layer in range(session.n_layers)]
     cap = capture(session, corrupt, sites, logits=True)
     ld_clean = logit_diff(session.logits(clean), clean.last, task.correct, task.wrong).mean().item()
