@@ -19,7 +19,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from .report import escape
+from .report import _js, escape
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def static_figure_html(fig, include_plotlyjs: bool | None = None) -> str:
         _PLOTLYJS_SENT = True
     parts.append(
         f"<div id='{div}' class='wb-figure'></div><script type='text/javascript'>(function(){{"
-        f"var f={fig.to_json()};if(window.Plotly){{Plotly.newPlot('{div}',f.data,f.layout,"
+        f"var f={_js(fig.to_json())};if(window.Plotly){{Plotly.newPlot('{div}',f.data,f.layout,"
         f"{{displaylogo:false}});}}}})();</script>"
     )
     return "".join(parts)

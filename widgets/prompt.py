@@ -45,7 +45,7 @@ class PromptExplorer(View):
         self.edits_label = W.HTML()
         self.heat = figure_widget(lens_heatmap(lens, self.selected))
         self.bars = figure_widget(next_token_bars(lens))
-        self.sub_box = W.VBox(layout=W.Layout(min_width="460px"))
+        self.sub_box = W.VBox(layout=W.Layout(width="100%"))
         self.sub_title = W.HTML()
         self.heat.data[0].on_click(self._on_cell)
         self.run_btn.on_click(lambda _: self.set_prompt(self.prompt_box.value))
@@ -53,7 +53,7 @@ class PromptExplorer(View):
         self.body = W.VBox([
             W.HBox([self.prompt_box, self.run_btn, self.reset_btn]),
             self.heat,
-            W.HBox([W.VBox([self.sub_title, self.sub_box]), self.bars]),
+            self.sub_title, self.sub_box, self.bars,
             self.edits_label,
         ])
         self.body.add_class("wb-prompt-explorer")
@@ -148,7 +148,7 @@ class PromptExplorer(View):
         factor = self.factors.get(key, 1.0)
         label = W.HTML(f"<code>n{u.neuron}</code> m={u.coefficient:+.2f} "
                        f"‖v‖={u.norm:.2f} ↑ {escape(', '.join(repr(t) for t in u.promoted[:4]))}",
-                       layout=W.Layout(width="300px"))
+                       layout=W.Layout(width="520px"))
         mode = {1.0: "keep", 0.0: "zero", BOOST: "boost"}.get(factor)
         toggle = W.ToggleButtons(options=["keep", "zero", "boost"], value=mode,
                                  style={"button_width": "52px"}, tooltips=[

@@ -7,10 +7,18 @@ pages. Example:
     r.heading("Prompt"); r.text("The Eiffel Tower is in")
     r.figure(fig); r.table(rows, columns=["layer", "token", "p"])
     r.save("out/lens.html")
+
+plotly.js (4.8 MB minified) is inlined gzip-compressed and base64-encoded by default (about
+2 MB), and unpacked in the browser with the standard `DecompressionStream` (Chrome 80+, Firefox
+113+, Safari 16.4+); `HtmlReport(..., plotlyjs="inline")` inlines it as plain text instead.
+Figures share one copy of their layout template.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
+import gzip
 import html
 import json
 from collections.abc import Sequence
@@ -40,8 +48,12 @@ def escape(text: Any) -> str:
 class HtmlReport:
     """Accumulate sections, then `save` one self-contained HTML file."""
 
-    def __init__(self, title: str, subtitle: str | None = None):
+    def __init__(self, title: str, subtitle: str | None = None, plotlyjs: str = "gzip"):
+        if plotlyjs not in ("gzip", "inline"):
+            raise ValueError(f"plotlyjs={plotlyjs!r}; choose 'gzip' or 'inline'")
         self.title = title
+        self.plotlyjs = plotlyjs
+        self._templates: dict[str, int] = {}
         self._parts: list[str] = [f"<h1>{escape(title)}</h1>"]
         if subtitle:
             self._parts.append(f"<p class='muted'>{escape(subtitle)}</p>")
@@ -89,10 +101,18 @@ class HtmlReport:
         if height:
             fig.update_layout(height=height)
         div = f"wbfig{self._n_fig}"
-        spec = fig.to_json()
+        spec = json.loads(fig.to_json())
+        tpl = spec.get("layout", {}).pop("template", None)
+        set_tpl = ""
+        if tpl is not None:
+            key = json.dumps(tpl, sort_keys=True)
+            if key not in self._templates:
+                self._templates[key] = len(self._templates)
+                self._parts.append(f"<script>window.wbT{self._templates[key]}={_js(key)};</script>")
+            set_tpl = f"f.layout.template=window.wbT{self._templates[key]};"
         self._parts.append(
-            f"<div class='figure' id='{div}'></div><script>(function(){{var f={spec};"
-            f"Plotly.newPlot('{div}',f.data,f.layout,{{responsive:true,displaylogo:false}});}})();</script>"
+            f"<div class='figure' id='{div}'></div><script>(function(){{var f={_js(json.dumps(spec))};"
+            f"{set_tpl}wbPlot('{div}',f);}})();</script>"
         )
         return self
 
@@ -104,18 +124,48 @@ class HtmlReport:
     def render(self) -> str:
         head = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(self.title)}</title>",
                 f"<style>{_CSS}</style>"]
-        if self._n_fig:
+        tail = ""
+        if self._n_fig and self.plotlyjs == "inline":
             from plotly.offline import get_plotlyjs
 
-            head.append(f"<script>{get_plotlyjs()}</script>")
+            head.append(f"<script>{get_plotlyjs()}</script><script>window.wbPlot=function(d,f)"
+                        f"{{Plotly.newPlot(d,f.data,f.layout,{_PLOT_CFG});}};</script>")
+        elif self._n_fig:
+            head.append("<script>window.wbQ=[];window.wbPlot=function(d,f){wbQ.push([d,f]);};</script>")
+            tail = _GZIP_LOADER.replace("@B64@", _plotlyjs_gzip_b64())
         head.append("</head><body>")
-        return "".join(head) + "\n".join(self._parts) + "</body></html>"
+        return "".join(head) + "\n".join(self._parts) + tail + "</body></html>"
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.render(), encoding="utf-8")
         return path
+
+
+_PLOT_CFG = "{responsive:true,displaylogo:false}"
+
+# Unpack the inlined plotly.js, run it, then draw the queued figures. Errors are shown in the page.
+_GZIP_LOADER = """<script>(async function(){try{
+var b=atob("@B64@"),u=new Uint8Array(b.length);for(var i=0;i<b.length;i++)u[i]=b.charCodeAt(i);
+var code=await new Response(new Blob([u]).stream().pipeThrough(new DecompressionStream('gzip'))).text();
+var s=document.createElement('script');s.textContent=code;document.head.appendChild(s);
+window.wbPlot=function(d,f){Plotly.newPlot(d,f.data,f.layout,""" + _PLOT_CFG + """);};
+wbQ.forEach(function(a){wbPlot(a[0],a[1]);});wbQ=[];
+}catch(e){document.body.insertAdjacentHTML('afterbegin',"<p style='color:#b00020'>figures need a "
++"browser with DecompressionStream (Chrome 80+, Firefox 113+, Safari 16.4+): "+e+"</p>");}})();</script>"""
+
+
+@functools.lru_cache(maxsize=1)
+def _plotlyjs_gzip_b64() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return base64.b64encode(gzip.compress(get_plotlyjs().encode("utf-8"), 9, mtime=0)).decode("ascii")
+
+
+def _js(json_text: str) -> str:
+    """JSON made safe inside a <script> element (a token "</script>" must not end it)."""
+    return json_text.replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
 def _cell(v: Any, digits: int) -> str:

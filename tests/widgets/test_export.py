@@ -18,11 +18,22 @@ def test_export_results_and_session(tiny, tmp_path):
     app.view("Attention")
     path = app.export(tmp_path / "session.html")
     html = path.read_text()
-    assert html.count("Plotly.newPlot(") >= 4
-    assert len(re.findall(r"plotly\.js v\d", html)) == 1  # inlined once
-    assert "src=\"http" not in html and "cdn" not in html.split("<script>")[0]
-    assert path.stat().st_size < MAX_REPORT_BYTES
+    assert html.count("class='figure'") >= 4
+    assert html.count("DecompressionStream('gzip')") == 1   # plotly.js inlined once, gzipped
+    assert not re.search(r"<script[^>]+src=", html)         # nothing to fetch
+    assert path.stat().st_size < 2.5e6 < MAX_REPORT_BYTES
     assert "Prompt explorer" in html and "Attention" in html
+
+
+def test_report_inline_mode_and_script_safe_text(tmp_path):
+    import plotly.graph_objects as go
+
+    from widgets import HtmlReport
+
+    fig = go.Figure(go.Bar(x=["</script><b>x"], y=[1.0]))
+    html = HtmlReport("t", plotlyjs="inline").figure(fig).render()
+    assert len(re.findall(r"plotly\.js v\d", html)) == 1 and "</script><b>" not in html
+    assert "<\\/script><b>x" in html
 
 
 def test_export_generic_and_budget(tiny, tmp_path):
