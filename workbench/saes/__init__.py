@@ -12,6 +12,7 @@ attribution (sparse feature circuits).
 
 from .base import SAE, SAEOutput
 from .config import ARCHITECTURES, SAEConfig, SAEConfigError, TrainConfig
+from .evaluate import SAEEvaluation, evaluate_sae
 from .features import (
     FeatureHarvest,
     PromptCodes,
@@ -53,6 +54,6 @@ __all__ = [
     "SAEFileError", "load_sae", "load_saelens", "save_sae", "JumpReluSAE",
     "ReconstructionMetrics", "SpliceMetrics", "next_token_ce", "reconstruction_metrics",
     "splice_metrics", "SAE_CLASSES", "make_sae", "ReluSAE", "check_sae_site", "site_d_in",
-    "to_vectors", "FeatureEdit", "FeatureOutOfRange", "ablate_feature", "set_feature", "splice",
+    "to_vectors", "SAEEvaluation", "evaluate_sae", "FeatureEdit", "FeatureOutOfRange", "ablate_feature", "set_feature", "splice",
     "splice_hook", "steer_feature", "TopKSAE", "TrainResult", "train_sae",
 ]

@@ -1,0 +1,32 @@
+"""`workbench sae train|eval|features` end to end on the tiny model (session injected)."""
+
+from __future__ import annotations
+
+import json
+
+from workbench.cli import main
+
+
+def test_sae_cli_train_eval_features(tiny, small_corpus_path, tmp_path, monkeypatch, capsys):
+    import workbench.cli.cmd_sae as cmd
+
+    monkeypatch.setattr(cmd, "load_session", lambda args: tiny)
+    out = tmp_path / "sae"
+    assert main(["sae", "train", "--site", "resid_post:1", "--expansion", "4", "--k", "8",
+                 "--corpus", str(small_corpus_path), "--tokens", "2048", "--batch-size", "256",
+                 "--eval-tokens", "256", "--window", "32", "--out", str(out), "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["reconstruction"]["l0"] <= 8 and 0 <= m["reconstruction"]["fvu"]
+    assert set(m["splice"]) >= {"ce_clean", "ce_sae", "ce_zero", "loss_recovered"}
+    assert (out / "dashboard.html").read_text().startswith("<!DOCTYPE html>")
+    assert main(["sae", "eval", str(out / "final"), "--corpus", str(small_corpus_path),
+                 "--tokens", "256", "--window", "32"]) == 0
+    e = json.loads((out / "final" / "eval.json").read_text())
+    # same seed and window: eval sees the training run's held-out windows, same numbers
+    assert abs(e["reconstruction"]["fvu"] - m["reconstruction"]["fvu"]) < 1e-4
+    assert main(["sae", "features", str(out / "final"), "--corpus", str(small_corpus_path),
+                 "--features", "0,1", "--tokens", "1024"]) == 0
+    f = json.loads((out / "final" / "features" / "features.json").read_text())
+    assert [r["feature"] for r in f["features"]] == [0, 1]
+    assert main(["sae", "eval", str(tmp_path / "missing"), "--corpus", str(small_corpus_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
