@@ -124,6 +124,7 @@ class TrainConfig:
         eval_tokens: held-out tokens for the final reconstruction metrics.
         seed: initialisation and shuffling seed.
         device: ``auto`` (the session's device), ``cpu``, ``cuda``.
+        amp: on CUDA, run the SAE's matmuls in bfloat16 autocast (weights and Adam stay fp32).
     """
 
     total_tokens: int = 1_000_000
@@ -143,6 +144,7 @@ class TrainConfig:
     eval_tokens: int = 8192
     seed: int = 0
     device: str = "auto"
+    amp: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):

@@ -67,9 +67,13 @@ def lr_factor(step: int, total: int, warmup: int, decay_fraction: float) -> floa
     return 1.0
 
 
-def aux_loss(sae: SAE, x, out, dead, aux_k: int):
-    """AuxK: reconstruct the residual e = x - x^ from the top-`aux_k` dead latents' ReLU(pre)."""
-    n_dead = int(dead.sum())
+def aux_loss(sae: SAE, x, out, dead, aux_k: int, n_dead: int | None = None):
+    """AuxK: reconstruct the residual e = x - x^ from the top-`aux_k` dead latents' ReLU(pre).
+
+    `n_dead` may be a recent host-side count (avoids a device sync per step); live latents
+    are masked to -inf, so a stale count only adds zero codes.
+    """
+    n_dead = int(dead.sum()) if n_dead is None else n_dead
     if n_dead == 0 or aux_k == 0:
         return x.new_zeros(())
     e = (x - out.recon).detach()
@@ -161,23 +165,22 @@ def train_sae(session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | None = Non
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda st: lr_factor(st, total_steps, cfg.warmup_steps, cfg.decay_fraction))
+    use_amp = bool(cfg.amp and device.type == "cuda")
     since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
     history: list[dict] = []
     bar = tqdm(total=total_steps * cfg.batch_size, unit="tok", desc=f"SAE {site}", disable=not progress)
-    step = tokens = 0
+    step = tokens = n_dead = 0
     try:
         for x in _batches(source(), cfg.batch_size, cfg.buffer_tokens, gen):
             if step >= total_steps:
                 break
             x = x * scale
-            out = sae(x, check=False)
-            losses = sae.loss(x, out)
             dead = since_fired >= cfg.dead_after_tokens
-            aux = aux_loss(sae, x, out, dead, cfg.aux_k)
-            loss = losses["loss"] + cfg.aux_coefficient * aux
-            if not torch.isfinite(loss):
-                raise NonFiniteError(f"training loss became {loss.item()} at step {step}; "
-                                     "lower lr or check the activations")
+            with torch.autocast("cuda", torch.bfloat16, enabled=use_amp):
+                out = sae(x, check=False)
+                losses = sae.loss(x, out)
+                aux = aux_loss(sae, x, out, dead, cfg.aux_k, n_dead)
+                loss = (losses["loss"] + cfg.aux_coefficient * aux).float()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             sae.remove_parallel_grad()
@@ -192,6 +195,10 @@ def train_sae(session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | None = Non
             tokens += len(x)
             bar.update(len(x))
             if step % 20 == 0 or step == total_steps:
+                n_dead = int(dead.sum())
+                if not torch.isfinite(loss):
+                    raise NonFiniteError(f"training loss became {loss.item()} at step {step}; "
+                                         "lower lr or check the activations")
                 with torch.no_grad():
                     var = (x - x.mean(0)).pow(2).sum(-1).mean()
                     rec = {"step": step, "tokens": tokens, "lr": sched.get_last_lr()[0],
