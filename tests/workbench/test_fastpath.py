@@ -169,10 +169,12 @@ def test_graph_replay_equals_generic_on_cuda(tok_dir):
     s = tiny_session("llama", tokenizer_dir=tok_dir, device="cuda")
     ss = all_fast_sites(s)
     gc = GraphCapture(s, ss, buckets=(8, 16, 64), batch=2)
-    for prompts in (PROMPTS, PROMPTS[:1], ["word " * 40]):  # 3 rows in 2 replays; two buckets
+    medium = ["word " * 10]
+    assert [len(s.encode(p)) for p in (*PROMPTS, *medium)] == [6, 11, 2, 50]
+    for prompts in (PROMPTS, PROMPTS[:1], medium):  # 3 rows in 2 replays; three buckets
         assert_same(gc(prompts), capture(s, prompts, ss), ss, atol=1e-4)
-    assert set(gc._graphs) >= {8, 64}
-    long = ["word " * 100]  # beyond the largest bucket: eager pure trunk
+    assert set(gc._graphs) == {8, 16, 64}
+    long = ["word " * 30]  # 150 tokens, beyond the largest bucket: eager pure trunk
     assert_same(gc(long), capture(s, long, ss), ss, atol=1e-4)
 
 
