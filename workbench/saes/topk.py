@@ -24,13 +24,19 @@ class TopKSAE(SAE):
         return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
 
     def forward(self, x: Float[Tensor, "... d_in"], check: bool = True) -> SAEOutput:
-        """Sparse decode: x^ = sum over the k kept latents of f_i d_i + b_dec (embedding_bag)."""
+        """x^ = sum over the k kept latents of f_i d_i + b_dec.
+
+        On CPU the sum is sparse (embedding_bag reads only k decoder rows per token); on CUDA a
+        dense matmul of the codes with W_dec is faster than scattered row gathers.
+        """
         if check:
             self.check_input(x)
         pre = self.pre_acts(x)
         vals, idx = pre.topk(self.cfg.k, dim=-1)
         vals = torch.relu(vals)
         codes = torch.zeros_like(pre).scatter(-1, idx, vals)
+        if pre.is_cuda:
+            return SAEOutput(codes @ self.W_dec + self.b_dec, codes, pre)
         flat_idx, flat_vals = idx.reshape(-1, self.cfg.k), vals.reshape(-1, self.cfg.k)
         rec = torch.nn.functional.embedding_bag(flat_idx, self.W_dec, per_sample_weights=flat_vals,
                                                 mode="sum")

@@ -30,3 +30,13 @@ def test_sae_cli_train_eval_features(tiny, small_corpus_path, tmp_path, monkeypa
     assert [r["feature"] for r in f["features"]] == [0, 1]
     assert main(["sae", "eval", str(tmp_path / "missing"), "--corpus", str(small_corpus_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_circuits_cli_skips_or_runs(tiny, tmp_path, monkeypatch):
+    import workbench.cli.cmd_circuits as cmd
+
+    monkeypatch.setattr(cmd, "load_session", lambda args: tiny)
+    assert main(["circuits", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "c")]) == 0
+    data = json.loads((tmp_path / "c" / "circuits.json").read_text())
+    assert set(data["tasks"]) == {"ioi", "greaterthan", "docstring"}
+    assert all("does not exist" in t["skipped"] for t in data["tasks"].values())
