@@ -1,0 +1,101 @@
+"""The ``memory`` probe kind: FFN key-value memory tables per layer (workbench.memories).
+
+Harvests every FFN key's top trigger prefixes over the battery corpus
+(`workbench.memories.harvest`), then reports per layer
+
+    agreement        share of keys whose value's top-k promoted tokens contain the token that
+                     follows one of the key's top trigger prefixes (Geva et al. 2021)
+    random_baseline  the same with values paired to random other keys
+    composition      share of tokens whose FFN output top token is the top token of none of the
+                     strongest memories
+    frequency stats  activation frequency f_i = share of tokens with m_i > 0, per key:
+                     mean f (the expected share of keys active per token), the share of keys
+                     with f < 1% (rarely firing) and with f > 50% (dense), and the Hoyer
+                     sparsity of |mean m| across keys: (sqrt(n) - |x|_1/|x|_2) / (sqrt(n) - 1)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+from .context import ProbeContext, parse_layers
+from .registry import Param, SpecError, register_kind
+
+__all__ = ["run_memory", "sparsity_rows"]
+
+
+def _available() -> str | None:
+    if importlib.util.find_spec("workbench.memories") is None:
+        return "workbench.memories is not installed in this checkout"
+    return None
+
+
+def _check(params: dict, where: str) -> None:
+    reason = _available()
+    if reason:
+        raise SpecError(f"{where}: probe kind 'memory' is unavailable: {reason}")
+    layers = params["layers"]
+    if isinstance(layers, str) and layers != "all":
+        raise SpecError(f"{where} layers={layers!r} must be 'all' or a list of layer indices")
+    for k in ("k", "k_tokens", "prefixes", "top_memories", "window"):
+        if params[k] < 1:
+            raise SpecError(f"{where} {k}={params[k]} must be >= 1")
+
+
+def sparsity_rows(layers, frequency, mean) -> list[dict]:
+    """Per-layer sparsity statistics from a memory index's [L d_mlp] frequency and mean m_i."""
+    rows = []
+    for i, layer in enumerate(layers):
+        f, m = frequency[i].float(), mean[i].float().abs()
+        n = m.numel()
+        l1, l2 = float(m.sum()), float(m.norm())
+        hoyer = (math.sqrt(n) - l1 / max(l2, 1e-30)) / (math.sqrt(n) - 1)
+        rows.append({"layer": int(layer), "mean_frequency": float(f.mean()),
+                     "rare_keys": float((f < 0.01).float().mean()),
+                     "dense_keys": float((f > 0.5).float().mean()),
+                     "hoyer_mean_coefficient": hoyer})
+    return rows
+
+
+@register_kind(
+    "memory",
+    params={
+        "layers": Param((str, list), "all", doc="'all' or a list of layer indices"),
+        "k": Param(int, 10, doc="trigger prefixes kept per key"),
+        "window": Param(int, 64, doc="corpus window for the harvest"),
+        "max_tokens": Param(int, 0, doc="corpus tokens harvested (0: the battery's max_tokens)"),
+        "k_tokens": Param(int, 10, doc="top promoted tokens of a value"),
+        "prefixes": Param(int, 3, doc="top prefixes whose next token is checked"),
+        "top_memories": Param(int, 10, doc="strongest memories for the composition share"),
+        "composition_tokens": Param(int, 1024, doc="tokens sampled for composition (0: skip)"),
+    },
+    doc="FFN key-value memories: per layer, how often a key's value promotes the token that "
+        "follows its top trigger prefixes (vs random pairing), how often the FFN output is a "
+        "composition of memories, and how sparsely the keys fire.",
+    available=_available,
+    check=_check,
+)
+def run_memory(ctx: ProbeContext, params: dict) -> dict:
+    from workbench.memories import agreement, harvest
+
+    s = ctx.session
+    layers = parse_layers(params["layers"], s.n_layers, s.check_layer)
+    n = min(params["max_tokens"] or ctx.spec.max_tokens, ctx.spec.max_tokens)
+    index = harvest(s, ctx.corpus, layers=layers, k=params["k"], window=params["window"],
+                    max_tokens=n, progress=ctx.progress)
+    table = agreement(s, index, ctx.corpus, k_tokens=params["k_tokens"], prefixes=params["prefixes"],
+                      top_memories=params["top_memories"],
+                      composition_tokens=params["composition_tokens"],
+                      seed=ctx.seed_for("memory"), progress=ctx.progress)
+    spars = {r["layer"]: r for r in sparsity_rows(index.layers, index.frequency, index.mean)}
+    rows = [{**r, **{k: v for k, v in spars[r["layer"]].items() if k != "layer"}} for r in table.rows()]
+    agree = [r["agreement"] for r in rows]
+    base = [r["random_baseline"] for r in rows]
+    return {"title": "FFN memories by layer", "n_tokens": index.n_tokens, "k": index.k,
+            "k_tokens": table.k_tokens, "prefixes": table.prefixes,
+            "top_memories": table.top_memories, "composition_tokens": table.composition_tokens,
+            "layers": rows,
+            "summary": {"mean_agreement": sum(agree) / len(agree),
+                        "mean_random_baseline": sum(base) / len(base),
+                        "best_layer": rows[max(range(len(rows)), key=lambda i: agree[i] - base[i])]["layer"]}}
