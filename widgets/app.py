@@ -42,10 +42,20 @@ def _attention_tab(app: Workbench) -> View:
     return AttentionView(c.attention(app.prompt), c.attention, run_async=app.run_async)
 
 
+def _edit_tab(app: Workbench) -> View:
+    from .edit_studio import TraceEditStudio
+
+    c = app.controller
+    return TraceEditStudio(c.trace, c.apply_edit, c.undo_edit, prompt=app.prompt,
+                           subject=app.subject, target=app.target, n_layers=c.session.n_layers,
+                           run_async=app.run_async)
+
+
 # (title, builder, import that must succeed for the tab to exist); pillars append theirs
 TAB_BUILDERS: list[tuple[str, Callable[[Workbench], View], str | None]] = [
     ("Prompt explorer", _prompt_tab, None),
     ("Attention", _attention_tab, None),
+    ("Trace & edit", _edit_tab, "editing"),
 ]
 
 
@@ -54,7 +64,7 @@ class Workbench(View):
 
     Args:
         session: a `workbench.Session`, or a `Controller` to share with other views.
-        prompt: the prompt the tabs open on.
+        prompt: the prompt the tabs open on; subject, target: the studio's default edit.
         run_async: run model work in worker threads (False for tests and scripts).
         tabs: titles to include (default: every available tab).
     """
@@ -62,8 +72,10 @@ class Workbench(View):
     title = "Workbench"
 
     def __init__(self, session, prompt: str = DEFAULT_PROMPT, run_async: bool = True,
-                 tabs: list[str] | None = None):
+                 tabs: list[str] | None = None, subject: str = "The Eiffel Tower",
+                 target: str = "Rome"):
         super().__init__(run_async)
+        self.subject, self.target = subject, target
         self.controller = session if isinstance(session, Controller) else Controller(session)
         self.prompt = prompt
         self.specs = [(t, b) for t, b, need in TAB_BUILDERS

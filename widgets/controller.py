@@ -24,6 +24,7 @@ from workbench import capture, ffn_weights, scale_neurons
 from workbench.errors import EmptyPromptError, PositionOutOfRange
 
 from ._base import Progress
+from ._editing_ctl import EditingMixin
 from .results import AttentionResult, Edit, PromptLens, SubUpdate, SubUpdates
 
 log = logging.getLogger(__name__)
@@ -44,16 +45,20 @@ class _LensCache:
     next_probs: torch.Tensor     # [d_vocab]
 
 
-class Controller:
+class Controller(EditingMixin):
     """Recomputes results for the views on one session (thread-safe through `lock`).
 
     Args:
         session: the `workbench.Session` all views share.
         top_k: how many next tokens / promoted tokens the views list.
+        corpus: a `Corpus` or path for key statistics and noise scale (default: the project's
+            small corpus).
     """
 
-    def __init__(self, session, top_k: int = 10):
+    def __init__(self, session, top_k: int = 10, corpus=None):
         self.session = session
+        self.corpus = corpus
+        self.edit_handles: list = []
         self.top_k = int(top_k)
         self.lock = threading.RLock()
         self._lens: dict[str, _LensCache] = {}

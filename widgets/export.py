@@ -41,7 +41,7 @@ def _builtin_renderers() -> None:
     if RENDERERS:
         return
     from .figures import attention_heatmap, head_norm_heatmap, lens_heatmap, next_token_bars
-    from .results import AttentionResult, PromptLens, SubUpdates
+    from .results import AttentionResult, EditOutcome, PromptLens, SubUpdates
 
     def lens(r: PromptLens, rep: HtmlReport) -> None:
         rep.heading(f"Logit lens: {r.prompt!r}")
@@ -66,6 +66,28 @@ def _builtin_renderers() -> None:
                     "promotes": " ".join(map(repr, u.promoted)),
                     "suppresses": " ".join(map(repr, u.suppressed))} for u in r.items])
 
+    def outcome(r, rep: HtmlReport) -> None:
+        from .edit_studio import compare_html, edit_bars
+
+        rep.heading(f"Edit: {r.subject!r} → {r.target!r} at layer {r.layer}")
+        rep.figure(edit_bars(r))
+        rep.html(compare_html(r))
+
+    register_renderer(EditOutcome, outcome)
+    try:
+        from editing import TraceResult
+
+        def trace(r, rep: HtmlReport) -> None:
+            from .figures_editing import trace_heatmap
+
+            rep.heading(f"Causal trace: {r.prompt!r} (subject {r.subject!r}, answer {r.answer!r})")
+            rep.text(f"p clean {r.clean_prob:.3f}, subject corrupted {r.corrupted_prob:.3f}")
+            for k in r.scores:
+                rep.figure(trace_heatmap(r, k))
+
+        register_renderer(TraceResult, trace)
+    except ImportError:
+        pass
     register_renderer(PromptLens, lens)
     register_renderer(AttentionResult, att)
     register_renderer(SubUpdates, subs)

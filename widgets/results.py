@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AttentionResult", "PromptLens", "SubUpdate", "SubUpdates", "Edit"]
+__all__ = ["AttentionResult", "PromptLens", "SubUpdate", "SubUpdates", "Edit", "EditOutcome"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,36 @@ class SubUpdates:
     pos: int
     token: str
     items: tuple[SubUpdate, ...]
+
+
+@dataclass(frozen=True)
+class EditOutcome:
+    """A rank-one edit applied through the controller: what changed, and by how much.
+
+    Args:
+        prompt, subject, target: the request; layer: the edited FFN.
+        answer: the model's top-1 answer before the edit.
+        p_before, p_after: {"target": p, "answer": p} at the prompt's last token.
+        top_before, top_after: [k] (token, p) next tokens before / after.
+        gen_before, gen_after: greedy continuations of the prompt.
+        delta_rel: ||u r^T||_F / ||W_out||_F.
+        units: [k] (unit, |u_i| ||r||): the rows of W_out the update moves most.
+        r_promotes: [k] tokens r (the value change) pushes up, read through W_U.
+        active: whether the edit is still applied.
+    """
+
+    prompt: str
+    subject: str
+    target: str
+    layer: int
+    answer: str
+    p_before: dict
+    p_after: dict
+    top_before: tuple[tuple[str, float], ...]
+    top_after: tuple[tuple[str, float], ...]
+    gen_before: str
+    gen_after: str
+    delta_rel: float
+    units: tuple[tuple[int, float], ...]
+    r_promotes: tuple[str, ...]
+    active: bool = True
