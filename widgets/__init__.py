@@ -10,13 +10,24 @@ talks to the session); each also renders statically (nbconvert, GitHub) and into
 from .app import Workbench
 from .attention import AttentionView
 from .controller import Controller
+from .edit_studio import TraceEditStudio
 from .export import export_html, export_session, register_renderer
 from .prompt import PromptExplorer
 from .report import HtmlReport
-from .results import AttentionResult, Edit, PromptLens, SubUpdate, SubUpdates
+from .results import (
+    AttentionResult,
+    Edit,
+    EditOutcome,
+    PromptLens,
+    SteerOutcome,
+    SubUpdate,
+    SubUpdates,
+)
+from .sae_browser import FeatureBrowser
 
 __all__ = [
     "HtmlReport", "Workbench", "Controller", "PromptExplorer", "AttentionView",
     "export_html", "export_session", "register_renderer",
-    "AttentionResult", "Edit", "PromptLens", "SubUpdate", "SubUpdates",
+    "AttentionResult", "Edit", "EditOutcome", "PromptLens", "SteerOutcome", "SubUpdate",
+    "SubUpdates", "TraceEditStudio", "FeatureBrowser",
 ]

@@ -51,11 +51,22 @@ def _edit_tab(app: Workbench) -> View:
                            run_async=app.run_async)
 
 
+def _sae_tab(app: Workbench) -> View:
+    from .sae_browser import FeatureBrowser
+
+    c, sae = app.controller, app.sae
+    h = c.harvest(sae, max_tokens=app.sae_tokens)
+    return FeatureBrowser(h, lambda f: c.feature_contexts(h, f), lambda f: c.feature_vocab(sae, f),
+                          lambda p, f, a: c.steer(sae, p, f, a), prompt=app.prompt,
+                          run_async=app.run_async)
+
+
 # (title, builder, import that must succeed for the tab to exist); pillars append theirs
 TAB_BUILDERS: list[tuple[str, Callable[[Workbench], View], str | None]] = [
     ("Prompt explorer", _prompt_tab, None),
     ("Attention", _attention_tab, None),
     ("Trace & edit", _edit_tab, "editing"),
+    ("SAE features", _sae_tab, "workbench.saes"),
 ]
 
 
@@ -67,19 +78,23 @@ class Workbench(View):
         prompt: the prompt the tabs open on; subject, target: the studio's default edit.
         run_async: run model work in worker threads (False for tests and scripts).
         tabs: titles to include (default: every available tab).
+        sae: an SAE for the feature browser tab (no tab without one); sae_tokens: corpus
+            tokens harvested for its dashboards.
     """
 
     title = "Workbench"
 
     def __init__(self, session, prompt: str = DEFAULT_PROMPT, run_async: bool = True,
                  tabs: list[str] | None = None, subject: str = "The Eiffel Tower",
-                 target: str = "Rome"):
+                 target: str = "Rome", sae=None, sae_tokens: int = 8192):
         super().__init__(run_async)
         self.subject, self.target = subject, target
+        self.sae, self.sae_tokens = sae, sae_tokens
         self.controller = session if isinstance(session, Controller) else Controller(session)
         self.prompt = prompt
         self.specs = [(t, b) for t, b, need in TAB_BUILDERS
-                      if (tabs is None or t in tabs) and _importable(need)]
+                      if (tabs is None or t in tabs) and _importable(need)
+                      and (b is not _sae_tab or sae is not None)]
         self.views: dict[str, View] = {}
         self.tabs = W.Tab(children=[W.VBox([W.HTML(f"<i>{escape(t)}: opening…</i>")])
                                     for t, _ in self.specs])

@@ -25,6 +25,7 @@ from workbench.errors import EmptyPromptError, PositionOutOfRange
 
 from ._base import Progress
 from ._editing_ctl import EditingMixin
+from ._sae_ctl import SaeMixin
 from .results import AttentionResult, Edit, PromptLens, SubUpdate, SubUpdates
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class _LensCache:
     next_probs: torch.Tensor     # [d_vocab]
 
 
-class Controller(EditingMixin):
+class Controller(EditingMixin, SaeMixin):
     """Recomputes results for the views on one session (thread-safe through `lock`).
 
     Args:

@@ -41,7 +41,7 @@ def _builtin_renderers() -> None:
     if RENDERERS:
         return
     from .figures import attention_heatmap, head_norm_heatmap, lens_heatmap, next_token_bars
-    from .results import AttentionResult, EditOutcome, PromptLens, SubUpdates
+    from .results import AttentionResult, EditOutcome, PromptLens, SteerOutcome, SubUpdates
 
     def lens(r: PromptLens, rep: HtmlReport) -> None:
         rep.heading(f"Logit lens: {r.prompt!r}")
@@ -74,6 +74,14 @@ def _builtin_renderers() -> None:
         rep.html(compare_html(r))
 
     register_renderer(EditOutcome, outcome)
+
+    def steered(r, rep: HtmlReport) -> None:
+        from .sae_browser import steer_html
+
+        rep.heading(f"SAE steering: feature {r.feature}")
+        rep.html(steer_html(r))
+
+    register_renderer(SteerOutcome, steered)
     try:
         from editing import TraceResult
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AttentionResult", "PromptLens", "SubUpdate", "SubUpdates", "Edit", "EditOutcome"]
+__all__ = ["AttentionResult", "PromptLens", "SubUpdate", "SubUpdates", "Edit", "EditOutcome", "SteerOutcome"]
 
 
 @dataclass(frozen=True)
@@ -136,3 +136,23 @@ class EditOutcome:
     units: tuple[tuple[int, float], ...]
     r_promotes: tuple[str, ...]
     active: bool = True
+
+
+@dataclass(frozen=True)
+class SteerOutcome:
+    """The model with an SAE latent steered (code + amount) against the plain model.
+
+    Args:
+        prompt, feature, amount: what was steered, and by how much (added to the code, so
+            amount * d_feature is added to the activation at every position).
+        top_before, top_after: [k] (token, p) next tokens without / with steering.
+        gen_before, gen_after: greedy continuations.
+    """
+
+    prompt: str
+    feature: int
+    amount: float
+    top_before: tuple[tuple[str, float], ...]
+    top_after: tuple[tuple[str, float], ...]
+    gen_before: str
+    gen_after: str

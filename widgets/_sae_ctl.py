@@ -1,0 +1,57 @@
+"""Controller methods for the SAE feature browser (harvest, contexts, vocabulary, steering).
+
+Mixed into `widgets.controller.Controller`; the browser calls these and nothing else.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._base import Progress
+from .results import SteerOutcome
+
+
+class SaeMixin:
+    """SAE feature dashboards and steering on the controller's session and corpus."""
+
+    def harvest(self, sae, max_tokens: int = 8192, features=None, k: int = 8,
+                progress: Progress | None = None):
+        """`workbench.saes.harvest_features` over the controller's corpus (a FeatureHarvest)."""
+        from workbench.saes import harvest_features
+
+        if progress:
+            progress(0.1, f"harvesting features over {max_tokens} tokens")
+        with self.lock:
+            h = harvest_features(self.session, sae, self._corpus(), features=features, k=k,
+                                 max_tokens=max_tokens, window=64, progress=False)
+        return self._remember(h)
+
+    def feature_contexts(self, harvest, feature: int) -> list[dict]:
+        from workbench.saes import feature_contexts
+
+        return feature_contexts(self._corpus(), harvest, feature, before=12, after=2)
+
+    def feature_vocab(self, sae, feature: int, k: int = 8):
+        from workbench.saes import decoder_vocab
+
+        with self.lock:
+            return decoder_vocab(self.session, sae, feature, k=k)
+
+    def steer(self, sae, prompt: str, feature: int, amount: float, max_new_tokens: int = 12,
+              progress: Progress | None = None) -> SteerOutcome:
+        """Next tokens and a greedy continuation with `amount` added to the latent's code."""
+        from workbench.saes import splice, steer_feature
+
+        s = self.session
+
+        def top(k: int = 5):
+            p = torch.softmax(s.last_logits(prompt)[0].float(), -1).topk(k)
+            return tuple((s.tokenizer.decode([int(i)]), float(v))
+                         for i, v in zip(p.indices.tolist(), p.values.tolist()))
+
+        with self.lock:
+            before, gen_before = top(), s.generate(prompt, max_new_tokens=max_new_tokens)
+            with splice(s, sae, [steer_feature(feature, amount)], keep_error=True):
+                after, gen_after = top(), s.generate(prompt, max_new_tokens=max_new_tokens)
+        return self._remember(SteerOutcome(prompt, int(feature), float(amount), before, after,
+                                           gen_before, gen_after))
