@@ -1,0 +1,126 @@
+"""Second moments of an FFN layer's keys over a corpus, cached on disk as safetensors.
+
+For the output matrix W_out of layer l the key of a token is its FFN coefficient vector
+k = m(x) in R^{d_mlp} (site ``mlp_post``: act(gate) * up on gated MLPs). ROME needs
+
+    C = E[k k^T] = (1/N) sum_t k_t k_t^T          [d_mlp d_mlp]
+
+(uncentred), accumulated in float64 over N corpus tokens. The cache file name hashes the model
+(name, shape and a checksum of layer l's input weights), the layer, the corpus (name and a
+checksum of its tokens) and the sample size, so a change in any of them computes anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from workbench._types import Float, Tensor
+from workbench.capture import capture_tokens
+from workbench.errors import WorkbenchError
+from workbench.hooks import Site
+
+log = logging.getLogger(__name__)
+
+__all__ = ["KeyStats", "key_stats", "cache_dir", "stats_key"]
+
+
+@dataclass(frozen=True)
+class KeyStats:
+    """C = E[k k^T] of one layer's FFN keys.
+
+    Args:
+        layer: the block.
+        moment: [d_mlp d_mlp] float32 second moment.
+        n_tokens: tokens averaged.
+        corpus: the corpus's name.
+        key: the cache key (hex).
+    """
+
+    layer: int
+    moment: Float[Tensor, "d_mlp d_mlp"]
+    n_tokens: int
+    corpus: str
+    key: str
+
+    def solve(self, k: Float[Tensor, " d_mlp"], ridge: float = 1e-6) -> Float[Tensor, " d_mlp"]:
+        """C^{-1} k, with a relative ridge (ridge * mean diagonal) for conditioning."""
+        C = self.moment.double().to(k.device)
+        lam = ridge * float(C.diagonal().mean())
+        eye = torch.eye(C.shape[0], dtype=C.dtype, device=C.device)
+        return torch.linalg.solve(C + lam * eye, k.double()).to(k.dtype)
+
+
+def cache_dir() -> Path:
+    """``$WORKBENCH_CACHE/covariance`` (default ``~/.cache/ffn-workbench/covariance``)."""
+    root = os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "ffn-workbench"
+    return Path(root) / "covariance"
+
+
+def _digest(t: Tensor) -> str:
+    return hashlib.sha1(t.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:12]
+
+
+def stats_key(session, layer: int, corpus, n_tokens: int) -> str:
+    """Cache key: model (name, shape, layer-l key weights), layer, corpus, sample size."""
+    mlp = session.model.blocks[layer].mlp
+    parts = [session.name, str(session.n_layers), str(session.d_model), str(session.d_mlp),
+             _digest(mlp.W_in), str(layer), corpus.name, _digest(corpus.ids[: 1_000_000]),
+             str(n_tokens), "bos" if session.prepend_bos else "nobos"]
+    try:
+        parts.append(_digest(mlp.W_gate))
+    except (AttributeError, KeyError, NotImplementedError, RuntimeError, ValueError):
+        pass
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:20]
+
+
+@torch.no_grad()
+def key_stats(session, layer: int, corpus, n_tokens: int = 100_000, window: int = 128,
+              tokens_per_batch: int = 8192, use_cache: bool = True,
+              directory: str | Path | None = None, progress: bool = True) -> KeyStats:
+    """E[k k^T] of `layer`'s FFN keys over the first `n_tokens` corpus tokens (cached).
+
+    Example:
+        >>> st = key_stats(s, 5, Corpus.load("data/corpus/tiny_corpus.txt", s.tokenizer))
+        >>> st.moment.shape            # [d_mlp, d_mlp]
+    """
+    from safetensors.torch import load_file, save_file
+
+    layer = session.check_layer(layer)
+    if n_tokens < 1:
+        raise WorkbenchError(f"n_tokens={n_tokens} must be >= 1")
+    key = stats_key(session, layer, corpus, n_tokens)
+    path = Path(directory) if directory is not None else cache_dir()
+    f = path / f"{key}.safetensors"
+    if use_cache and f.exists():
+        d = load_file(str(f))
+        return KeyStats(layer, d["moment"], int(d["n_tokens"]), corpus.name, key)
+    site = Site("mlp_post", layer)
+    acc = torch.zeros(session.d_mlp, session.d_mlp, dtype=torch.float64, device=session.device)
+    n = 0
+    for wb in corpus.batches(session, window=window, tokens_per_batch=tokens_per_batch,
+                             max_tokens=n_tokens, progress=progress, desc=f"key stats L{layer}"):
+        tokens = wb.tokens
+        from workbench.session import TokenBatch
+
+        lengths = torch.full((tokens.shape[0],), tokens.shape[1], device=tokens.device)
+        cap = capture_tokens(session, TokenBatch(tokens, lengths), [site])
+        k = cap[site][:, int(wb.bos):].reshape(-1, session.d_mlp).double()
+        acc += k.T @ k
+        n += k.shape[0]
+    if n == 0:
+        raise WorkbenchError(f"corpus {corpus.name!r} gave no tokens for the key statistics")
+    moment = (acc / n).float().cpu()
+    if use_cache:
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp")
+        save_file({"moment": moment, "n_tokens": torch.tensor(n)}, str(tmp),
+                  metadata={"model": session.name, "layer": str(layer), "corpus": corpus.name})
+        tmp.replace(f)
+        log.info("key stats L%d: %d tokens, cached at %s", layer, n, f)
+    return KeyStats(layer, moment, n, corpus.name, key)

@@ -1,0 +1,214 @@
+"""Edit evaluation on CounterFact-format records: efficacy, paraphrase, neighbourhood, fluency.
+
+For a case (prompt about a subject, true object o, new object o*):
+
+    efficacy      1[p(o* | prompt)   > p(o | prompt)]
+    paraphrase    1[p(o* | rephrase) > p(o | rephrase)]
+    neighbourhood 1[p(o_loc | locality prompt) > p(o* | locality prompt)]   (unaffected)
+    fluency       ROME's generation entropy: sum_n w_n H_n / |n| over n = 2, 3 with
+                  w = (2/3, 4/3), H_n the entropy (bits) of the n-gram frequencies of a
+                  generated text (prompt + top-5 sampled continuation)
+
+Shares over cases are reported in percent, with the mean probability gaps. Objects must be one
+token each (with the leading space they have after the prompt); `case_token_ids` says which
+cases qualify.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from workbench.errors import CorpusError
+
+from ._prompts import target_id
+
+__all__ = ["EditCase", "KnownFact", "CaseScores", "load_counterfact", "load_known",
+           "case_token_ids", "score_case", "generation_entropy", "generate_texts", "summarize"]
+
+
+@dataclass(frozen=True)
+class EditCase:
+    """One CounterFact record (flat format)."""
+
+    case_id: int
+    prompt: str
+    subject: str
+    target_new: str
+    ground_truth: str
+    rephrase_prompt: str
+    locality_prompt: str
+    locality_ground_truth: str
+
+
+@dataclass(frozen=True)
+class KnownFact:
+    """One record of ROME's known_1000.json (for causal tracing)."""
+
+    known_id: int
+    subject: str
+    prompt: str
+    attribute: str
+    relation_id: str
+
+
+def _read(path) -> list[dict]:
+    p = Path(path)
+    if not p.exists():
+        raise CorpusError(f"cases file={str(path)!r} does not exist")
+    data = json.loads(p.read_text(encoding="utf-8"))
+    if not isinstance(data, list):
+        raise CorpusError(f"{str(path)!r} holds a {type(data).__name__}; expected a list of records")
+    return data
+
+
+def load_counterfact(path, n: int | None = None) -> list[EditCase]:
+    """Records of the flat CounterFact format (subject, prompt, target_new, ground_truth, ...)."""
+    keys = ("prompt", "subject", "target_new", "ground_truth", "rephrase_prompt",
+            "locality_prompt", "locality_ground_truth")
+    out = []
+    for i, d in enumerate(_read(path)):
+        miss = [k for k in keys if k not in d]
+        if miss:
+            raise CorpusError(f"record {i} of {str(path)!r} lacks {miss}; a CounterFact record "
+                              f"needs {list(keys)}")
+        out.append(EditCase(int(d.get("case_id", i)), *(str(d[k]) for k in keys)))
+        if n is not None and len(out) >= n:
+            break
+    return out
+
+
+def load_known(path, n: int | None = None) -> list[KnownFact]:
+    """ROME's known facts: subject, prompt, attribute, relation_id."""
+    out = []
+    for i, d in enumerate(_read(path)):
+        if "subject" not in d or "prompt" not in d:
+            raise CorpusError(f"record {i} of {str(path)!r} needs 'subject' and 'prompt'")
+        out.append(KnownFact(int(d.get("known_id", i)), d["subject"], d["prompt"],
+                             str(d.get("attribute", "")), str(d.get("relation_id", ""))))
+        if n is not None and len(out) >= n:
+            break
+    return out
+
+
+def case_token_ids(session, case: EditCase) -> dict[str, int]:
+    """Token ids of the objects after each prompt; TokenError when one is not one token."""
+    return {
+        "new": target_id(session, case.prompt, case.target_new),
+        "true": target_id(session, case.prompt, case.ground_truth),
+        "new_rephrase": target_id(session, case.rephrase_prompt, case.target_new),
+        "true_rephrase": target_id(session, case.rephrase_prompt, case.ground_truth),
+        "new_loc": target_id(session, case.locality_prompt, case.target_new),
+        "true_loc": target_id(session, case.locality_prompt, case.locality_ground_truth),
+    }
+
+
+@dataclass(frozen=True)
+class CaseScores:
+    """Probabilities of one case under one model state (edited or not)."""
+
+    case_id: int
+    p_new: float
+    p_true: float
+    p_new_rephrase: float
+    p_true_rephrase: float
+    p_new_loc: float
+    p_true_loc: float
+    fluency: float | None = None
+
+    @property
+    def efficacy(self) -> bool:
+        return self.p_new > self.p_true
+
+    @property
+    def paraphrase(self) -> bool:
+        return self.p_new_rephrase > self.p_true_rephrase
+
+    @property
+    def neighborhood(self) -> bool:
+        return self.p_true_loc > self.p_new_loc
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(efficacy=self.efficacy, paraphrase=self.paraphrase, neighborhood=self.neighborhood)
+        return d
+
+
+@torch.no_grad()
+def score_case(session, case: EditCase, ids: dict[str, int] | None = None,
+               fluency: float | None = None) -> CaseScores:
+    """One batched forward of the prompt, rephrase and locality prompt, in the current state."""
+    ids = ids or case_token_ids(session, case)
+    probs = torch.softmax(session.last_logits([case.prompt, case.rephrase_prompt,
+                                               case.locality_prompt]).float(), -1).cpu()
+    return CaseScores(case.case_id, float(probs[0, ids["new"]]), float(probs[0, ids["true"]]),
+                      float(probs[1, ids["new_rephrase"]]), float(probs[1, ids["true_rephrase"]]),
+                      float(probs[2, ids["new_loc"]]), float(probs[2, ids["true_loc"]]), fluency)
+
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def generation_entropy(texts: list[str], ns=(2, 3), weights=(2 / 3, 4 / 3)) -> float:
+    """ROME's fluency: mean over texts of mean_n w_n * H(n-gram frequencies) in bits."""
+    vals = []
+    for text in texts:
+        words = _WORD.findall(text)
+        ent = []
+        for n, w in zip(ns, weights):
+            grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+            total = sum(grams.values())
+            h = -sum(c / total * math.log2(c / total) for c in grams.values()) if total else 0.0
+            ent.append(w * h)
+        vals.append(sum(ent) / len(ent))
+    return float(sum(vals) / len(vals)) if vals else float("nan")
+
+
+@torch.no_grad()
+def generate_texts(session, prompts: list[str], max_new_tokens: int = 100, top_k: int = 5,
+                   seed: int = 0) -> list[str]:
+    """prompt + a top-k sampled continuation (seeded; the global RNG is left as it was)."""
+    hf = session.hf_model
+    out = []
+    devices = [session.device] if session.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        for i, p in enumerate(prompts):
+            torch.manual_seed(seed + i)
+            ids = torch.tensor([session.encode(p)], device=session.device)
+            gen = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=top_k,
+                              max_new_tokens=max_new_tokens, pad_token_id=session.pad_id)
+            out.append(p + session.tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
+    return out
+
+
+def summarize(scores: list[CaseScores]) -> dict:
+    """Shares in percent (efficacy, paraphrase, neighborhood), mean gaps, mean fluency, n."""
+    n = len(scores)
+    if n == 0:
+        return {"n": 0}
+
+    def pct(attr):
+        return 100.0 * sum(getattr(s, attr) for s in scores) / n
+
+    def mean(vals):
+        vals = [v for v in vals if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    return {
+        "efficacy": pct("efficacy"),
+        "paraphrase": pct("paraphrase"),
+        "neighborhood": pct("neighborhood"),
+        "fluency": mean([s.fluency for s in scores]),
+        "n": n,
+        "efficacy_gap": mean([s.p_new - s.p_true for s in scores]),
+        "paraphrase_gap": mean([s.p_new_rephrase - s.p_true_rephrase for s in scores]),
+        "neighborhood_gap": mean([s.p_true_loc - s.p_new_loc for s in scores]),
+        "p_new": mean([s.p_new for s in scores]),
+        "p_new_rephrase": mean([s.p_new_rephrase for s in scores]),
+    }

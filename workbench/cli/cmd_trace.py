@@ -1,0 +1,70 @@
+"""``workbench trace``: causal tracing of one fact or a file of facts -> JSON + HTML heatmaps."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from .common import add_model_args, load_session, meta, write_json
+
+log = logging.getLogger(__name__)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("trace", help="causal tracing: which hidden states carry a fact",
+                       description=__doc__)
+    add_model_args(p)
+    p.add_argument("--prompt", help="the fact's prompt (contains the subject, or '{}' for it)")
+    p.add_argument("--subject", help="the subject's text")
+    p.add_argument("--answer", default=None, help="traced token (default: the model's top-1)")
+    p.add_argument("--facts", help="JSON list of {prompt, subject[, attribute]} (known_1000 format)")
+    p.add_argument("--n", type=int, default=None, help="trace the first N facts of --facts")
+    p.add_argument("--out", required=True, help="output directory (trace.json, trace.html)")
+    p.add_argument("--kinds", default="resid,mlp,attn", help="comma list of resid, mlp, attn")
+    p.add_argument("--samples", type=int, default=10, help="noise samples per cell")
+    p.add_argument("--noise-scale", type=float, default=3.0, help="noise std / embedding std")
+    p.add_argument("--window", type=int, default=10, help="layers restored together (mlp, attn)")
+    p.add_argument("--noise-corpus", default="data/corpus/tiny_corpus.txt",
+                   help="corpus on which the embedding std is measured")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from editing import TraceConfig, embedding_std, load_known, trace_fact
+    from widgets.figures_editing import trace_figures
+    from widgets.report import HtmlReport
+    from workbench.corpus import Corpus
+    from workbench.errors import WorkbenchError
+
+    if args.facts:
+        facts = [(f.prompt, f.subject) for f in load_known(args.facts, args.n)]
+    elif args.prompt and args.subject:
+        facts = [(args.prompt, args.subject)]
+    else:
+        raise WorkbenchError("give --prompt and --subject, or --facts FILE")
+    cfg = TraceConfig(kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
+                      samples=args.samples, noise_scale=args.noise_scale, window=args.window,
+                      seed=args.seed)
+    session = load_session(args)
+    corpus = Corpus.load(args.noise_corpus, session.tokenizer, max_tokens=20_000)
+    sigma = embedding_std(session, corpus)
+    out = Path(args.out)
+    results = []
+    rep = HtmlReport("Causal trace", f"{session.name}; noise {cfg.noise_scale} x embedding std "
+                                     f"{sigma:.4g}; {cfg.samples} samples")
+    for prompt, subject in facts:
+        answer = args.answer if len(facts) == 1 else None
+        r = trace_fact(session, prompt, subject, sigma, answer=answer, config=cfg, progress=True)
+        results.append(r.to_dict())
+        rep.heading(f"{r.prompt} -> {r.answer!r}")
+        for fig in trace_figures(r):
+            rep.figure(fig)
+    write_json(out / "trace.json", {"meta": meta(session, command="trace", embedding_std=sigma,
+                                                 noise_corpus=corpus.name),
+                                    "facts": results})
+    rep.save(out / "trace.html")
+    print(json.dumps([{k: d[k] for k in ("prompt", "answer", "clean_prob", "corrupted_prob")}
+                      for d in results], indent=2))
+    return 0
