@@ -12,12 +12,15 @@ from .attention import AttentionView
 from .controller import Controller
 from .edit_studio import TraceEditStudio
 from .export import export_html, export_session, register_renderer
+from .memory import MemoryExplorer
 from .prompt import PromptExplorer
 from .report import HtmlReport
 from .results import (
     AttentionResult,
     Edit,
     EditOutcome,
+    MemoryHits,
+    MemoryRecord,
     PromptLens,
     SteerOutcome,
     SubUpdate,
@@ -29,5 +32,6 @@ __all__ = [
     "HtmlReport", "Workbench", "Controller", "PromptExplorer", "AttentionView",
     "export_html", "export_session", "register_renderer",
     "AttentionResult", "Edit", "EditOutcome", "PromptLens", "SteerOutcome", "SubUpdate",
-    "SubUpdates", "TraceEditStudio", "FeatureBrowser",
+    "SubUpdates", "TraceEditStudio", "FeatureBrowser", "MemoryExplorer", "MemoryRecord",
+    "MemoryHits",
 ]

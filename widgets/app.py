@@ -42,6 +42,18 @@ def _attention_tab(app: Workbench) -> View:
     return AttentionView(c.attention(app.prompt), c.attention, run_async=app.run_async)
 
 
+def _memory_tab(app: Workbench) -> View:
+    from .memory import MemoryExplorer
+
+    c = app.controller
+    idx = c.memory_index(max_tokens=app.memory_tokens)
+    layer = idx.layers[len(idx.layers) * 2 // 3]
+    top = int(idx.values[idx.row(layer), :, 0].argmax())   # the unit with the strongest trigger
+    return MemoryExplorer(c.memory(idx, layer, top), lambda ly, n: c.memory(idx, ly, n),
+                          lambda t: c.search_memories(idx, t), idx.layers, c.session.d_mlp,
+                          run_async=app.run_async)
+
+
 def _edit_tab(app: Workbench) -> View:
     from .edit_studio import TraceEditStudio
 
@@ -64,6 +76,7 @@ def _sae_tab(app: Workbench) -> View:
 # (title, builder, import that must succeed for the tab to exist); pillars append theirs
 TAB_BUILDERS: list[tuple[str, Callable[[Workbench], View], str | None]] = [
     ("Prompt explorer", _prompt_tab, None),
+    ("Memories", _memory_tab, "workbench.memories"),
     ("Attention", _attention_tab, None),
     ("Trace & edit", _edit_tab, "editing"),
     ("SAE features", _sae_tab, "workbench.saes"),
@@ -79,17 +92,19 @@ class Workbench(View):
         run_async: run model work in worker threads (False for tests and scripts).
         tabs: titles to include (default: every available tab).
         sae: an SAE for the feature browser tab (no tab without one); sae_tokens: corpus
-            tokens harvested for its dashboards.
+            tokens harvested for its dashboards. memory_tokens: corpus tokens of the memory index.
     """
 
     title = "Workbench"
 
     def __init__(self, session, prompt: str = DEFAULT_PROMPT, run_async: bool = True,
                  tabs: list[str] | None = None, subject: str = "The Eiffel Tower",
-                 target: str = "Rome", sae=None, sae_tokens: int = 8192):
+                 target: str = "Rome", sae=None, sae_tokens: int = 8192,
+                 memory_tokens: int = 8192):
         super().__init__(run_async)
         self.subject, self.target = subject, target
         self.sae, self.sae_tokens = sae, sae_tokens
+        self.memory_tokens = memory_tokens
         self.controller = session if isinstance(session, Controller) else Controller(session)
         self.prompt = prompt
         self.specs = [(t, b) for t, b, need in TAB_BUILDERS

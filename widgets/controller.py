@@ -25,6 +25,7 @@ from workbench.errors import EmptyPromptError, PositionOutOfRange
 
 from ._base import Progress
 from ._editing_ctl import EditingMixin
+from ._memory_ctl import MemoryMixin
 from ._sae_ctl import SaeMixin
 from .results import AttentionResult, Edit, PromptLens, SubUpdate, SubUpdates
 
@@ -46,7 +47,7 @@ class _LensCache:
     next_probs: torch.Tensor     # [d_vocab]
 
 
-class Controller(EditingMixin, SaeMixin):
+class Controller(EditingMixin, SaeMixin, MemoryMixin):
     """Recomputes results for the views on one session (thread-safe through `lock`).
 
     Args:

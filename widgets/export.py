@@ -41,7 +41,14 @@ def _builtin_renderers() -> None:
     if RENDERERS:
         return
     from .figures import attention_heatmap, head_norm_heatmap, lens_heatmap, next_token_bars
-    from .results import AttentionResult, EditOutcome, PromptLens, SteerOutcome, SubUpdates
+    from .results import (
+        AttentionResult,
+        EditOutcome,
+        MemoryRecord,
+        PromptLens,
+        SteerOutcome,
+        SubUpdates,
+    )
 
     def lens(r: PromptLens, rep: HtmlReport) -> None:
         rep.heading(f"Logit lens: {r.prompt!r}")
@@ -82,6 +89,15 @@ def _builtin_renderers() -> None:
         rep.html(steer_html(r))
 
     register_renderer(SteerOutcome, steered)
+
+    def memory(r, rep: HtmlReport) -> None:
+        from .memory import examples_table, value_bars
+
+        rep.heading(f"FFN memory: layer {r.layer}, unit {r.neuron}")
+        rep.figure(value_bars(r))
+        rep.html(examples_table(r))
+
+    register_renderer(MemoryRecord, memory)
     try:
         from editing import TraceResult
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AttentionResult", "PromptLens", "SubUpdate", "SubUpdates", "Edit", "EditOutcome", "SteerOutcome"]
+__all__ = ["AttentionResult", "PromptLens", "SubUpdate", "SubUpdates", "Edit", "EditOutcome", "SteerOutcome",
+           "MemoryRecord", "MemoryHits"]
 
 
 @dataclass(frozen=True)
@@ -156,3 +157,35 @@ class SteerOutcome:
     top_after: tuple[tuple[str, float], ...]
     gen_before: str
     gen_after: str
+
+
+@dataclass(frozen=True)
+class MemoryRecord:
+    """One FFN memory (layer, neuron): its top trigger prefixes and what its value writes.
+
+    Args:
+        layer, neuron: the unit.
+        examples: [k] `workbench.memories.MemoryExample` (prefix, trigger token, next token,
+            coefficient), best first.
+        promoted, suppressed: [k] (token, logit) of the value read through the unembedding.
+        frequency: share of harvested tokens with m_i > 0; mean: mean m_i.
+        n_tokens: tokens harvested.
+    """
+
+    layer: int
+    neuron: int
+    examples: tuple
+    promoted: tuple[tuple[str, float], ...]
+    suppressed: tuple[tuple[str, float], ...]
+    value_norm: float
+    frequency: float
+    mean: float
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class MemoryHits:
+    """Units whose value most promotes `token` (logit of unembed(v_i) for that token)."""
+
+    token: str
+    hits: tuple[tuple[int, int, float], ...]   # (layer, neuron, logit), best first

@@ -1,0 +1,113 @@
+"""Memory explorer: pick an FFN layer and neuron, or search by a promoted token; see the key's
+top trigger prefixes (trigger token highlighted), the value's promoted and suppressed tokens,
+and how often the key fires.
+
+    mx = MemoryExplorer(ctl.memory(index, 20, 5), show=lambda l, n: ctl.memory(index, l, n),
+                        search=lambda t: ctl.search_memories(index, t), layers=index.layers,
+                        d_mlp=s.d_mlp)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import ipywidgets as W
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ._base import View, figure_widget, table_html
+from .figures import round4
+from .report import escape
+from .results import MemoryHits, MemoryRecord
+
+__all__ = ["MemoryExplorer", "value_bars", "examples_table"]
+
+
+def value_bars(rec: MemoryRecord) -> go.Figure:
+    """Logits of the value's most promoted (left) and most suppressed (right) tokens."""
+    fig = make_subplots(1, 2, subplot_titles=("promotes", "suppresses"), horizontal_spacing=0.2)
+    fig.add_bar(y=[repr(t) for t, _ in rec.promoted][::-1], x=round4([v for _, v in rec.promoted][::-1]),
+                orientation="h", marker_color="#2ca02c", row=1, col=1, name="promotes")
+    fig.add_bar(y=[repr(t) for t, _ in rec.suppressed][::-1],
+                x=round4([v for _, v in rec.suppressed][::-1]), orientation="h",
+                marker_color="#d62728", row=1, col=2, name="suppresses")
+    fig.update_layout(title=f"Value of layer {rec.layer} unit {rec.neuron} in the vocabulary "
+                            f"(‖v‖={rec.value_norm:.2f})", showlegend=False, height=300,
+                      margin=dict(l=110, r=20, t=60, b=30))
+    return fig
+
+
+def examples_table(rec: MemoryRecord) -> str:
+    rows = [{"m": e.coefficient,
+             "prefix (trigger highlighted) → next": (
+                 f"{escape(e.prefix)}<mark class='tok'>{escape(e.trigger)}</mark>"
+                 f" <span style='color:#6a7385'>→ {escape(e.next_token)}</span>")}
+            for e in rec.examples]
+    head = (f"<p><b>Layer {rec.layer}, unit {rec.neuron}</b>: fires (m&gt;0) on "
+            f"{rec.frequency:.2%} of {rec.n_tokens} tokens, mean m = {rec.mean:+.3f}</p>")
+    return head + (table_html(rows, None, raw=("prefix (trigger highlighted) → next",))
+                   if rows else "<i>no trigger prefixes in the index</i>")
+
+
+class MemoryExplorer(View):
+    """Live view of `MemoryRecord`s, with a token search over `MemoryHits`."""
+
+    title = "Memory explorer"
+
+    def __init__(self, record: MemoryRecord, show: Callable[[int, int], MemoryRecord],
+                 search: Callable[[str], MemoryHits], layers: Sequence[int], d_mlp: int,
+                 run_async: bool = True):
+        super().__init__(run_async)
+        self.record = record
+        self.hits: MemoryHits | None = None
+        self._show, self._search = show, search
+        self.layer = W.Dropdown(options=list(layers), value=record.layer, description="layer")
+        self.neuron = W.BoundedIntText(value=record.neuron, min=0, max=d_mlp - 1,
+                                       description="neuron", layout=W.Layout(width="180px"))
+        self.show_btn = W.Button(description="Show", icon="eye", button_style="primary")
+        self.token = W.Text(description="promotes", placeholder=" Paris",
+                            layout=W.Layout(width="220px"))
+        self.search_btn = W.Button(description="Search", icon="search")
+        self.hit_box = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self.examples = W.HTML(examples_table(record))
+        self.bars = figure_widget(value_bars(record))
+        self.show_btn.on_click(lambda _: self.select(self.layer.value, self.neuron.value))
+        self.search_btn.on_click(lambda _: self.search(self.token.value))
+        self.body = W.VBox([W.HBox([self.layer, self.neuron, self.show_btn, self.token,
+                                    self.search_btn]), self.hit_box, self.bars, self.examples])
+        self.body.add_class("wb-memory-explorer")
+
+    def select(self, layer: int, neuron: int) -> None:
+        self.submit(lambda progress: self._show(int(layer), int(neuron)), self._draw,
+                    f"memory L{layer} n{neuron}")
+
+    def search(self, token: str) -> None:
+        self.submit(lambda progress: self._search(token), self._draw_hits,
+                    f"searching values that promote {token!r}")
+
+    def _draw(self, rec: MemoryRecord) -> None:
+        self.record = rec
+        self.layer.value, self.neuron.value = rec.layer, rec.neuron
+        fresh = value_bars(rec)
+        with self.bars.batch_update():
+            for i in range(2):
+                self.bars.data[i].x, self.bars.data[i].y = fresh.data[i].x, fresh.data[i].y
+            self.bars.layout.title.text = fresh.layout.title.text
+        self.examples.value = examples_table(rec)
+
+    def _draw_hits(self, hits: MemoryHits) -> None:
+        self.hits = hits
+        buttons = []
+        for layer, neuron, score in hits.hits:
+            b = W.Button(description=f"L{layer} n{neuron} ({score:.1f})",
+                         layout=W.Layout(width="auto"))
+            b.on_click(lambda _, ly=layer, n=neuron: self.select(ly, n))
+            buttons.append(b)
+        self.hit_box.children = buttons
+
+    def static_parts(self):
+        parts = [("figure", value_bars(self.record)), ("html", examples_table(self.record))]
+        if self.hits is not None:
+            parts.append(("table", ([{"layer": ly, "neuron": n, "logit": v}
+                                     for ly, n, v in self.hits.hits], None)))
+        return parts
