@@ -161,6 +161,8 @@ class Controller(EditingMixin, SaeMixin, MemoryMixin):
     def sub_updates(self, lens: PromptLens, layer: int, pos: int, k: int | None = None) -> SubUpdates:
         """The top-k FFN sub-updates m_i v_i of `layer` at token `pos` by |m_i| ||v_i||.
 
+        Promoted tokens: the top of unembed(sign(m_i) v_i) (final norm, then W_U), the
+        reading `workbench.vocab.value_tokens` uses.
         Coefficients are read under the lens's edits, so a zeroed unit shows m_i = 0.
         """
         s = self.session
@@ -184,9 +186,9 @@ class Controller(EditingMixin, SaeMixin, MemoryMixin):
             zeroed = [e.neuron for e in lens.edits if e.layer == layer and e.pos == pos]
             picked = list(dict.fromkeys([*zeroed, *order.tolist()]))[: max(k, len(zeroed))]
             idx = torch.tensor(picked)
-            proj = (w.values[idx].float() @ s.W_U.float())          # [k d_vocab]
+            # read each signed value in the vocabulary as workbench.vocab does: unembed(s_i v_i)
             sign = torch.where(m[idx] < 0, -1.0, 1.0)[:, None]
-            proj = proj * sign
+            proj = s.unembed(w.values[idx].float() * sign).float()  # [k d_vocab]
             up = proj.topk(5, -1).indices.tolist()
             down = (-proj).topk(5, -1).indices.tolist()
         dec = s.tokenizer.decode

@@ -86,7 +86,7 @@ class PromptLens:
 class SubUpdate:
     """One FFN sub-update m_i v_i at a (layer, pos): its size and the tokens it promotes.
 
-    Promoted tokens are the top of sign(m_i) * (v_i @ W_U): what adding m_i v_i pushes up.
+    Promoted tokens are the top of unembed(sign(m_i) v_i): what adding m_i v_i pushes up.
     """
 
     neuron: int

@@ -9,6 +9,7 @@ import torch
 from widgets import Controller, Edit, PromptExplorer
 from workbench import capture, ffn_weights, intervene, scale_neurons, zero_neurons
 from workbench.errors import EmptyPromptError, NeuronOutOfRange, PositionOutOfRange
+from workbench.vocab import value_tokens
 
 PROMPT = "The quick brown fox jumps over the lazy"
 
@@ -61,7 +62,9 @@ def test_sub_updates_rank_and_promote(tiny, ctl):
     score = m.abs() * w.values.norm(dim=-1)
     assert [u.neuron for u in subs.items] == score.topk(5).indices.tolist()
     u = subs.items[0]
-    proj = torch.sign(m[u.neuron]) * (w.values[u.neuron] @ tiny.W_U)
+    proj = tiny.unembed(torch.sign(m[u.neuron]) * w.values[u.neuron])
+    assert u.promoted[0] == value_tokens(tiny, 1, [u.neuron], k=1)[0].__getattribute__(
+        "promoted" if m[u.neuron] > 0 else "suppressed")[0].token
     assert u.promoted[0] == tiny.tokenizer.decode([int(proj.argmax())])
     assert u.suppressed[0] == tiny.tokenizer.decode([int(proj.argmin())])
     # under an edit that zeroes it, the unit is still listed, with m = 0
