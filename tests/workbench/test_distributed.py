@@ -23,8 +23,6 @@ from workbench.distributed import (
     activation_sums,
     check_cover,
     corpus_windows,
-    key_moment_sums,
-    merge_sums,
     merge_topk,
     plan_shards,
     ray_activation_stats,
@@ -155,29 +153,60 @@ class DieOnce:
         return out
 
 
-def test_worker_killed_mid_shard_is_retried_nothing_lost_or_duplicated(ray_local, tiny, corpus,
-                                                                       tmp_path):
+def _brute_force_topk(session, corpus, layers, k):
+    """Every coefficient of every prefix captured, then sorted by (value desc, offset asc)."""
+    from workbench.capture import capture_tokens
+    from workbench.distributed import order_topk
+    from workbench.session import TokenBatch
+
+    vals, offs = [], []
+    for wb in corpus.batches(session, window=WINDOW, tokens_per_batch=TPB, progress=False):
+        tb = TokenBatch(wb.tokens, torch.full((wb.tokens.shape[0],), wb.tokens.shape[1]))
+        cap = capture_tokens(session, tb, [f"mlp_post:{x}" for x in layers])
+        vals.append(torch.stack([cap[f"mlp_post:{x}"].reshape(-1, session.d_mlp) for x in layers]))
+        offs.append(wb.offsets().reshape(-1))
+    v = torch.cat(vals, 1).transpose(1, 2)  # [L U n]
+    o = torch.cat(offs).expand_as(v)
+    return (*order_topk(v, o, k), v)
+
+
+def test_sharded_harvest_with_a_killed_worker_equals_single_process(ray_local, tiny, corpus,
+                                                                   tmp_path):
+    from workbench.distributed import harvest_shard, merge_harvests, ray_harvest
+
+    layers, k = [0, 1], 5
+    kw = dict(layers=layers, k=k, window=WINDOW, tokens_per_batch=TPB)
+    single = merge_harvests([harvest_shard(tiny, corpus, **kw)])
+    bv, bo, allv = _brute_force_topk(tiny, corpus, layers, k)
+    assert torch.equal(single["values"], bv) and torch.equal(single["offsets"], bo)
+    torch.testing.assert_close(single["mean"], allv.double().mean(-1), rtol=1e-9, atol=1e-12)
+    assert torch.equal(single["fires"], (allv > 0).sum(-1))
+
     model = WorkerModel.of(tiny)
-    n = corpus_windows(corpus, WINDOW, False, MAX_TOKENS)
+    n = corpus_windows(corpus, WINDOW, False)
     shards = plan_shards(n, rows_per_batch(WINDOW, TPB), 4)
-    kw = dict(layer=0, n_tokens=MAX_TOKENS, window=WINDOW, tokens_per_batch=TPB)
     marker = tmp_path / "killed"
-    parts, timing = run_sharded(model, DieOnce(key_moment_sums, str(marker), 1), corpus, CFG,
+    parts, timing = run_sharded(model, DieOnce(harvest_shard, str(marker), 1), corpus, CFG,
                                 shards, kw, checkpoint=tmp_path / "ckpt")
-    assert marker.exists()  # a worker really died
-    assert len(parts) == len(shards)
-    assert sum(p["n"] for p in parts) == n * WINDOW  # every token once
-    ref = key_moment_sums(tiny, corpus, **kw)
-    merged = merge_sums(parts)
-    assert merged["n"] == ref["n"]
-    torch.testing.assert_close(merged["sum_kk"], ref["sum_kk"], rtol=1e-12, atol=1e-9)
+    assert marker.exists()  # a worker really died mid-shard, and was replaced
+    assert len(timing["workers"]) >= 2
+    assert [p["n"] for p in parts] == [len(s) * WINDOW for s in shards]  # each token once
+    merged = merge_harvests(parts)
+    assert merged["n"] == single["n"] == n * WINDOW
+    assert torch.equal(merged["values"], single["values"])  # prefix for prefix
+    assert torch.equal(merged["offsets"], single["offsets"])
+    assert torch.equal(merged["fires"], single["fires"])
+    torch.testing.assert_close(merged["sum"], single["sum"], rtol=1e-12, atol=1e-9)
     # results were written as they finished; a rerun loads them and runs nothing
     files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     assert files == [f"{s.key}.safetensors" for s in shards]
-    again, t2 = run_sharded(model, DieOnce(key_moment_sums, str(tmp_path / "never"), 0), corpus,
-                            CFG, shards, kw, checkpoint=tmp_path / "ckpt")
+    again, _ = run_sharded(model, DieOnce(harvest_shard, str(tmp_path / "never"), 0), corpus,
+                           CFG, shards, kw, checkpoint=tmp_path / "ckpt")
     assert not (tmp_path / "never").exists()
-    assert all(torch.equal(a["sum_kk"], b["sum_kk"]) for a, b in zip(parts, again))
+    assert all(torch.equal(a["keys"], b["keys"]) for a, b in zip(parts, again))
+    # the driver-level entry point gives the same harvest
+    via, t = ray_harvest(model, corpus, CFG, **kw)
+    assert torch.equal(via["keys"], single["keys"]) and t["merge_seconds"] >= 0
 
 
 BATTERY = """

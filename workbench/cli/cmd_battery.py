@@ -22,6 +22,9 @@ def register(sub) -> None:
     r.add_argument("--force", action="store_true", help="rerun probes that have cached results")
     r.add_argument("--device", default=None, help="override the spec's device (auto, cpu, cuda)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    from ..distributed.cli import add_ray_args
+
+    add_ray_args(r, grid=True)  # --ray [ADDRESS], --ray-workers, --models (workbench.distributed)
     r.set_defaults(func=run)
     k = bsub.add_parser("kinds", help="list probe kinds and their parameters")
     k.set_defaults(func=list_kinds)
@@ -37,6 +40,12 @@ def run(args) -> int:
     spec = load_spec(args.spec)  # validated before any model is loaded
     if args.device:
         spec = dataclasses.replace(spec, device=args.device)
+    if args.ray is not None:  # probes (x models) as Ray tasks: workbench.distributed.battery
+        from ..distributed.cli import battery_on_ray
+
+        lines, status = battery_on_ray(args, spec)
+        print("\n".join(lines))
+        return status
     res = run_battery(spec, args.out, force=args.force, progress=not args.no_progress)
     json_path, html_path = results_paths(spec, args.out)
     c = res["counts"]

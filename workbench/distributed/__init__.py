@@ -1,35 +1,41 @@
 """Scale-out on Ray: sharded corpus harvests, sharded sums, batteries as Ray tasks.
 
+Modules: sharding (token-window shards), merge (exact top-k and float64 sum merges), harvest
+(FFN memory top-k per shard), stats (ROME key moments, SAE activation statistics as sums),
+ray_backend (worker actors, retries, checkpoints), jobs (driver entry points), battery
+(probes and model x probe grids as Ray tasks), cli (the --ray flag).
+
 Ray is optional (``pip install 'ffn-workbench[ray]'``); sharding and merging work without it.
+Names are imported lazily, so ``import workbench.distributed`` (the CLI does) costs nothing.
 """
 
-from .jobs import WorkerModel, ray_activation_stats, ray_key_stats, run_sharded, shard_plan
-from .merge import PAD_OFFSET, merge_sums, merge_topk, order_topk
-from .ray_backend import (
-    DistributedError,
-    RayConfig,
-    RayUnavailableError,
-    init_ray,
-    load_named_session,
-    ray_map_shards,
-    release_workers,
-    require_ray,
-)
-from .sharding import Shard, ShardCorpus, check_cover, corpus_windows, plan_shards, rows_per_batch
-from .stats import (
-    ActivationStats,
-    activation_stats_from_sums,
-    activation_sums,
-    key_moment_sums,
-    key_stats_from_sums,
-)
+from __future__ import annotations
 
-__all__ = [
-    "WorkerModel", "ray_activation_stats", "ray_key_stats", "run_sharded", "shard_plan",
-    "ActivationStats", "activation_stats_from_sums", "activation_sums", "key_moment_sums",
-    "key_stats_from_sums", "release_workers",
-    "PAD_OFFSET", "merge_sums", "merge_topk", "order_topk",
-    "DistributedError", "RayConfig", "RayUnavailableError", "init_ray", "load_named_session",
-    "ray_map_shards", "require_ray",
-    "Shard", "ShardCorpus", "check_cover", "corpus_windows", "plan_shards", "rows_per_batch",
-]
+import importlib
+
+_NAMES = {
+    "merge": ["PAD_OFFSET", "merge_sums", "merge_topk", "order_topk"],
+    "sharding": ["Shard", "ShardCorpus", "check_cover", "corpus_windows", "plan_shards",
+                 "rows_per_batch"],
+    "harvest": ["harvest_shard", "merge_harvests", "pack_keys", "unpack_keys"],
+    "stats": ["ActivationStats", "activation_stats_from_sums", "activation_sums",
+              "key_moment_sums", "key_stats_from_sums"],
+    "ray_backend": ["DistributedError", "RayConfig", "RayUnavailableError", "init_ray",
+                    "load_named_session", "ray_map_shards", "release_workers", "require_ray"],
+    "jobs": ["WorkerModel", "ray_activation_stats", "ray_harvest", "ray_key_stats", "run_sharded",
+             "shard_plan"],
+    "battery": ["ray_run_battery"],
+}
+_WHERE = {name: mod for mod, names in _NAMES.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WorkbenchError
-from .ray_backend import DistributedError, RayConfig, init_ray
+from .ray_backend import DistributedError, RayConfig, init_ray, release_workers
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ def ray_run_battery(spec, out_dir: str | Path, cfg: RayConfig | None = None,
     specs = [dataclasses.replace(spec, model=m) for m in models]
     outs = grid_out_dirs(models, out_dir)
     ray = init_ray(cfg)
+    release_workers()  # idle harvest/statistics actors would hold the CPUs/GPUs tasks need
     gpus = float(ray.cluster_resources().get("GPU", 0))
     gpw = cfg.gpus_per_worker if cfg.gpus_per_worker is not None else (1.0 if gpus >= 1 else 0.0)
     task = ray.remote(_probe_task).options(num_gpus=gpw, num_cpus=cfg.cpus_per_worker,

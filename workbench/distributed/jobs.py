@@ -30,7 +30,8 @@ from .stats import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WorkerModel", "shard_plan", "run_sharded", "ray_key_stats", "ray_activation_stats"]
+__all__ = ["WorkerModel", "shard_plan", "run_sharded", "ray_key_stats", "ray_activation_stats",
+           "ray_harvest"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,27 @@ def ray_activation_stats(model: WorkerModel, corpus: Corpus, site: str, cfg: Ray
                                 tokens_per_batch=tokens_per_batch, max_tokens=max_tokens, sae=sae))
     sums = merge_sums(parts)
     return activation_stats_from_sums(sums), sums
+
+
+def ray_harvest(model: WorkerModel, corpus: Corpus, cfg: RayConfig | None = None,
+                layers: list[int] | None = None, k: int = 20, window: int = 128,
+                tokens_per_batch: int = 8192, max_tokens: int | None = None,
+                backend: str = "generic", shards_per_worker: int = 2,
+                checkpoint: str | Path | None = None) -> tuple[dict, dict]:
+    """The FFN memory harvest sharded over Ray workers, merged exactly on the driver.
+
+    Returns (merged harvest as `merge_harvests` gives it, timings with ``seconds`` for the
+    sharded run and ``merge_seconds`` for the merge).
+    """
+    from .harvest import harvest_shard, merge_harvests
+
+    cfg = cfg or RayConfig()
+    shards = shard_plan(cfg, corpus, model, window, tokens_per_batch, max_tokens, shards_per_worker)
+    parts, timing = run_sharded(model, harvest_shard, corpus, cfg, shards,
+                                dict(layers=layers, k=k, window=window,
+                                     tokens_per_batch=tokens_per_batch, max_tokens=max_tokens,
+                                     backend=backend), checkpoint=checkpoint)
+    t0 = time.perf_counter()
+    merged = merge_harvests(parts)
+    timing["merge_seconds"] = time.perf_counter() - t0
+    return merged, timing

@@ -104,7 +104,15 @@ def init_ray(cfg: RayConfig):
         else:  # a local Ray's workers inherit ours (a runtime env costs seconds per worker)
             for k, v in env.items():
                 os.environ.setdefault(k, v)
-        ray.init(**kw)
+        for attempt in range(3):  # Ray gives a local raylet 30 s; a loaded machine can miss it
+            try:
+                ray.init(**kw)
+                break
+            except Exception as exc:
+                if "address" in kw or attempt == 2 or "timed out" not in str(exc):
+                    raise
+                log.warning("Ray start-up timed out (%s); retrying", exc)
+                ray.shutdown()
     return ray
 
 
