@@ -5,6 +5,8 @@
   so a city probe is checked on names it never saw in data/corpus).
 - pos.json: a small hand-labelled part-of-speech set (universal tags, coarse), sentences written
   for this project, each word with its tag.
+- edit_cases.json: a few edit cases in the flat CounterFact format, for edit probes when
+  ../shared/data/counterfact is absent.
 - facts.json: a small set of known facts (prompt, answer) for knowledge probes when
   ../shared/data/known_facts is absent.
 
@@ -131,6 +133,29 @@ FACTS = [
     ("The Kremlin is located in the city of", "Moscow"),
 ]
 
+# Edit cases in the flat CounterFact format (written for this project): a true fact, a new
+# object to write, a paraphrase, and a neighbouring prompt whose answer must not change.
+EDIT_CASES = [
+    ("The Eiffel Tower is located in the city of", "The Eiffel Tower", "Rome", "Paris",
+     "Where is the Eiffel Tower? It is in the city of", "The Louvre is located in the city of", "Paris"),
+    ("The Colosseum is located in the city of", "The Colosseum", "Paris", "Rome",
+     "Tourists visit the Colosseum, which is in the city of", "The Vatican is located in the city of", "Rome"),
+    ("Big Ben is located in the city of", "Big Ben", "Berlin", "London",
+     "The famous clock tower Big Ben stands in the city of", "Buckingham Palace is located in the city of", "London"),
+    ("The Kremlin is located in the city of", "The Kremlin", "Madrid", "Moscow",
+     "Visitors to the Kremlin travel to the city of", "Red Square is located in the city of", "Moscow"),
+    ("The official language of France is", "France", "German", "French",
+     "In France, people mostly speak", "The official language of Belgium is", "French"),
+    ("The capital of Japan is", "Japan", "Paris", "Tokyo",
+     "Japan's capital city is", "The capital of China is", "Beijing"),
+]
+
+
+def edit_records():
+    keys = ("prompt", "subject", "target_new", "ground_truth", "rephrase_prompt",
+            "locality_prompt", "locality_ground_truth")
+    return [dict(zip(keys, c), case_id=i) for i, c in enumerate(EDIT_CASES)]
+
 
 def pos_records():
     out = []
@@ -158,6 +183,7 @@ def main() -> None:
     (out / "pos.json").write_text(json.dumps(pos, indent=1) + "\n", encoding="utf-8")
     facts = [{"prompt": p, "answer": a} for p, a in FACTS]
     (out / "facts.json").write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
+    (out / "edit_cases.json").write_text(json.dumps(edit_records(), indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ __all__ = ["Param", "ProbeKind", "REQUIRED", "SpecError", "UnknownProbeKind", "r
            "get_kind", "kinds", "set_renderer"]
 
 REQUIRED: Any = object()
-BUILTIN = ("probes.linear_kind", "probes.knowledge", "probes.sae", "probes.memory")
+BUILTIN = ("probes.linear_kind", "probes.knowledge", "probes.sae", "probes.memory", "probes.edit")
 
 
 class SpecError(WorkbenchError):
