@@ -10,7 +10,21 @@ Modules: config (dataclasses), base/relu/topk/jumprelu (one file per SAE type), 
 attribution (sparse feature circuits).
 """
 
+from .attribution import (
+    AttributionResult,
+    FeatureEffect,
+    attribution_patching,
+    real_patch_effect,
+    verify,
+)
 from .base import SAE, SAEOutput
+from .circuits import (
+    CircuitConfig,
+    CircuitResult,
+    find_circuit,
+    head_code_scores,
+    head_patching_importance,
+)
 from .config import ARCHITECTURES, SAEConfig, SAEConfigError, TrainConfig
 from .evaluate import SAEEvaluation, evaluate_sae
 from .features import (
@@ -44,10 +58,14 @@ from .splice import (
     splice_hook,
     steer_feature,
 )
+from .tasks import TASKS, CircuitTask, TaskUnavailable, load_task
 from .topk import TopKSAE
 from .train import TrainResult, train_sae
 
 __all__ = [
+    "AttributionResult", "FeatureEffect", "attribution_patching", "real_patch_effect", "verify",
+    "CircuitConfig", "CircuitResult", "find_circuit", "head_code_scores", "head_patching_importance",
+    "TASKS", "CircuitTask", "TaskUnavailable", "load_task",
     "SAE", "SAEOutput", "ARCHITECTURES", "SAEConfig", "SAEConfigError", "TrainConfig",
     "FeatureHarvest", "PromptCodes", "VocabReading", "decoder_directions", "decoder_vocab",
     "encode_prompts", "feature_contexts", "harvest_features",
