@@ -102,7 +102,8 @@ class View:
                                         layout=W.Layout(width="220px", visibility="hidden"))
         self.status = W.HTML(value="", layout=W.Layout(min_height="1.4em"))
         self.error = W.HTML(value="")
-        self._job: threading.Thread | None = None
+        self._jobs: list[threading.Thread] = []
+        self._seq = 0  # jobs started; only the newest one's result is drawn
         self.last_ms: float | None = None  # wall time of the last job, for the status line
         self.body: W.Widget = W.VBox()
         self._widget: W.Widget | None = None
@@ -168,20 +169,29 @@ class View:
             self.status.value = escape(msg)
 
     def submit(self, work: Callable[[Progress], Any], done: Callable[[Any], None],
-               label: str = "working") -> threading.Thread | None:
+               label: str = "working", supersede: bool = True) -> threading.Thread | None:
         """Run `work(progress)` (in a thread when `run_async`), then `done(result)`.
 
         Errors from the workbench are shown in the view; the widgets keep their last state.
+        When a newer job was started meanwhile (two quick clicks), a finished older job's
+        result is dropped, so the view never goes back to a stale state.
         """
         self.progress.layout.visibility = "visible"
         self.progress.value = 0.0
         self.status.value = escape(f"{label}…")
         self.error.value = ""
 
+        if supersede:
+            self._seq += 1
+        seq = self._seq if supersede else None
+
         def job():
             t0 = time.perf_counter()
             try:
                 result = work(self._report_progress)
+                if seq is not None and seq != self._seq:
+                    log.info("%s: a newer job superseded this one", label)
+                    return
                 done(result)
                 self.last_ms = (time.perf_counter() - t0) * 1e3
                 self.status.value = escape(f"{label}: done in {self.last_ms:.0f} ms")
@@ -193,17 +203,19 @@ class View:
                 if not self.run_async:
                     raise
             finally:
-                self.progress.value = 1.0
-                self.progress.layout.visibility = "hidden"
+                if seq is None or seq == self._seq:
+                    self.progress.value = 1.0
+                    self.progress.layout.visibility = "hidden"
 
         if not self.run_async:
             job()
             return None
-        self._job = threading.Thread(target=job, name=f"wb-{type(self).__name__}", daemon=True)
-        self._job.start()
-        return self._job
+        t = threading.Thread(target=job, name=f"wb-{type(self).__name__}", daemon=True)
+        self._jobs = [j for j in self._jobs if j.is_alive()] + [t]
+        t.start()
+        return t
 
-    def wait(self, timeout: float | None = 60.0) -> None:
-        """Block until the running job (if any) finishes (tests, scripted use)."""
-        if self._job is not None:
-            self._job.join(timeout)
+    def wait(self, timeout: float | None = 300.0) -> None:
+        """Block until every running job finishes (tests, scripted use)."""
+        for j in list(self._jobs):
+            j.join(timeout)

@@ -137,7 +137,7 @@ class Workbench(View):
             self.tabs.children = tuple(view.widget if i == index else w
                                        for i, w in enumerate(self.tabs.children))
 
-        self.submit(lambda progress: build(self), done, f"opening {title}")
+        self.submit(lambda progress: build(self), done, f"opening {title}", supersede=False)
 
     def view(self, title: str) -> View:
         """The built view of a tab (opening it, and waiting, if needed)."""

@@ -134,3 +134,27 @@ def test_static_fallback(ctl):
     assert "application/vnd.jupyter.widget-view+json" in bundle
     html = bundle["text/html"]
     assert html.count("Plotly.newPlot") == 2 and "<table" in html and "promotes" in html
+
+
+def test_stale_job_is_dropped(ctl):
+    """Two quick changes: the older job finishing last must not overwrite the newer state."""
+    import threading
+
+    gate = threading.Event()
+    lens = ctl.prompt_lens(PROMPT)
+
+    def slow_then(prompt, edits=(), progress=None):
+        if edits and edits[0].factor == 0.0:
+            gate.wait(30)                         # the first (older) job is held back
+        return ctl.prompt_lens(prompt, edits)
+
+    view = PromptExplorer(lens, slow_then, ctl.sub_updates, run_async=True)
+    view.wait()
+    n = view.subs.items[0].neuron
+    view.set_factor(n, 0.0)                       # older: blocked
+    view.set_factor(n, 3.0)                       # newer: runs through
+    for j in list(view._jobs)[-1:]:
+        j.join(30)
+    gate.set()
+    view.wait()
+    assert view.lens.edits and view.lens.edits[0].factor == 3.0
