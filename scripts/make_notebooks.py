@@ -3,7 +3,8 @@
     .venv/bin/python scripts/make_notebooks.py            # all tours
     .venv/bin/python scripts/make_notebooks.py 01         # the tours whose name holds "01"
 
-Each tour uses only the public API and runs top to bottom on the embedded default model;
+Each tour uses only the public API and runs top to bottom on the embedded default model, from
+notebooks/ as its working directory (it reads ../data, writes reports under ../out/tours);
 tests/notebooks/test_notebooks.py executes them.
 """
 
@@ -75,6 +76,29 @@ target = lens.next_ids[0]
 p_after = dict(zip(knocked.next_ids.tolist(), knocked.next_probs.tolist())).get(int(target), 0.0)
 print(f"p({lens.prediction!r}): {lens.next_probs[0]:.3f} -> {p_after:.3f} with {len(edits)} sub-updates zeroed")
 print("new top tokens:", list(knocked.next_strs[:5]))"""),
+        ("md", """## Memories: what triggers a key, what its value writes
+`workbench.memories.harvest` streams a corpus once and keeps, per FFN key, the prefixes with
+the largest coefficient $m_i$ at their last token; `workbench.vocab.value_tokens` reads the
+value $v_i$ in the vocabulary. A small corpus (4k tokens) keeps the tour quick."""),
+        ("code", """from workbench import Corpus
+from workbench.memories import harvest
+from workbench.vocab import value_tokens
+
+corpus = Corpus.load("../data/corpus/tiny_corpus.txt", s.tokenizer, max_tokens=4096)
+index = harvest(s, corpus, layers=[20, 26], k=8, max_tokens=4096, progress=False)
+unit = int(index.values[index.row(26), :, 0].argmax())     # the key with the strongest trigger
+for ex in index.examples(26, unit, corpus, context=12)[:4]:
+    print(f"m={ex.coefficient:6.2f}  ...{ex.prefix!r} [{ex.trigger!r}] -> {ex.next_token!r}")
+vt = value_tokens(s, 26, [unit], k=6)[0]
+print("value promotes:", [t.token for t in vt.promoted])
+print("value suppresses:", [t.token for t in vt.suppressed])"""),
+        ("code", """from widgets import MemoryExplorer
+
+mctl = Controller(s, corpus=corpus)
+memories = MemoryExplorer(mctl.memory(index, 26, unit), lambda ly, n: mctl.memory(index, ly, n),
+                          lambda tok: mctl.search_memories(index, tok), index.layers, s.d_mlp)
+memories.search(" Paris")   # units whose value most promotes ' Paris'; click one to open it
+memories"""),
         ("md", """## Live views
 Click a heatmap cell to list that layer's top sub-updates at that token; **zero**, **boost** or
 scale any of them and the next-token distribution redraws. The attention view shows each head's
@@ -85,9 +109,191 @@ explorer"""),
 attention"""),
         ("md", """## A report that opens anywhere
 One HTML file with plotly.js inlined: the views' current state as static figures and tables."""),
-        ("code", """explorer.wait(); attention.wait()
-path = export_html([explorer, attention, knocked], "tour_report.html", title="Tour 1")
+        ("code", """explorer.wait(); attention.wait(); memories.wait()
+path = export_html([explorer, attention, memories, knocked], "../out/tours/tour1_report.html", title="Tour 1")
 print(path, f"{path.stat().st_size / 1e6:.1f} MB")"""),
+    ]
+
+
+@tour("02_trace_and_edit")
+def _02():
+    return [
+        ("md", """# Tour 2: locate a fact, then edit it
+
+Causal tracing (Meng et al. 2022) corrupts the subject's embeddings with noise and restores one
+hidden state at a time from the clean run: the states whose restoration brings the answer
+back carry the fact. ROME then rewrites one FFN's output weights with a rank-one update
+$W' = W + u r^\\top$ so that the subject's key $k^*$ maps to a new value; `apply` returns a
+handle that undoes the edit exactly. This tour runs both on the embedded default model."""),
+        ("code", """import torch
+from workbench import Session, Corpus
+from editing import (EditRequest, RomeConfig, TraceConfig, apply, compute_rome_update,
+                     embedding_std, key_stats, trace_fact)
+from widgets import Controller, export_html
+from widgets.figures_editing import trace_heatmap
+
+s = Session.load()
+corpus = Corpus.load("../data/corpus/tiny_corpus.txt", s.tokenizer, max_tokens=20_000)
+prompt, subject, new_target = "The Eiffel Tower is located in the city of", "The Eiffel Tower", "Rome"
+s.next_token(prompt)"""),
+        ("md", """## Causal trace
+Noise of 3 embedding standard deviations on the subject tokens; p(answer) when each single
+residual state (or a window of FFN outputs) is restored."""),
+        ("code", """sigma = embedding_std(s, corpus, max_tokens=4096)
+trace = trace_fact(s, prompt, subject, sigma, config=TraceConfig(kinds=("resid", "mlp"), samples=2))
+curve = trace.subject_last_curve("mlp")
+layer = int(curve.argmax())
+print(f"answer {trace.answer!r}: p clean {trace.clean_prob:.3f}, corrupted {trace.corrupted_prob:.3f}")
+print(f"FFN indirect effect at the subject's last token peaks at layer {layer} ({float(curve.max()):.3f})")
+assert trace.clean_prob > trace.corrupted_prob
+trace_heatmap(trace, "mlp")"""),
+        ("md", """## A rank-one edit, and its exact undo"""),
+        ("code", """stats = key_stats(s, layer, corpus, n_tokens=10_000, progress=False)
+update = compute_rome_update(s, EditRequest(prompt, subject, new_target), stats,
+                             RomeConfig(steps=10, prefixes_per_length=2))
+w_before = s.model.blocks[layer].mlp.W_out.detach().clone()
+before = s.generate(prompt, max_new_tokens=8)
+with apply(s, update):                       # undone when the block ends
+    after = s.generate(prompt, max_new_tokens=8)
+    p_new = float(torch.softmax(s.last_logits(prompt)[0], -1)[update.target_id])
+print("before:", repr(before)); print("after: ", repr(after), f"p({new_target!r}) = {p_new:.3f}")
+assert torch.equal(s.model.blocks[layer].mlp.W_out, w_before)   # restored exactly
+print("restored:", s.next_token(prompt))"""),
+        ("md", """## The studio
+Trace, pick a layer (the FFN peak is preselected), apply the edit, compare before and after,
+read the edit diff (which rows of $W_{out}$ moved, what $r$ promotes) and undo."""),
+        ("code", """ctl = Controller(s, corpus=corpus)
+ctl.trace_samples, ctl.stats_tokens = 2, 10_000
+from widgets.edit_studio import TraceEditStudio
+
+studio = TraceEditStudio(ctl.trace, lambda *a, **k: ctl.apply_edit(*a, rome_config=RomeConfig(steps=10, prefixes_per_length=2), **k),
+                         ctl.undo_edit, prompt, subject, new_target, n_layers=s.n_layers,
+                         trace_result=trace)
+studio"""),
+        ("code", """studio.run_trace(); studio.wait(600)
+studio.apply(); studio.wait(600)
+print("after edit:", studio.outcome.p_after, "active:", studio.outcome.active)
+studio.undo(); studio.wait(600)
+assert torch.equal(s.model.blocks[layer].mlp.W_out, w_before) or studio.layer.value != layer
+path = export_html([studio], "../out/tours/tour2_report.html", title="Tour 2")
+print(path, f"{path.stat().st_size / 1e6:.1f} MB")"""),
+    ]
+
+
+@tour("03_saes")
+def _03():
+    return [
+        ("md", """# Tour 3: sparse autoencoders
+
+An SAE rewrites an activation $x$ as a sparse code $f = \\mathrm{TopK}(W_{enc}(x - b_{dec}))$
+and a reconstruction $\\hat x = W_{dec} f + b_{dec}$: each latent is a direction that fires on
+few tokens. This tour trains a small TopK SAE on one residual site of the embedded default
+model (a few tens of thousands of tokens: enough to see features form, far from a production
+SAE), measures it, browses its features and steers with one."""),
+        ("code", """import torch
+from workbench import Corpus, Session
+from workbench.saes import (SAEConfig, TrainConfig, harvest_features, reconstruction_metrics,
+                            splice, steer_feature, train_sae)
+from widgets import Controller, FeatureBrowser, export_html
+from widgets.figures_sae import frequency_histogram, training_curves
+
+s = Session.load()
+corpus = Corpus.load("../data/corpus/tiny_corpus.txt", s.tokenizer, max_tokens=40_000)
+torch.manual_seed(0)"""),
+        ("code", """res = train_sae(s, corpus, SAEConfig("topk", s.d_model, 4 * s.d_model, site="resid_post:8", k=16),
+                TrainConfig(total_tokens=24_576, batch_size=512, window=64, tokens_per_forward=4096,
+                            buffer_tokens=8192, eval_tokens=2048, warmup_steps=5, amp=False),
+                progress=False)
+sae = res.sae
+m = reconstruction_metrics(sae, res.eval_vectors)
+print(f"trained on {res.tokens} vectors in {res.seconds:.0f}s; held-out FVU {m.fvu:.3f}, L0 {m.l0:.1f}")
+assert m.fvu < 1.0            # better than predicting the mean
+training_curves(res.history)"""),
+        ("md", """## Feature dashboards
+`harvest_features` streams the corpus once and keeps each latent's top activations, firing
+frequency and activation histogram; the browser shows the contexts (trigger token
+highlighted), the histogram and what the decoder direction promotes in the vocabulary."""),
+        ("code", """ctl = Controller(s, corpus=corpus)
+harvest = ctl.harvest(sae, max_tokens=4096, k=8)
+print(f"{int((harvest.frequencies > 0).sum())} of {sae.d_sae} latents fired on {harvest.n_tokens} tokens")
+frequency_histogram(harvest.frequencies.tolist())"""),
+        ("code", """prompt = "The Eiffel Tower is located in the city of"
+browser = FeatureBrowser(harvest, lambda f: ctl.feature_contexts(harvest, f),
+                         lambda f: ctl.feature_vocab(sae, f),
+                         lambda p, f, a: ctl.steer(sae, p, f, a), prompt=prompt)
+browser"""),
+        ("md", """## Steering
+Adding $a$ to a latent's code adds $a\\,d_i$ (its decoder row) to the activation at every
+position; the SAE's error term is kept, so with $a = 0$ the model is unchanged."""),
+        ("code", """browser.wait()
+feature = browser.feature_id
+out = ctl.steer(sae, prompt, feature, 30.0)
+print("plain:  ", repr(out.gen_before)); print("steered:", repr(out.gen_after))
+with splice(s, sae, [steer_feature(feature, 0.0)], keep_error=True):
+    same = s.last_logits(prompt)
+assert torch.allclose(same, s.last_logits(prompt), atol=1e-3)
+browser.amount.value = 30.0; browser.run_steer(); browser.wait()
+path = export_html([browser], "../out/tours/tour3_report.html", title="Tour 3")
+print(path, f"{path.stat().st_size / 1e6:.1f} MB")"""),
+    ]
+
+
+@tour("04_probes")
+def _04():
+    return [
+        ("md", """# Tour 4: probe batteries
+
+A battery is a TOML spec of probes (validated before any model loads) that `run_battery` runs
+on one session, caching each probe's result and writing JSON plus a standalone HTML report.
+Linear probes decode a label from each layer's residual stream and are scored against a
+control task (Hewitt and Liang 2019: the same probe on shuffled labels), so selectivity, not
+raw accuracy, says whether the layer holds the information. This tour runs a small battery on
+the embedded default model."""),
+        ("code", """import tomllib
+from probes import parse_spec, results_paths, run_battery
+from widgets.figures_probes import linear_probe_figure, selectivity_overview
+from workbench import Session
+
+s = Session.load()
+TOML = '''
+[battery]
+name = "tour"
+title = "Tour battery"
+model = "smollm2-135m"
+corpus = "../data/corpus/tiny_corpus.txt"
+max_tokens = 6000
+window = 128
+seed = 0
+
+[[probe]]
+kind = "linear"
+name = "next_is_number"
+label = "next_is_number"
+layers = [0, 5, 10, 15, 20, 25, 29]
+balance = true
+max_examples = 800
+
+[[probe]]
+kind = "linear"
+name = "next_is_capitalised"
+label = "next_is_capitalised"
+layers = [0, 5, 10, 15, 20, 25, 29]
+balance = true
+max_examples = 800
+'''
+spec = parse_spec(tomllib.loads(TOML))
+[p.name for p in spec.probes]"""),
+        ("code", """results = run_battery(spec, "../out/tours/battery", session=s, progress=False)
+print(results["counts"], f"{results['timings']['total_s']:.0f}s")
+ran = [(r["name"], r["result"]) for r in results["probes"] if r["status"] in ("ran", "cached")]
+assert len(ran) == 2
+selectivity_overview(ran)"""),
+        ("code", """name, res = ran[0]
+linear_probe_figure(res, title=name)"""),
+        ("md", """The battery's HTML report (plotly.js inlined, opens offline) lies beside its JSON:"""),
+        ("code", """json_path, html_path = results_paths(spec, "../out/tours/battery")
+print(html_path, f"{html_path.stat().st_size / 1e6:.1f} MB")
+assert html_path.stat().st_size < 5e6"""),
     ]
 
 

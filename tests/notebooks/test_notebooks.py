@@ -1,5 +1,5 @@
 """Every tour notebook runs top to bottom on the embedded default model (nbclient), prints no
-error, and is stored without outputs."""
+error, and is stored without outputs. They run from notebooks/ (reports go to out/tours/)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.real
 
 
 @pytest.mark.parametrize("path", TOURS, ids=[p.stem for p in TOURS])
-def test_tour_runs(path, tmp_path, monkeypatch):
+def test_tour_runs(path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
@@ -26,7 +26,7 @@ def test_tour_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     client = NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+                            resources={"metadata": {"path": str(path.parent)}})
     client.execute()  # raises CellExecutionError on the first failing cell
     text = json.dumps([c.get("outputs", []) for c in nb.cells if c.cell_type == "code"])
     assert '"output_type": "error"' not in text

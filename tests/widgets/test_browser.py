@@ -73,9 +73,10 @@ def lab(tmp_path):
     _ensure_browser()
     if not TOUR.exists():
         pytest.skip(f"{TOUR.name} is not written yet")
-    root = tmp_path / "lab"
-    root.mkdir()
-    shutil.copy(TOUR, root / TOUR.name)
+    root = tmp_path / "lab"  # a checkout's layout: notebooks/, data/ (linked), out/
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copy(TOUR, root / "notebooks" / TOUR.name)
+    (root / "data").symlink_to(ROOT / "data")
     settings = tmp_path / "lab-settings" / "@jupyterlab"
     # render every cell (no virtual scrolling: outputs off screen stay in the DOM), no news
     (settings / "notebook-extension").mkdir(parents=True)
@@ -152,9 +153,10 @@ def test_tour_in_jupyterlab(lab, tmp_path):
     from selenium.webdriver.common.by import By
 
     url, root = lab
+    report = root / "out" / "tours" / "tour1_report.html"
     drv = _driver(tmp_path / "profile")
     try:
-        drv.get(f"{url}/lab/tree/{TOUR.name}")
+        drv.get(f"{url}/lab/tree/notebooks/{TOUR.name}")
         _wait(drv, lambda: drv.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"), 60,
               "the notebook to open", tmp_path / "open_failed.png")
         _wait(drv, lambda: "Idle" in drv.execute_script(
@@ -173,7 +175,7 @@ def test_tour_in_jupyterlab(lab, tmp_path):
                 "return Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt'))"
                 ".map(e => e.innerText.trim());")
             return (prompts and all(p not in ("", "[*]:", "[ ]:") for p in prompts)
-                    and (root / "tour_report.html").exists())
+                    and report.exists())
 
         _wait(drv, finished, 240, "every cell to run", tmp_path / "run_failed.png")
         explorer = _wait(drv, lambda: drv.find_elements(By.CSS_SELECTOR, ".wb-prompt-explorer"),
@@ -205,7 +207,6 @@ def test_tour_in_jupyterlab(lab, tmp_path):
         assert not drv.execute_script(ERRORS_JS)
     finally:
         drv.quit()
-    report = root / "tour_report.html"
     assert report.exists(), "the tour did not export its report"
     _check_offline_report(report, tmp_path)
 
