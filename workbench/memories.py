@@ -1,0 +1,330 @@
+"""FFN key-value memories (Geva et al. 2021): top-triggering prefixes per key over a corpus.
+
+Every FFN unit i of layer l is a memory: its key(s) are input weights, its coefficient m_i
+(site ``mlp_post``) says how strongly a prefix triggers it, and its value v_i (row i of W_out)
+is what it writes. `harvest` streams a corpus and keeps, per key, the k prefixes with the
+largest m_i at their last token, plus each key's activation frequency (share of tokens with
+m_i > 0) and mean m_i. The index stores corpus stream offsets (to show any prefix with its
+context from the corpus later) and the token ids of a short context around each of the best
+prefixes (to show them without the corpus).
+
+Streaming merge (on the session's device, O(L d_mlp k) memory, never all activations): for a
+batch of t tokens with coefficients m [t d_mlp], ``topk(m, k, dim=0)`` gives each key's batch
+candidates, which are merged with the running top-k by one ``topk`` over the [k + k]
+candidates per key. Order is strict, (value desc, offset asc), realised by packing both into
+one int64 per candidate (`pack_keys`), so the result is unique and equals a brute-force top-k
+over the same tokens, ties included (identical contexts give identical coefficients). Only
+keys whose batch threshold ties with an unselected token and could still enter the running
+top-k are re-ranked exactly over the whole batch (rare; checked per batch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ._types import Float, Int, Tensor
+from .capture import capture_tokens
+from .corpus import Corpus
+from .errors import CorpusError, NeuronOutOfRange, ShapeError, WorkbenchError, check_index
+from .hooks import Site
+from .session import TokenBatch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MemoryIndex", "MemoryExample", "harvest", "index_from_merged", "pack_keys", "unpack_keys"]
+
+FORMAT = "workbench-memory-index/1"
+_LOW = (1 << 32) - 1
+_PAD = torch.iinfo(torch.int64).min
+
+
+def _ordered(v: Float[Tensor, "..."]) -> Int[Tensor, "..."]:
+    bits = (v.float() + 0.0).view(torch.int32)  # + 0.0 maps -0.0 to +0.0
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+
+
+def pack_keys(values: Float[Tensor, "..."], offsets: Int[Tensor, "..."]) -> Int[Tensor, "..."]:
+    """One int64 per (value, offset), ordered like (value desc, offset asc): larger is better.
+
+    key = ordered(value) * 2^32 + (2^32 - 1 - offset), with ordered() the float32 bits mapped
+    to an integer of the same order. Offsets must lie in [0, 2^32).
+    """
+    return (_ordered(values) << 32) + (_LOW - offsets.to(torch.int64))
+
+
+def unpack_keys(keys: Int[Tensor, "..."]) -> tuple[Float[Tensor, "..."], Int[Tensor, "..."]]:
+    """(values float32, offsets int64) of packed keys; pads come back as (-inf, -1)."""
+    pad = keys == _PAD
+    o = (keys >> 32).to(torch.int32)
+    values = torch.where(o < 0, o ^ 0x7FFFFFFF, o).view(torch.float32).clone()
+    offsets = _LOW - (keys & _LOW)
+    values[pad] = float("-inf")
+    offsets[pad] = -1
+    return values, offsets
+
+
+@dataclass(frozen=True)
+class MemoryExample:
+    """One top-triggering prefix of a key: the text before, the trigger token, what follows."""
+
+    offset: int
+    coefficient: float
+    prefix: str
+    trigger: str
+    next_token: str
+
+
+@dataclass
+class MemoryIndex:
+    """Per-layer top-k trigger prefixes of every FFN key, with activation statistics.
+
+    Args:
+        model: the session's model name.
+        corpus: the corpus name; corpus_source: where it was loaded from (for reloading).
+        corpus_tokens: length of the corpus token stream (checked when examples are shown).
+        window, bos: the window length and BOS policy of the harvest (prefixes never reach
+            before their window's start, exactly as the model saw them).
+        layers: [L] the harvested layers.
+        values: [L d_mlp k] top coefficients, descending (-inf where fewer than k tokens).
+        offsets: [L d_mlp k] corpus stream offsets of the prefixes' last tokens (-1: none).
+        frequency: [L d_mlp] share of tokens with m_i > 0. mean: [L d_mlp] mean m_i.
+        n_tokens: tokens harvested.
+        context: [L d_mlp k_show c+1] token ids of the best k_show prefixes: the last c tokens
+            of the prefix (trigger last, -1 before the window start) and the next token in the
+            last column (-1 at the end of the corpus); None when not stored.
+    """
+
+    model: str
+    corpus: str
+    corpus_source: str | None
+    corpus_tokens: int
+    window: int
+    bos: bool
+    layers: tuple[int, ...]
+    values: Float[Tensor, "L d_mlp k"]
+    offsets: Int[Tensor, "L d_mlp k"]
+    frequency: Float[Tensor, "L d_mlp"]
+    mean: Float[Tensor, "L d_mlp"]
+    n_tokens: int
+    context: Int[Tensor, "L d_mlp k_show c1"] | None = None
+
+    @property
+    def k(self) -> int:
+        return int(self.values.shape[-1])
+
+    @property
+    def d_mlp(self) -> int:
+        return int(self.values.shape[1])
+
+    def row(self, layer: int) -> int:
+        if layer not in self.layers:
+            raise WorkbenchError(f"layer={layer} was not harvested; harvested layers: {list(self.layers)}")
+        return self.layers.index(layer)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``index.safetensors`` (tensors) and ``index.json`` (metadata) to `directory`."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        t = {"values": self.values.float().contiguous(), "offsets": self.offsets.long().contiguous(),
+             "frequency": self.frequency.float().contiguous(), "mean": self.mean.float().contiguous()}
+        if self.context is not None:
+            t["context"] = self.context.to(torch.int32).contiguous()
+        save_file(t, str(d / "index.safetensors"))
+        meta = {"format": FORMAT, "model": self.model, "corpus": self.corpus,
+                "corpus_source": self.corpus_source, "corpus_tokens": self.corpus_tokens,
+                "window": self.window, "bos": self.bos, "layers": list(self.layers), "k": self.k,
+                "d_mlp": self.d_mlp, "n_tokens": self.n_tokens,
+                "context_shape": list(self.context.shape) if self.context is not None else None}
+        (d / "index.json").write_text(json.dumps(meta, indent=2))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> MemoryIndex:
+        d = Path(directory)
+        if not (d / "index.json").exists() or not (d / "index.safetensors").exists():
+            raise WorkbenchError(f"{str(d)!r} is not a memory index (index.json + index.safetensors)")
+        meta = json.loads((d / "index.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise WorkbenchError(f"{d}/index.json has format={meta.get('format')!r}; expected {FORMAT!r}")
+        t = load_file(str(d / "index.safetensors"))
+        ctx = t["context"].long() if "context" in t else None
+        return cls(meta["model"], meta["corpus"], meta.get("corpus_source"), int(meta["corpus_tokens"]),
+                   int(meta["window"]), bool(meta["bos"]), tuple(meta["layers"]), t["values"], t["offsets"],
+                   t["frequency"], t["mean"], int(meta["n_tokens"]), ctx)
+
+    def examples(self, layer: int, neuron: int, source, context: int = 24,
+                 n: int | None = None) -> list[MemoryExample]:
+        """The top trigger prefixes of (layer, neuron), best first.
+
+        `source`: the harvested `Corpus` (any context length), or a tokenizer / session to
+        decode the stored context (at most the stored length, and only the best k_show).
+        """
+        r = self.row(layer)
+        check_index(neuron, self.d_mlp, f"neuron (layer {layer})", NeuronOutOfRange)
+        vals, offs = self.values[r, neuron].tolist(), self.offsets[r, neuron].tolist()
+        out = []
+        if isinstance(source, Corpus):
+            if len(source) != self.corpus_tokens:
+                raise CorpusError(f"corpus {source.name!r} has {len(source)} tokens; the index was built "
+                                  f"on {self.corpus!r} with {self.corpus_tokens}")
+            width = self.window - int(self.bos)
+            dec, ids = source.tokenizer.decode, source.ids
+            for v, o in zip(vals, offs):
+                if o < 0:
+                    continue
+                start = max((o // width) * width, o - context)
+                nxt = dec([int(ids[o + 1])]) if o + 1 < len(source) else ""
+                out.append(MemoryExample(int(o), float(v), dec(ids[start:o].tolist()), dec([int(ids[o])]), nxt))
+        else:
+            if self.context is None:
+                raise WorkbenchError("this index stores no prefix tokens; pass the harvested Corpus")
+            tok = getattr(source, "tokenizer", source)
+            for j in range(min(self.context.shape[2], len(offs))):
+                if offs[j] < 0:
+                    continue
+                row = self.context[r, neuron, j].tolist()
+                pre = [x for x in row[:-1] if x >= 0][-(context + 1):]
+                out.append(MemoryExample(int(offs[j]), float(vals[j]), tok.decode(pre[:-1]), tok.decode(pre[-1:]),
+                                         tok.decode([row[-1]]) if row[-1] >= 0 else ""))
+        return out[:n] if n is not None else out
+
+    def next_token_ids(self, layer: int, corpus_or_n: Corpus | int = 1, n: int = 1) -> Int[Tensor, "d_mlp n"]:
+        """Token following each key's top-n trigger prefixes (-1 where there is none).
+
+        Read from the stored context (no corpus needed) for the first k_show prefixes, or from
+        the corpus when one is given.
+        """
+        if isinstance(corpus_or_n, int):
+            n, corpus = corpus_or_n, None
+        else:
+            corpus = corpus_or_n
+        r = self.row(layer)
+        if corpus is None:
+            if self.context is None:
+                raise WorkbenchError("this index stores no prefix tokens; pass the harvested Corpus")
+            return self.context[r, :, :n, -1].clone()
+        off = self.offsets[r, :, :n]
+        nxt = off + 1
+        ok = (off >= 0) & (nxt < len(corpus))
+        return torch.where(ok, corpus.ids[nxt.clamp(0, len(corpus) - 1)], torch.full_like(off, -1))
+
+
+def _context_ids(ids: Int[Tensor, " n"], offsets: Int[Tensor, "..."], window: int, bos: bool,
+                 c: int) -> Int[Tensor, "... c1"]:
+    """[..., c+1]: the c tokens ending at each offset (within its window, else -1), then the next."""
+    width = window - int(bos)
+    rel = torch.arange(-c + 1, 2)
+    idx = offsets[..., None] + rel
+    wstart = (offsets.clamp_min(0) // width * width)[..., None]
+    ok = (offsets[..., None] >= 0) & (idx >= wstart) & (idx < len(ids))
+    out = torch.where(ok, ids[idx.clamp(0, len(ids) - 1)], torch.full_like(idx, -1))
+    return out
+
+
+class _TopK:
+    """Running exact top-k per (layer, key) in (value desc, offset asc) order, on one device."""
+
+    def __init__(self, n_layers: int, n_keys: int, k: int, device):
+        self.k = k
+        self.values = torch.full((n_layers, n_keys, k), float("-inf"), device=device)
+        self.offsets = torch.full((n_layers, n_keys, k), -1, dtype=torch.int64, device=device)
+        self.exact_fixes = 0
+
+    def update(self, j: int, m: Float[Tensor, "t U"], off: Int[Tensor, " t"]) -> None:
+        t = m.shape[0]
+        kk = min(self.k, t)
+        v, i = m.topk(kk, dim=0)                                   # [kk U], descending
+        v = v.float()
+        if kk < t:  # ties at the batch threshold that could still enter the running top-k
+            tau = v[-1]
+            maybe = (tau >= self.values[j, :, -1]).nonzero().squeeze(1)
+            if maybe.numel():
+                cnt = (m[:, maybe] >= tau[maybe].to(m.dtype)).sum(0)
+                bad = maybe[cnt > kk]
+                if bad.numel():
+                    self.exact_fixes += int(bad.numel())
+                    keys = pack_keys(m[:, bad].float().T, off[None, :])   # [nb t]
+                    top = keys.topk(kk, dim=1).values
+                    vb, ob = unpack_keys(top)                               # [nb kk]
+                    v[:, bad] = vb.T
+                    i = i.clone()
+                    i[:, bad] = torch.searchsorted(off, ob.T.contiguous().view(-1)).view(kk, -1)
+        cand = torch.cat([pack_keys(self.values[j], self.offsets[j].clamp_min(0)),
+                          pack_keys(v.T, off[i].T)], 1)                     # [U k+kk]
+        pad = torch.cat([self.offsets[j] < 0, torch.zeros(v.shape[1], kk, dtype=torch.bool,
+                                                          device=cand.device)], 1)
+        cand[pad] = _PAD
+        self.values[j], self.offsets[j] = unpack_keys(cand.topk(self.k, dim=1).values)
+
+
+@torch.no_grad()
+def harvest(session, corpus: Corpus, layers: Sequence[int] | None = None, k: int = 20,
+            window: int = 64, tokens_per_batch: int = 8192, max_tokens: int | None = None,
+            context: int = 12, show: int = 10, backend: str = "generic",
+            progress: bool = True) -> MemoryIndex:
+    """Stream `corpus` and index every FFN key's top-k trigger prefixes (see module docstring).
+
+    One forward per batch with only the ``mlp_post`` sites hooked (`capture_tokens` stops after
+    the last requested layer); every real, non-BOS position of every window is a prefix.
+
+    Args:
+        layers: layers to harvest (default all). k: prefixes kept per key (>= 1).
+        window: model tokens per window (BOS included). tokens_per_batch: batch budget.
+        max_tokens: stop after about this many tokens (default: the whole corpus).
+        context, show: store `context` prefix tokens (+ the next token) of the best `show`
+            prefixes per key in the index (0 to skip).
+    """
+    layers = list(range(session.n_layers)) if layers is None else [session.check_layer(x) for x in layers]
+    if not layers:
+        raise WorkbenchError("layers is empty; give at least one layer")
+    if k <= 0:
+        raise ShapeError(f"k={k} must be >= 1")
+    if len(corpus) >= 1 << 32:
+        raise CorpusError(f"corpus of {len(corpus)} tokens: offsets must stay below 2^32")
+    dev, L, U = session.device, len(layers), session.d_mlp
+    sites = [Site("mlp_post", layer) for layer in layers]
+    top = _TopK(L, U, k, dev)
+    fires = torch.zeros(L, U, dtype=torch.int64, device=dev)
+    sums = torch.zeros(L, U, dtype=torch.float64, device=dev)
+    n = 0
+    for wb in corpus.batches(session, window=window, tokens_per_batch=tokens_per_batch,
+                             max_tokens=max_tokens, progress=progress, desc="harvest"):
+        lengths = torch.full((wb.tokens.shape[0],), wb.tokens.shape[1], device=wb.tokens.device)
+        cap = capture_tokens(session, TokenBatch(wb.tokens, lengths), sites, backend=backend)
+        b0 = int(wb.bos)
+        off = wb.offsets()[:, b0:].reshape(-1).to(dev)  # [t], increasing
+        n += off.numel()
+        for j, s in enumerate(sites):
+            m = cap[s][:, b0:].reshape(-1, U)           # [t U]
+            fires[j] += (m > 0).sum(0)
+            sums[j] += m.sum(0, dtype=torch.float32).double()
+            top.update(j, m, off)
+        del cap
+    if n == 0:
+        raise CorpusError(f"corpus {corpus.name!r} gave no tokens to harvest")
+    log.info("harvest: %d tokens, %d exact tie fixes", n, top.exact_fixes)
+    merged = {"layers": torch.tensor(layers), "values": top.values.cpu(), "offsets": top.offsets.cpu(),
+              "n": n, "frequency": fires.double().cpu() / n, "mean": sums.cpu() / n}
+    return index_from_merged(session, corpus, merged, window, context=context, show=show)
+
+
+def index_from_merged(session, corpus: Corpus, merged: dict, window: int, context: int = 12,
+                      show: int = 10) -> MemoryIndex:
+    """A `MemoryIndex` from a harvest dict (`harvest`, or `distributed.merge_harvests` of shards):
+    ``layers``, ``values``, ``offsets``, ``n``, ``frequency``, ``mean``."""
+    bos = bool(session.prepend_bos and session.tokenizer.bos_token_id is not None)
+    offsets = merged["offsets"].long()
+    ctx = None
+    if context > 0 and show > 0:
+        ctx = _context_ids(corpus.ids, offsets[:, :, :show], window, bos, context).to(torch.int32)
+    return MemoryIndex(session.name, corpus.name, getattr(corpus, "source", None), len(corpus), window, bos,
+                       tuple(int(x) for x in torch.as_tensor(merged["layers"]).tolist()),
+                       merged["values"].float(), offsets, merged["frequency"].float(), merged["mean"].float(),
+                       int(merged["n"]), ctx)
