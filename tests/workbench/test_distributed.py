@@ -173,13 +173,16 @@ def _brute_force_topk(session, corpus, layers, k):
 def test_sharded_harvest_with_a_killed_worker_equals_single_process(ray_local, tiny, corpus,
                                                                    tmp_path):
     from workbench.distributed import harvest_shard, merge_harvests, ray_harvest
+    from workbench.memories import harvest, index_from_merged
 
     layers, k = [0, 1], 5
     kw = dict(layers=layers, k=k, window=WINDOW, tokens_per_batch=TPB)
+    index = harvest(tiny, corpus, progress=False, **kw)  # the single-process harvest
     single = merge_harvests([harvest_shard(tiny, corpus, **kw)])
     bv, bo, allv = _brute_force_topk(tiny, corpus, layers, k)
     assert torch.equal(single["values"], bv) and torch.equal(single["offsets"], bo)
-    torch.testing.assert_close(single["mean"], allv.double().mean(-1), rtol=1e-9, atol=1e-12)
+    assert torch.equal(index.values, bv) and torch.equal(index.offsets, bo)
+    torch.testing.assert_close(single["mean"], allv.double().mean(-1), rtol=1e-6, atol=1e-9)
     assert torch.equal(single["fires"], (allv > 0).sum(-1))
 
     model = WorkerModel.of(tiny)
@@ -197,6 +200,10 @@ def test_sharded_harvest_with_a_killed_worker_equals_single_process(ray_local, t
     assert torch.equal(merged["offsets"], single["offsets"])
     assert torch.equal(merged["fires"], single["fires"])
     torch.testing.assert_close(merged["sum"], single["sum"], rtol=1e-12, atol=1e-9)
+    sharded = index_from_merged(tiny, corpus, merged, WINDOW)  # what `memories --ray` saves
+    for name in ("values", "offsets", "frequency", "mean", "context"):
+        assert torch.equal(getattr(sharded, name), getattr(index, name)), name
+    assert sharded.n_tokens == index.n_tokens and sharded.layers == index.layers
     # results were written as they finished; a rerun loads them and runs nothing
     files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     assert files == [f"{s.key}.safetensors" for s in shards]

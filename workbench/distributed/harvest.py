@@ -4,7 +4,9 @@ For every chosen layer l and key i, the coefficient m_i (site ``mlp_post:l``) at
 token of each corpus prefix (every real, non-BOS position of every window) is a candidate;
 a shard keeps the k best (value, offset) pairs per key, where offset is the corpus stream
 offset of the prefix's last token, plus the sums behind each key's activation frequency
-and mean:  n (tokens), fires_i = #{t : m_i(t) > 0}, S_i = sum_t m_i(t) (float64).
+and mean:  n (tokens), fires_i = #{t : m_i(t) > 0}, S_i = sum_t m_i(t) (per batch in float32,
+accumulated in float64, as `workbench.memories.harvest` does). The merged dict feeds
+`workbench.memories.index_from_merged`, giving the same `MemoryIndex` as `harvest`.
 
 Order and ties. Candidates are ranked by (value desc, offset asc), a strict total order, so
 the top-k is unique and `merge_topk` of shard results equals the top-k of the whole corpus
@@ -90,7 +92,7 @@ def harvest_shard(session, corpus, layers: Sequence[int] | None = None, k: int =
         for j, s in enumerate(sites):
             m = cap[s][:, b0:].reshape(-1, U)  # [t U]
             fires[j] += (m > 0).sum(0)
-            sums[j] += m.sum(0, dtype=torch.float64)
+            sums[j] += m.sum(0, dtype=torch.float32).double()  # as workbench.memories.harvest
             cand = pack_keys(m.T, off[None, :])  # [U t]
             kk = min(k, cand.shape[1])
             top = cand.topk(kk, dim=1).values
