@@ -256,11 +256,14 @@ def _strip(results: dict) -> list:
 
 
 def test_battery_grid_on_ray_equals_single_process_and_rerun_skips(ray_local, tiny, tiny_gemma,
-                                                                   small_corpus_path, tmp_path):
+                                                                   small_corpus_path, tmp_path,
+                                                                   capsys):
     import dataclasses
+    import json
 
     from probes.runner import run_battery
     from probes.spec import load_spec
+    from workbench.cli import main
     from workbench.distributed.battery import ray_run_battery
 
     path = tmp_path / "mini.toml"
@@ -268,11 +271,16 @@ def test_battery_grid_on_ray_equals_single_process_and_rerun_skips(ray_local, ti
     spec = load_spec(path)
     ref = {m: run_battery(dataclasses.replace(spec, model=m), tmp_path / "ref" / m, session=s,
                           progress=False) for m, s in (("tiny-llama", tiny), ("tiny-gemma", tiny_gemma))}
-    got = ray_run_battery(spec, tmp_path / "ray", CFG, models=["tiny-llama", "tiny-gemma"])
-    assert got["ray"] == {**got["ray"], "submitted": 4, "skipped": 0, "failed": 0}
+    # the command line: workbench battery run SPEC --ray --models A,B (joins the running Ray)
+    status = main(["battery", "run", str(path), "--out", str(tmp_path / "ray"), "--ray",
+                   "--models", "tiny-llama,tiny-gemma", "--no-progress"])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "ray: 4 probe tasks ran, 0 reused, 0 failed" in out
     for m in ("tiny-llama", "tiny-gemma"):
-        assert _strip(got["results"][m]) == _strip(ref[m])
-        assert (tmp_path / "ray" / m / "mini.json").exists()
+        got = json.loads((tmp_path / "ray" / m / "mini.json").read_text())
+        assert _strip(got) == _strip(ref[m])
+        assert (tmp_path / "ray" / m / "mini.html").exists()
     again = ray_run_battery(spec, tmp_path / "ray", CFG, models=["tiny-llama", "tiny-gemma"])
     assert again["ray"]["submitted"] == 0 and again["ray"]["skipped"] == 4
     assert all(again["results"][m]["counts"]["cached"] == 2 for m in ("tiny-llama", "tiny-gemma"))
