@@ -82,10 +82,17 @@ def test_merge_topk_equals_brute_force_with_ties():
     assert torch.equal(v, v2) and torch.equal(o, o2)
 
 
-def test_without_ray_the_flag_names_the_extra(monkeypatch):
+def test_without_ray_the_flag_names_the_extra(monkeypatch, tmp_path, small_corpus_path, capsys):
+    from workbench.cli import main
+
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(RayUnavailableError, match=r"pip install 'ffn-workbench\[ray\]'"):
         require_ray()
+    spec = tmp_path / "mini.toml"
+    spec.write_text(BATTERY.format(corpus=small_corpus_path), encoding="utf-8")
+    assert main(["battery", "run", str(spec), "--out", str(tmp_path), "--ray"]) == 2
+    assert "pip install 'ffn-workbench[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()  # failed before anything ran
 
 
 # ----------------------------------------------------------------------------- on Ray
