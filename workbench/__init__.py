@@ -8,6 +8,17 @@ Public API (data flows session -> hooks -> analyses):
 """
 
 from .capture import Capture, capture, capture_tokens
+from .concepts import (
+    Concept,
+    ConceptEffect,
+    ConceptSearch,
+    boost_interventions,
+    concept_effect,
+    concept_search,
+    concept_tokens,
+    load_concept,
+    random_interventions,
+)
 from .corpus import Corpus, WindowBatch
 from .errors import (
     CorpusError,
@@ -41,8 +52,24 @@ from .hooks import (
     sites,
     zero_neurons,
 )
+from .memories import MemoryExample, MemoryIndex, harvest, index_from_merged
+from .memory_agreement import AgreementTable, agreement, value_top_ids
 from .models import DEFAULT_MODEL, EMBEDDED
 from .session import Session, TokenBatch
+from .vocab import (
+    DistributionChange,
+    LogitLens,
+    SubUpdate,
+    SubUpdates,
+    TokenScore,
+    ValueTokens,
+    ffn_sub_updates,
+    logit_lens,
+    memory_intervention,
+    top_tokens,
+    value_logits,
+    value_tokens,
+)
 
 __all__ = [
     "Capture", "capture", "capture_tokens", "Corpus", "WindowBatch",
@@ -54,4 +81,9 @@ __all__ = [
     "patch", "scale_heads", "scale_neurons", "set_neurons", "site", "sites", "zero_neurons",
     "DEFAULT_MODEL", "EMBEDDED", "Session", "TokenBatch",
     "CompiledCapture", "GraphCapture", "compiled_capture",
+    "MemoryExample", "MemoryIndex", "harvest", "index_from_merged", "AgreementTable", "agreement",
+    "value_top_ids", "DistributionChange", "LogitLens", "SubUpdate", "SubUpdates", "TokenScore",
+    "ValueTokens", "ffn_sub_updates", "logit_lens", "memory_intervention", "top_tokens", "value_logits",
+    "value_tokens", "Concept", "ConceptEffect", "ConceptSearch", "boost_interventions", "concept_effect",
+    "concept_search", "concept_tokens", "load_concept", "random_interventions",
 ]

@@ -34,11 +34,16 @@ from .capture import capture_tokens
 from .corpus import Corpus
 from .errors import CorpusError, NeuronOutOfRange, ShapeError, WorkbenchError, check_index
 from .hooks import Site
+from .memory_agreement import (  # re-exported: agreement lives beside the index
+    AgreementTable,
+    agreement,
+)
 from .session import TokenBatch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MemoryIndex", "MemoryExample", "harvest", "index_from_merged", "pack_keys", "unpack_keys"]
+__all__ = ["MemoryIndex", "MemoryExample", "harvest", "index_from_merged", "pack_keys", "unpack_keys",
+           "AgreementTable", "agreement"]
 
 FORMAT = "workbench-memory-index/1"
 _LOW = (1 << 32) - 1
@@ -328,3 +333,4 @@ def index_from_merged(session, corpus: Corpus, merged: dict, window: int, contex
                        tuple(int(x) for x in torch.as_tensor(merged["layers"]).tolist()),
                        merged["values"].float(), offsets, merged["frequency"].float(), merged["mean"].float(),
                        int(merged["n"]), ctx)
+

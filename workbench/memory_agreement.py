@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -26,8 +27,10 @@ from .corpus import Corpus
 from .errors import ShapeError
 from .ffn import ffn_weights
 from .hooks import Site
-from .memories import MemoryIndex
 from .session import TokenBatch
+
+if TYPE_CHECKING:
+    from .memories import MemoryIndex
 
 log = logging.getLogger(__name__)
 
