@@ -98,17 +98,26 @@ def _normed_values(session, layer: int) -> Float[Tensor, "d_mlp d_model"]:
     return session.final_norm(ffn_weights(session, layer).values).float()
 
 
+_STATS: dict = {}
+
+
 @torch.no_grad()
 def _affine_stats(session):
     """W~ = [W_U; b_U] [d_model+1 V], its column mean mu [d_model+1] and the covariance of its
     columns (W~ - mu)(W~ - mu)^T / V, so that var(ell_i) = u^T cov u without cancellation."""
-    W = session.W_U.float()
+    W = session.W_U
+    key = (id(session), W.data_ptr(), W._version)
+    if key in _STATS:
+        return _STATS[key]
+    W = W.float()
     b = getattr(session.model.unembed, "b_U", None)
     b = torch.zeros(W.shape[1], dtype=W.dtype, device=W.device) if b is None else b.float()
     Wt = torch.cat([W, b[None]], 0)
     mu = Wt.mean(1)
     Wc = Wt - mu[:, None]
-    return Wt, mu, (Wc @ Wc.T / Wt.shape[1]).double()
+    _STATS.clear()                      # one model at a time: a few MB
+    _STATS[key] = (Wt, mu, Wc @ Wc.T / Wt.shape[1])
+    return _STATS[key]
 
 
 @torch.no_grad()
@@ -125,17 +134,17 @@ def concept_scores(session, concept: Concept, layers: Sequence[int] | None = Non
     for layer in layers:
         u = _normed_values(session, layer)
         u = torch.cat([u, torch.ones(len(u), 1, dtype=u.dtype, device=u.device)], 1)  # [d_mlp d+1]
-        mean = (u @ mu).double()
-        ud = u.double()
-        var = ((ud @ gram) * ud).sum(-1)
-        z = ((u @ cols).double() - mean[:, None]) / var.clamp_min(1e-30).sqrt()[:, None]
+        mean = u @ mu
+        var = ((u @ gram) * u).sum(-1)
+        z = ((u @ cols) - mean[:, None]) / var.clamp_min(1e-30).sqrt()[:, None]
         if check_rows:
             full = value_logits(session, layer, list(range(check_rows))).double()
             zf = (full[:, ids] - full.mean(-1, keepdim=True)) / full.std(-1, unbiased=False, keepdim=True)
-            if not torch.allclose(zf, z[:check_rows], atol=1e-3, rtol=1e-3):
+            if not torch.allclose(zf, z[:check_rows].double(), atol=1e-3, rtol=1e-3):
                 log.info("layer %d: unembedding is not affine; using the full projection", layer)
                 full = value_logits(session, layer).double()
-                z = (full[:, ids] - full.mean(-1, keepdim=True)) / full.std(-1, unbiased=False, keepdim=True)
+                z = ((full[:, ids] - full.mean(-1, keepdim=True))
+                     / full.std(-1, unbiased=False, keepdim=True)).float()
         out.append(z.mean(-1).float().cpu())
     return torch.stack(out)
 

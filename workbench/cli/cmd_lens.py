@@ -1,0 +1,136 @@
+"""``workbench lens``: logit lens of a prompt and the top FFN sub-updates (Geva et al. 2022).
+
+    workbench lens "The Eiffel Tower is in the city of" --target " Paris" --out out/lens
+
+Reads the residual stream (resid_pre, resid_mid, resid_post of every layer) in the vocabulary
+with the model's final norm and unembedding, follows the target's rank and probability across
+layers (default target: the model's own top next token), and splits the FFN update of
+``--layer`` (default: every layer, summarised) at the last position into sub-updates m_i v_i
+ranked by |m_i| ||v_i|| and by their effect on the target's logit. Writes OUT/lens.json
+(fields: docs/cli.md) and OUT/lens.html.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import EmptyPromptError, ShapeError
+from .common import add_model_args, load_session, meta, write_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("lens", help="logit lens + top FFN sub-updates for a prompt",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("prompt", help="the prompt")
+    p.add_argument("--out", required=True, help="output folder (lens.json, lens.html)")
+    p.add_argument("--target", default=None, help="a single token to follow (default: the top prediction)")
+    p.add_argument("--layer", type=int, action="append",
+                   help="layer whose sub-updates are listed in full (repeatable; default: the 3 layers "
+                        "whose FFN adds most to the target's logit)")
+    p.add_argument("--k", type=int, default=10, help="sub-updates listed per ranking")
+    p.add_argument("--top", type=int, default=5, help="lens tokens kept per position")
+    p.set_defaults(func=run)
+
+
+def _tokens(ts) -> list[dict]:
+    return [{"token": t.token, "id": t.id, "score": t.score} for t in ts]
+
+
+def _sub(r) -> dict:
+    return {"neuron": r.neuron, "coefficient": r.coefficient, "value_norm": r.value_norm,
+            "magnitude": r.magnitude, "target_effect": r.target_effect,
+            "promoted": [t.token for t in r.promoted]}
+
+
+def run(args) -> int:
+    from widgets.figures_vocab import logit_lens_heatmap, sub_update_bars, target_curve
+    from widgets.report import HtmlReport
+
+    from ..vocab import ffn_sub_updates, logit_lens
+
+    if not args.prompt.strip():
+        raise EmptyPromptError("the prompt is empty; give some text")
+    if args.k <= 0 or args.top <= 0:
+        raise ShapeError(f"--k={args.k} and --top={args.top} must be >= 1")
+    s = load_session(args)
+    if args.target is not None:
+        s.token_id(args.target)          # one clear TokenError before any work
+    for layer in args.layer or []:
+        s.check_layer(layer)
+    lens = logit_lens(s, args.prompt, [args.target] if args.target else None, k=args.top)
+    target = lens.targets[0]
+    per_layer = ffn_effects(s, args.prompt, target)
+    chosen = args.layer or [r["layer"] for r in sorted(per_layer, key=lambda r: -r["ffn_target_effect"])[:3]]
+    subs_all = {layer: ffn_sub_updates(s, args.prompt, layer, -1, target, k=args.k) for layer in chosen}
+    kinds = list(lens.kinds)
+    post = kinds.index("resid_post")
+    n = len(lens.str_tokens)
+    data = {
+        "meta": meta(s),
+        "prompt": args.prompt,
+        "str_tokens": list(lens.str_tokens),
+        "target": target,
+        "target_id": int(lens.target_ids[0]),
+        "final_prob": float(lens.final_probs[-1, 0]),
+        "first_top1_layer": lens.first_top1_layer(0),
+        "lens": [{"layer": layer,
+                  **{f"{kd}_prob": float(lens.target_probs[ki, layer, -1, 0]) for ki, kd in enumerate(kinds)},
+                  **{f"{kd}_rank": int(lens.target_ranks[ki, layer, -1, 0]) for ki, kd in enumerate(kinds)},
+                  "top_tokens": [{"token": lens.top_strs[post][layer][n - 1][j],
+                                  "prob": float(lens.top_probs[post, layer, -1, j])} for j in range(args.top)]}
+                 for layer in range(s.n_layers)],
+        "ffn_layers": per_layer,
+        "sub_updates": [{"layer": layer, "position": subs_all[layer].position, "token": subs_all[layer].token,
+                         "by_magnitude": [_sub(r) for r in subs_all[layer].by_magnitude],
+                         "by_target": [_sub(r) for r in subs_all[layer].by_target],
+                         "update_promoted": _tokens(subs_all[layer].update_promoted)} for layer in chosen],
+    }
+    out = Path(args.out)
+    write_json(out / "lens.json", data)
+    rep = HtmlReport("Logit lens and FFN sub-updates", f"model {s.name} · prompt {args.prompt!r}")
+    rep.heading(f"Target {target!r}: p = {data['final_prob']:.3f} at the output; first top-1 at layer "
+                f"{data['first_top1_layer']}")
+    rep.figure(target_curve(lens))
+    rep.figure(logit_lens_heatmap(lens))
+    rep.heading("FFN effect on the target's logit per layer (direct, through the frozen final norm)")
+    rep.table([{"layer": r["layer"], "effect": r["ffn_target_effect"],
+                "update promotes": " ".join(r["top_promoted"])} for r in per_layer])
+    for layer in chosen:
+        rep.heading(f"Layer {layer}", 3)
+        rep.figure(sub_update_bars(subs_all[layer], "target"))
+        rep.figure(sub_update_bars(subs_all[layer], "magnitude"))
+    rep.save(out / "lens.html")
+    print(f"target {target!r}: p={data['final_prob']:.3f}, first top-1 at layer {data['first_top1_layer']}; "
+          f"layers listed: {chosen}")
+    print(f"json: {out / 'lens.json'}\nhtml: {out / 'lens.html'}")
+    return 0
+
+
+def ffn_effects(s, prompt: str, target: str, n_tokens: int = 5) -> list[dict]:
+    """Per layer, the FFN output's direct effect on the target's logit at the last position,
+
+        effect_l = W_U[:, t] . (g * FFN_l(x) / rms(h)),  h = final residual, g = final norm scale,
+
+    the sum over units of `ffn_sub_updates`' target effects (plus the output bias), and the
+    tokens the whole update promotes."""
+    import torch
+
+    from ..capture import capture
+    from ..hooks import Site
+    from ..vocab import top_tokens
+
+    last = s.n_layers - 1
+    sites = [Site("mlp_out", layer) for layer in range(s.n_layers)] + [Site("resid_post", last)]
+    cap = capture(s, prompt, sites)
+    pos = int(cap.batch.lengths[0]) - 1
+    h = cap[Site("resid_post", last)][0, pos].float()
+    direction = torch.nan_to_num(s.final_norm(h).float() / h)
+    u_t = s.W_U[:, s.token_id(target)].float().to(h.device)
+    rows = []
+    for layer in range(s.n_layers):
+        y = cap[Site("mlp_out", layer)][0, pos].float()
+        rows.append({"layer": layer, "ffn_target_effect": float((direction * y) @ u_t),
+                     "top_promoted": [t.token for t in top_tokens(s, s.unembed(y).float(), n_tokens)]})
+    return rows
