@@ -8,10 +8,11 @@ Harvests every FFN key's top trigger prefixes over the battery corpus
     random_baseline  the same with values paired to random other keys
     composition      share of tokens whose FFN output top token is the top token of none of the
                      strongest memories
-    frequency stats  activation frequency f_i = share of tokens with m_i > 0, per key:
-                     mean f (the expected share of keys active per token), the share of keys
-                     with f < 1% (rarely firing) and with f > 50% (dense), and the Hoyer
-                     sparsity of |mean m| across keys: (sqrt(n) - |x|_1/|x|_2) / (sqrt(n) - 1)
+    active_share     mean over tokens of the share of keys active on the token, active meaning
+                     |m_i| > threshold * max_j |m_j| (`workbench.moe.activation_sparsity`; gated
+                     MLPs have no exact zeros), with its std over tokens and the keys never active
+    positive_share   mean share of coefficients m_i > 0 (from the harvest's key frequencies)
+    hoyer            Hoyer sparsity of |mean m_i| across keys: (sqrt(n) - |x|_1/|x|_2) / (sqrt(n) - 1)
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ __all__ = ["run_memory", "sparsity_rows"]
 
 
 def _available() -> str | None:
-    if importlib.util.find_spec("workbench.memories") is None:
-        return "workbench.memories is not installed in this checkout"
+    for mod in ("workbench.memories", "workbench.moe"):
+        if importlib.util.find_spec(mod) is None:
+            return f"{mod} is not in this checkout"
     return None
 
 
@@ -36,6 +38,8 @@ def _check(params: dict, where: str) -> None:
     if reason:
         raise SpecError(f"{where}: probe kind 'memory' is unavailable: {reason}")
     layers = params["layers"]
+    if not 0 < params["threshold"] < 1:
+        raise SpecError(f"{where} threshold={params['threshold']} must be in (0, 1)")
     if isinstance(layers, str) and layers != "all":
         raise SpecError(f"{where} layers={layers!r} must be 'all' or a list of layer indices")
     for k in ("k", "k_tokens", "prefixes", "top_memories", "window"):
@@ -44,16 +48,14 @@ def _check(params: dict, where: str) -> None:
 
 
 def sparsity_rows(layers, frequency, mean) -> list[dict]:
-    """Per-layer sparsity statistics from a memory index's [L d_mlp] frequency and mean m_i."""
+    """Per-layer statistics from a memory index's [L d_mlp] key frequencies and mean m_i."""
     rows = []
     for i, layer in enumerate(layers):
         f, m = frequency[i].float(), mean[i].float().abs()
         n = m.numel()
         l1, l2 = float(m.sum()), float(m.norm())
         hoyer = (math.sqrt(n) - l1 / max(l2, 1e-30)) / (math.sqrt(n) - 1)
-        rows.append({"layer": int(layer), "mean_frequency": float(f.mean()),
-                     "rare_keys": float((f < 0.01).float().mean()),
-                     "dense_keys": float((f > 0.5).float().mean()),
+        rows.append({"layer": int(layer), "positive_share": float(f.mean()),
                      "hoyer_mean_coefficient": hoyer})
     return rows
 
@@ -69,6 +71,7 @@ def sparsity_rows(layers, frequency, mean) -> list[dict]:
         "prefixes": Param(int, 3, doc="top prefixes whose next token is checked"),
         "top_memories": Param(int, 10, doc="strongest memories for the composition share"),
         "composition_tokens": Param(int, 1024, doc="tokens sampled for composition (0: skip)"),
+        "threshold": Param(float, 0.1, doc="active key: |m_i| > threshold * max_j |m_j| (moe)"),
     },
     doc="FFN key-value memories: per layer, how often a key's value promotes the token that "
         "follows its top trigger prefixes (vs random pairing), how often the FFN output is a "
@@ -78,6 +81,7 @@ def sparsity_rows(layers, frequency, mean) -> list[dict]:
 )
 def run_memory(ctx: ProbeContext, params: dict) -> dict:
     from workbench.memories import agreement, harvest
+    from workbench.moe import activation_sparsity
 
     s = ctx.session
     layers = parse_layers(params["layers"], s.n_layers, s.check_layer)
@@ -89,13 +93,20 @@ def run_memory(ctx: ProbeContext, params: dict) -> dict:
                       composition_tokens=params["composition_tokens"],
                       seed=ctx.seed_for("memory"), progress=ctx.progress)
     spars = {r["layer"]: r for r in sparsity_rows(index.layers, index.frequency, index.mean)}
-    rows = [{**r, **{k: v for k, v in spars[r["layer"]].items() if k != "layer"}} for r in table.rows()]
+    act = activation_sparsity(s, ctx.corpus, layers=layers, threshold=params["threshold"],
+                              window=params["window"], max_tokens=n)
+    active = {r["layer"]: {"active_share": r["active_share"], "active_std": r["std"],
+                           "dead_keys": r["dead_keys"]} for r in act.rows()}
+    rows = [{**r, **active[r["layer"]], **{k: v for k, v in spars[r["layer"]].items() if k != "layer"}}
+            for r in table.rows()]
     agree = [r["agreement"] for r in rows]
     base = [r["random_baseline"] for r in rows]
     return {"title": "FFN memories by layer", "n_tokens": index.n_tokens, "k": index.k,
             "k_tokens": table.k_tokens, "prefixes": table.prefixes,
             "top_memories": table.top_memories, "composition_tokens": table.composition_tokens,
+            "threshold": act.threshold,
             "layers": rows,
             "summary": {"mean_agreement": sum(agree) / len(agree),
                         "mean_random_baseline": sum(base) / len(base),
+                        "mean_active_share": sum(r["active_share"] for r in rows) / len(rows),
                         "best_layer": rows[max(range(len(rows)), key=lambda i: agree[i] - base[i])]["layer"]}}

@@ -48,7 +48,7 @@ def test_lens_matches_hf_on_tiny(tiny):
 
 @pytest.mark.real
 def test_real_model_knows_capitals_and_the_answer_emerges_late(smollm):
-    facts = load_facts()[:6]  # Eiffel Tower, capitals of France, Italy, Germany, Spain, Japan
+    facts = load_facts()[:4]  # Eiffel Tower, capitals of France, Italy, Germany
     res = check(smollm, facts)
     assert res.accuracy >= 0.5  # SmolLM2-135M gets most of these capital prompts
     known = [f for f in res.facts if f.final_correct]

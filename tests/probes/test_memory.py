@@ -45,15 +45,19 @@ def test_memory_probe_tables_match_direct_capture(tmp_path, tiny_model_dir):
     # independent: share of FFN coefficients > 0 over the same corpus windows
     s = Session.load(str(tiny_model_dir), device="cpu")
     corpus = Corpus.load(res["spec"]["battery"]["corpus"], s.tokenizer, max_tokens=512 + 7)
-    pos = {0: 0.0, 1: 0.0}
+    pos, act = {0: 0.0, 1: 0.0}, {0: 0.0, 1: 0.0}
     n = 0
     for wb in corpus.batches(s, window=64, max_tokens=512, progress=False):
         b = TokenBatch(wb.tokens, torch.full((wb.tokens.shape[0],), wb.tokens.shape[1]))
         cap = capture_tokens(s, b, ["mlp_post:0", "mlp_post:1"])
         for layer in (0, 1):
-            pos[layer] += float((cap[f"mlp_post:{layer}"][:, int(wb.bos):] > 0).float().sum())
+            m = cap[f"mlp_post:{layer}"][:, int(wb.bos):]
+            pos[layer] += float((m > 0).float().sum())
+            big = m.abs() > 0.1 * m.abs().amax(-1, keepdim=True)
+            act[layer] += float(big.float().mean(-1).sum())
         n += wb.tokens[:, int(wb.bos):].numel()
     for r in rows:
-        assert r["mean_frequency"] == pytest.approx(pos[r["layer"]] / (n * s.d_mlp), abs=1e-4)
+        assert r["positive_share"] == pytest.approx(pos[r["layer"]] / (n * s.d_mlp), abs=1e-4)
+        assert r["active_share"] == pytest.approx(act[r["layer"]] / n, abs=1e-4)
         assert 0 <= r["agreement"] <= 1 and 0 <= r["random_baseline"] <= 1
     assert "memories" in (tmp_path / "out" / "mem.html").read_text()
