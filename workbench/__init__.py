@@ -55,6 +55,15 @@ from .hooks import (
 from .memories import MemoryExample, MemoryIndex, harvest, index_from_merged
 from .memory_agreement import AgreementTable, agreement, value_top_ids
 from .models import DEFAULT_MODEL, EMBEDDED
+from .moe import (
+    Experts,
+    ExpertShares,
+    Sparsity,
+    activation_sparsity,
+    cluster_experts,
+    expert_shares,
+    random_experts,
+)
 from .session import Session, TokenBatch
 from .vocab import (
     DistributionChange,
@@ -86,4 +95,6 @@ __all__ = [
     "ValueTokens", "ffn_sub_updates", "logit_lens", "memory_intervention", "top_tokens", "value_logits",
     "value_tokens", "Concept", "ConceptEffect", "ConceptSearch", "boost_interventions", "concept_effect",
     "concept_search", "concept_tokens", "load_concept", "random_interventions",
+    "Experts", "ExpertShares", "Sparsity", "activation_sparsity", "cluster_experts", "expert_shares",
+    "random_experts",
 ]

@@ -53,6 +53,8 @@ def check_args(args) -> None:
             raise ShapeError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
     if args.max_tokens is not None and args.max_tokens <= 0:
         raise ShapeError(f"--max-tokens={args.max_tokens} must be >= 1")
+    if args.prefixes > args.k:
+        raise ShapeError(f"--prefixes={args.prefixes} exceeds --k={args.k} (prefixes kept per key)")
     if args.composition_tokens < 0:
         raise ShapeError(f"--composition-tokens={args.composition_tokens} must be >= 0")
 
