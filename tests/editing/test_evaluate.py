@@ -1,0 +1,60 @@
+"""Evaluation: loaders, ROME's n-gram entropy on known texts, case scores against softmax."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from editing import (
+    CaseScores,
+    EditCase,
+    generation_entropy,
+    load_counterfact,
+    load_known,
+    score_case,
+    summarize,
+)
+from workbench.errors import CorpusError
+
+
+def test_generation_entropy_known_values():
+    # 8 distinct words: 7 distinct bigrams, 6 distinct trigrams
+    text = "a b c d e f g h"
+    want = (2 / 3 * math.log2(7) + 4 / 3 * math.log2(6)) / 2
+    assert generation_entropy([text]) == pytest.approx(want)
+    assert generation_entropy(["x x x x x x"]) == pytest.approx(0.0)   # one repeated n-gram
+    assert generation_entropy([text, "x x x x"]) == pytest.approx(want / 2)
+
+
+def test_loaders(tmp_path, shared_data):
+    cases = load_counterfact(shared_data / "counterfact" / "counterfact-val.json", n=3)
+    assert len(cases) == 3 and all(c.subject in c.prompt for c in cases)
+    known = load_known(shared_data / "known_facts" / "known_1000.json", n=2)
+    assert known[0].subject in known[0].prompt
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"prompt": "x"}]))
+    with pytest.raises(CorpusError, match="lacks"):
+        load_counterfact(bad)
+
+
+def test_score_case_matches_softmax(tiny):
+    case = EditCase(0, "The Eiffel Tower is located in the city of", "The Eiffel Tower", "Rome",
+                    "Paris", "Where is the Eiffel Tower? In the city of", "The capital of France is",
+                    "Paris")
+    ids = {"new": 5, "true": 6, "new_rephrase": 5, "true_rephrase": 6, "new_loc": 5, "true_loc": 6}
+    s = score_case(tiny, case, ids)
+    p = torch.softmax(tiny.logits(case.locality_prompt)[0, -1].float(), -1)
+    assert s.p_new_loc == pytest.approx(float(p[5]), rel=1e-5)
+    assert s.p_true_loc == pytest.approx(float(p[6]), rel=1e-5)
+
+
+def test_summarize():
+    a = CaseScores(0, 0.6, 0.1, 0.2, 0.3, 0.1, 0.5, 4.0)
+    b = CaseScores(1, 0.1, 0.2, 0.5, 0.1, 0.4, 0.2, 5.0)
+    s = summarize([a, b])
+    assert s["efficacy"] == 50.0 and s["paraphrase"] == 50.0 and s["neighborhood"] == 50.0
+    assert s["fluency"] == 4.5 and s["n"] == 2
+    assert s["efficacy_gap"] == pytest.approx((0.5 - 0.1) / 2)
