@@ -132,3 +132,16 @@ def test_cli_battery_run_writes_schema_valid_json_and_html(tmp_path, tiny_model_
     assert "0 ran, 1 cached" in capsys.readouterr().out
     assert main(["battery", "kinds"]) == 0
     assert "linear" in capsys.readouterr().out
+
+
+def test_workbench_demo_runs_a_battery_and_prints_the_report(tmp_path, tiny_model_dir, capsys):
+    from workbench.cli import main
+    from workbench.cli.cmd_demo import DEFAULT_SPEC
+
+    assert DEFAULT_SPEC.is_file()
+    spec = tmp_path / "demo.toml"
+    spec.write_text(TINY.format(model=tiny_model_dir).split("[[probe]]\nkind = \"linear\"\nname = \"pos\"")[0])
+    out = tmp_path / "demo"
+    assert main(["demo", "--spec", str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert f"report: {out / 'tiny.html'}" in capsys.readouterr().out
+    validate(json.loads((out / "tiny.json").read_text()))
