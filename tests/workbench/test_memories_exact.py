@@ -1,0 +1,65 @@
+"""The streaming harvest is exact: ties included, independent of batch size, context stored."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.memories import harvest, pack_keys, unpack_keys
+
+
+@pytest.fixture(scope="module")
+def repeated(tiny):
+    # the same short text many times: windows repeat, so coefficients tie exactly across windows
+    text = "Alice met Bob at the market and they talked about the weather. " * 12
+    return wb.Corpus.load([text], tiny.tokenizer)
+
+
+def _brute(session, corpus, layer, k, window):
+    acts, offs = [], []
+    for b in corpus.batches(session, window=window, tokens_per_batch=100_000, progress=False):
+        cap = wb.capture(session, session.batch_from_ids(b.tokens.tolist()), [f"mlp_post:{layer}"])
+        b0 = int(b.bos)
+        acts.append(cap[f"mlp_post:{layer}"][:, b0:].reshape(-1, session.d_mlp))
+        offs.append(b.offsets()[:, b0:].reshape(-1))
+    m, off = torch.cat(acts), torch.cat(offs)
+    # (value desc, offset asc) by a full sort of packed keys, nothing streamed
+    keys = pack_keys(m.T, off[None]).sort(dim=1, descending=True).values[:, :k]
+    return unpack_keys(keys), m
+
+
+def test_pack_unpack_order():
+    v = torch.tensor([1.5, -0.0, 0.0, -2.0, 1.5, float("inf")])
+    o = torch.tensor([7, 3, 2, 1, 4, 0])
+    keys = pack_keys(v, o)
+    order = keys.argsort(descending=True).tolist()
+    assert order == [5, 4, 0, 2, 1, 3]          # value desc, then offset asc (-0.0 == 0.0)
+    back_v, back_o = unpack_keys(keys)
+    assert torch.equal(back_o, o) and torch.equal(back_v, v + 0.0)
+
+
+@pytest.mark.parametrize("tokens_per_batch", [48, 4096])
+def test_harvest_equals_full_sort_with_ties(tiny, repeated, tokens_per_batch):
+    idx = harvest(tiny, repeated, layers=[1], k=6, window=16, tokens_per_batch=tokens_per_batch,
+                  progress=False)
+    (want_v, want_o), m = _brute(tiny, repeated, 1, 6, 16)
+    n_tied = int((want_v[:, :-1] == want_v[:, 1:]).sum())
+    assert n_tied > 0, "the repeated corpus should produce tied coefficients"
+    assert torch.equal(idx.values[0], want_v) and torch.equal(idx.offsets[0], want_o)
+    torch.testing.assert_close(idx.frequency[0], (m > 0).double().mean(0).float())
+
+
+def test_stored_context_matches_corpus(tiny, small_corpus_path):
+    corpus = wb.Corpus.load(small_corpus_path, tiny.tokenizer, max_tokens=1500)
+    idx = harvest(tiny, corpus, layers=[0], k=4, window=32, context=6, show=3, progress=False)
+    assert idx.context.shape == (1, tiny.d_mlp, 3, 7)
+    for neuron in (0, 17, 100):
+        a = idx.examples(0, neuron, tiny, context=5)          # from stored tokens
+        b = idx.examples(0, neuron, corpus, context=5)[:3]   # from the corpus stream
+        assert [(e.offset, e.trigger, e.next_token, e.prefix) for e in a] == \
+               [(e.offset, e.trigger, e.next_token, e.prefix) for e in b]
+    nxt = idx.next_token_ids(0, 3)
+    assert torch.equal(nxt, idx.next_token_ids(0, corpus, 3))
+    with pytest.raises(wb.WorkbenchError, match="no tokens to harvest|fewer than one window"):
+        harvest(tiny, wb.Corpus.load(["hi"], tiny.tokenizer), window=32, progress=False)
