@@ -89,3 +89,17 @@ def test_real_model_keys_are_sparse(smollm, small_corpus_path):
     assert all(0 < x < 0.3 for x in sp.mean_active)                 # few keys per token
     m = layer_coefficients(smollm, c, 3, max_tokens=128)
     assert m.shape == (128, smollm.d_mlp)
+
+
+def test_moe_figures_show_the_results(tiny, corpus):
+    from widgets.figures_vocab import expert_share_figure, sparsity_figure
+
+    sp = activation_sparsity(tiny, corpus, window=32, tokens_per_batch=256, max_tokens=256)
+    fig = sparsity_figure(sp.rows())
+    assert list(fig.data[0].x) == [0, 1]
+    assert list(fig.data[0].y) == pytest.approx(list(sp.mean_active), rel=1e-3)
+    ex = cluster_experts(tiny, 0, n_experts=4, n_init=1)
+    sh = expert_shares(tiny, ex, capture(tiny, "The quick brown fox", ["mlp_post:0"])["mlp_post:0"][0])
+    fig = expert_share_figure(sh)
+    assert list(fig.data[0].y) == pytest.approx(sh.top_curve.tolist(), rel=1e-3)
+    assert list(fig.data[1].y) == pytest.approx(sh.top_curve_random.tolist(), rel=1e-3)
