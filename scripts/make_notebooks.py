@@ -138,9 +138,10 @@ prompt, subject, new_target = "The Eiffel Tower is located in the city of", "The
 s.next_token(prompt)"""),
         ("md", """## Causal trace
 Noise of 3 embedding standard deviations on the subject tokens; p(answer) when each single
-residual state (or a window of FFN outputs) is restored."""),
+residual state (or a window of FFN outputs) is restored. One noise sample keeps the tour quick
+(ROME averages ten)."""),
         ("code", """sigma = embedding_std(s, corpus, max_tokens=4096)
-trace = trace_fact(s, prompt, subject, sigma, config=TraceConfig(kinds=("resid", "mlp"), samples=2))
+trace = trace_fact(s, prompt, subject, sigma, config=TraceConfig(kinds=("resid", "mlp"), samples=1))
 curve = trace.subject_last_curve("mlp")
 layer = int(curve.argmax())
 print(f"answer {trace.answer!r}: p clean {trace.clean_prob:.3f}, corrupted {trace.corrupted_prob:.3f}")
@@ -150,7 +151,7 @@ trace_heatmap(trace, "mlp")"""),
         ("md", """## A rank-one edit, and its exact undo"""),
         ("code", """stats = key_stats(s, layer, corpus, n_tokens=10_000, progress=False)
 update = compute_rome_update(s, EditRequest(prompt, subject, new_target), stats,
-                             RomeConfig(steps=10, prefixes_per_length=2))
+                             RomeConfig(steps=8, prefixes_per_length=1))
 w_before = s.model.blocks[layer].mlp.W_out.detach().clone()
 before = s.generate(prompt, max_new_tokens=8)
 with apply(s, update):                       # undone when the block ends
@@ -163,18 +164,17 @@ print("restored:", s.next_token(prompt))"""),
 Trace, pick a layer (the FFN peak is preselected), apply the edit, compare before and after,
 read the edit diff (which rows of $W_{out}$ moved, what $r$ promotes) and undo."""),
         ("code", """ctl = Controller(s, corpus=corpus)
-ctl.trace_samples, ctl.stats_tokens = 2, 10_000
+ctl.trace_samples, ctl.stats_tokens = 1, 10_000
 from widgets.edit_studio import TraceEditStudio
 
-studio = TraceEditStudio(ctl.trace, lambda *a, **k: ctl.apply_edit(*a, rome_config=RomeConfig(steps=10, prefixes_per_length=2), **k),
+studio = TraceEditStudio(ctl.trace, lambda *a, **k: ctl.apply_edit(*a, rome_config=RomeConfig(steps=8, prefixes_per_length=1), **k),
                          ctl.undo_edit, prompt, subject, new_target, n_layers=s.n_layers,
                          trace_result=trace)
 studio"""),
-        ("code", """studio.run_trace(); studio.wait(600)
-studio.apply(); studio.wait(600)
+        ("code", """studio.apply(); studio.wait(600)          # what the "Apply edit" button does
 print("after edit:", studio.outcome.p_after, "active:", studio.outcome.active)
 studio.undo(); studio.wait(600)
-assert torch.equal(s.model.blocks[layer].mlp.W_out, w_before) or studio.layer.value != layer
+assert torch.equal(s.model.blocks[layer].mlp.W_out, w_before)
 path = export_html([studio], "../out/tours/tour2_report.html", title="Tour 2")
 print(path, f"{path.stat().st_size / 1e6:.1f} MB")"""),
     ]
