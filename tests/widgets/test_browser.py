@@ -177,7 +177,7 @@ def test_tour_in_jupyterlab(lab, tmp_path):
             return (prompts and all(p not in ("", "[*]:", "[ ]:") for p in prompts)
                     and report.exists())
 
-        _wait(drv, finished, 240, "every cell to run", tmp_path / "run_failed.png")
+        _wait(drv, finished, 600, "every cell to run", tmp_path / "run_failed.png")
         explorer = _wait(drv, lambda: drv.find_elements(By.CSS_SELECTOR, ".wb-prompt-explorer"),
                          30, "the prompt explorer widget", tmp_path / "widget_failed.png")[0]
         _wait(drv, lambda: len(explorer.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 2,
