@@ -88,6 +88,28 @@ def full_harvest(s, corpus, args, backend) -> tuple[float, int]:
     return time.perf_counter() - t, idx.n_tokens
 
 
+def exact_check(s, corpus, args) -> dict:
+    """Harvest of 2 batches (streamed) vs a full sort of every coefficient: must be identical."""
+    from workbench.memories import pack_keys, unpack_keys
+
+    n = 2 * args.tokens_per_batch
+    idx = harvest(s, corpus, layers=[0, s.n_layers - 1], k=args.k, window=args.window,
+                  tokens_per_batch=args.tokens_per_batch // 2, max_tokens=n, context=0, progress=False)
+    ok = []
+    for j, layer in enumerate(idx.layers):
+        ms, offs = [], []
+        for wb in corpus.batches(s, window=args.window, tokens_per_batch=n, max_tokens=n, progress=False):
+            lengths = torch.full((wb.tokens.shape[0],), wb.tokens.shape[1], device=wb.tokens.device)
+            cap = capture_tokens(s, TokenBatch(wb.tokens, lengths), [Site("mlp_post", layer)])
+            b0 = int(wb.bos)
+            ms.append(cap[Site("mlp_post", layer)][:, b0:].reshape(-1, s.d_mlp))
+            offs.append(wb.offsets()[:, b0:].reshape(-1))
+        keys = pack_keys(torch.cat(ms).float().T, torch.cat(offs)[None]).sort(dim=1, descending=True).values
+        v, o = unpack_keys(keys[:, : args.k])
+        ok.append(bool(torch.equal(v.cpu(), idx.values[j]) and torch.equal(o.cpu(), idx.offsets[j])))
+    return {"layers": list(idx.layers), "tokens": idx.n_tokens, "identical": ok}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto")
@@ -99,6 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--backends", default="generic")
     p.add_argument("--out", default=None)
+    p.add_argument("--no-check", action="store_true", help="skip the exactness check vs a full sort")
     args = p.parse_args(argv)
     dev = resolve_device(args.device)
     gpu = dev.type == "cuda"
@@ -112,6 +135,7 @@ def main(argv=None) -> int:
     sites = [Site("mlp_post", layer) for layer in range(s.n_layers)]
     peak = peak_flops(dev, dtype)
     fpt = flops_per_token(s, args.window)
+    check = None if args.no_check else exact_check(s, corpus, args)
     rows = []
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
         warm = argparse.Namespace(**{**vars(args), "tokens": args.tokens_per_batch})
@@ -138,7 +162,7 @@ def main(argv=None) -> int:
            "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__, "python": sys.version.split()[0],
            "model": s.name, "n_layers": s.n_layers, "d_mlp": s.d_mlp, "k": args.k, "window": args.window,
            "tokens_per_batch": args.tokens_per_batch, "peak_flops": peak, "flops_per_token": fpt,
-           "goal_ratio": GOAL_RATIO, "rows": rows}
+           "goal_ratio": GOAL_RATIO, "exact_check": check, "rows": rows}
     path = Path(args.out or f"out/bench/harvest-{dev.type}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
@@ -149,6 +173,8 @@ def main(argv=None) -> int:
         ratio = f"{r['ratio_vs_bare']:.2f}" if "ratio_vs_bare" in r else ""
         print(f"{r['backend']:<10} {r['path']:<26} {r['tokens']:>8} {r['tokens_per_second']:>12.1f} "
               f"{100 * r['share_of_peak']:>6.2f}% {ratio:>6}")
+    if check:
+        print(f"exactness vs a full sort ({check['tokens']} tokens, layers {check['layers']}): {check['identical']}")
     print(f"json: {path}")
     return 0
 
