@@ -5,7 +5,8 @@
 
 Modules: spec (TOML specs, validated before any model loads), registry (probe kinds), runner
 (cache, JSON, HTML), linear (probes + control tasks), labels (project label sets), knowledge
-(logit-lens facts), sae (SAE metrics), report (HTML), context (lazy session, shared captures).
+(logit-lens facts), memory (FFN memory tables), edit (ROME evaluation), sae (SAE metrics),
+report (HTML), context (lazy session, shared captures).
 """
 
 from .registry import Param, ProbeKind, SpecError, UnknownProbeKind, get_kind, kinds, register_kind
