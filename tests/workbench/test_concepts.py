@@ -66,14 +66,14 @@ def test_search_signs_and_boost_sets_coefficients(tiny):
 
 def test_boosting_colour_values_on_real_model(smollm):
     c = load_concept(smollm, DATA / "colors.txt")
-    r = concept_search(smollm, c, layers=[26, 27, 28, 29], top=8)
+    r = concept_search(smollm, c, layers=[28, 29], top=6)
     assert r.top[0].hits >= 5                                        # top value promotes colour words
     prompts = ["The car was", "She opened the door and saw", "My favourite thing is"]
     before = smollm.logits(prompts[0])
     e = concept_effect(smollm, c, prompts, boost_interventions(r, 10.0),
                        random_interventions(smollm, r, 10.0))
-    assert e.mean_boosted > 0.5 > 10 * e.mean_before
-    assert e.mean_control < 0.1
+    assert e.mean_boosted > 0.3 and e.mean_boosted > 20 * e.mean_before, (e.mean_before, e.mean_boosted)
+    assert e.mean_control < 0.1 < e.mean_boosted - e.mean_control
     assert torch.equal(smollm.logits(prompts[0]), before)
 
 
