@@ -77,9 +77,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     context_prefixes(session, cfg)                          # once per session
     prefix_s = time.perf_counter() - t0
-    reqs = [EditRequest("The Eiffel Tower is located in the city of", "The Eiffel Tower", "Rome"),
-            EditRequest("Rome is the capital of Italy", "Rome", "Paris"),
-            EditRequest("The quick brown fox jumps over the lazy dog", "The quick brown fox", "cat")]
+    # targets that are one token for the real tokenizer and for the tiny one of random_session
+    reqs = [EditRequest("The Eiffel Tower is located in the city of", "The Eiffel Tower", "France"),
+            EditRequest("Rome is the capital of", "Rome", "France"),
+            EditRequest("Alice plays the piano and Bob plays", "Bob", "chess")]
     times, apply_times = [], []
     for i in range(args.edits):
         _sync(session)
@@ -103,11 +104,12 @@ def main(argv=None) -> int:
     print(f"{'what':48s} {'seconds':>10s}")
     for r in rows:
         print(f"{r['what']:48s} {r['seconds']:10.3f}")
-    print(f"statistics / edit: {stats_s / edit_s:.1f}x; edit under 2 s: {edit_s < 2}")
+    print(f"statistics / edit: {stats_s / edit_s:.1f}x; seconds per v* step: {edit_s / args.steps:.3f}; "
+          f"edit under 2 s: {edit_s < 2}")
     out = {"bench": "edit", "model": what, "device": str(session.device), "layer": args.layer,
            "stats_tokens": stats.n_tokens, "rows": rows, "edit_seconds": edit_s,
            "stats_seconds": stats_s, "ratio_stats_over_edit": stats_s / edit_s,
-           "edit_times": times, "torch": torch.__version__}
+           "edit_times": times, "seconds_per_step": edit_s / args.steps, "torch": torch.__version__}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     return 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,9 +56,10 @@ class KeyStats:
 
 
 def cache_dir() -> Path:
-    """``$WORKBENCH_CACHE/covariance`` (default ``~/.cache/ffn-workbench/covariance``)."""
-    root = os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "ffn-workbench"
-    return Path(root) / "covariance"
+    """``covariance/`` under the workbench cache (``$WORKBENCH_CACHE`` or ``~/.cache/workbench``)."""
+    from workbench.models import cache_root
+
+    return cache_root() / "covariance"
 
 
 def _digest(t: Tensor) -> str:

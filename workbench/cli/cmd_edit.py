@@ -22,7 +22,10 @@ def register(sub) -> None:
     p = sub.add_parser("edit", help="ROME-edit CounterFact cases one at a time and evaluate",
                        description=__doc__)
     add_model_args(p)
-    p.add_argument("--cases", required=True, help="CounterFact flat-format JSON (a list of records)")
+    p.add_argument("--cases", help="CounterFact flat-format JSON (a list of records)")
+    p.add_argument("--merge", nargs="+", metavar="DIR",
+                   help="instead of editing: combine the cases.jsonl of earlier runs (e.g. --skip "
+                        "shards) into OUT/summary.json")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--layer", type=int, default=None,
                    help="layer to edit (default: peak of the FFN causal-trace curve)")
@@ -40,7 +43,41 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def merge(args) -> int:
+    """Summaries recomputed from the per-case rows of one or more earlier runs."""
+    from editing import CaseScores, summarize
+    from workbench.errors import WorkbenchError
+
+    rows, metas = [], []
+    for d in args.merge:
+        f = Path(d) / "cases.jsonl"
+        if not f.exists():
+            raise WorkbenchError(f"--merge {d!r}: {f} does not exist")
+        rows += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        if (Path(d) / "summary.json").exists():
+            metas.append(json.loads((Path(d) / "summary.json").read_text())["meta"])
+    fields = [f for f in CaseScores.__dataclass_fields__]
+
+    def scores(kind):
+        return [CaseScores(**{k: r[kind][k] for k in fields}) for r in rows]
+
+    secs = [r["edit_seconds"] for r in rows]
+    summary = {"meta": meta(None, command="edit --merge", runs=list(args.merge), run_meta=metas),
+               "edited": summarize(scores("edited")), "unedited": summarize(scores("unedited")),
+               "seconds_per_edit": sum(secs) / len(secs) if secs else None,
+               "rome_gpt2_xl": ROME_GPT2_XL}
+    write_json(Path(args.out) / "summary.json", summary)
+    print(json.dumps({k: summary[k] for k in ("edited", "unedited")}, indent=2))
+    return 0
+
+
 def run(args) -> int:
+    if args.merge:
+        return merge(args)
+    if not args.cases:
+        from workbench.errors import WorkbenchError
+
+        raise WorkbenchError("give --cases FILE (or --merge DIR ... to combine earlier runs)")
     from editing import (
         EditRequest,
         RomeConfig,
