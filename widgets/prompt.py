@@ -151,7 +151,7 @@ class PromptExplorer(View):
                        layout=W.Layout(width="520px"))
         mode = {1.0: "keep", 0.0: "zero", BOOST: "boost"}.get(factor)
         toggle = W.ToggleButtons(options=["keep", "zero", "boost"], value=mode,
-                                 style={"button_width": "52px"}, tooltips=[
+                                 style={"button_width": "60px"}, tooltips=[
                                      "leave the unit as is", "knock out this sub-update",
                                      f"multiply the coefficient by {BOOST:g}"])
         toggle.add_class(f"wb-sub-{u.neuron}")
