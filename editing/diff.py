@@ -18,6 +18,7 @@ import torch
 from workbench.capture import capture, capture_tokens
 from workbench.hooks import Site
 from workbench.session import TokenBatch
+from workbench.vocab import top_tokens
 
 from ._prompts import fill
 from .apply import apply
@@ -55,9 +56,9 @@ class EditDiff:
 
 
 def _top(session, vec: torch.Tensor, k: int) -> list[tuple[str, float]]:
+    """Top tokens of a residual-basis vector by the workbench's vocabulary reading (`workbench.vocab`)."""
     logits = session.unembed(vec.to(session.device, session.dtype)).float()
-    vals, idx = logits.topk(k)
-    return [(session.tokenizer.decode([int(i)]), float(v)) for v, i in zip(vals, idx)]
+    return [(t.token, t.score) for t in top_tokens(session, logits, k)]
 
 
 @torch.no_grad()
