@@ -1,7 +1,8 @@
 """Widget round trip: a control change (zero one FFN sub-update) to the updated prediction and
 redrawn figures, against the bare forward pass of the same prompt.
 
-Model: the embedded default (SmolLM2-135M, real weights) on CPU; on CUDA `random_session`
+Model: the embedded default (SmolLM2-135M, real weights) on CPU (`--random`: random-init
+weights of its shape, same timing); on CUDA `random_session`
 (random-init weights of its shape, bf16) since real weights do not travel. Prompt: 32 tokens.
 The prompt explorer runs inline (run_async=False), so the time covers: the ToggleButtons value
 change -> callback -> `Controller.prompt_lens` (forward with the intervention, lens of the
@@ -58,6 +59,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--out", default="out/bench/widgets.json")
+    ap.add_argument("--random", action="store_true",
+                    help="random-init weights of the default model's shape (same timing; for "
+                         "machines without the embedded weights)")
     args = ap.parse_args()
 
     from widgets import Controller, PromptExplorer
@@ -69,6 +73,9 @@ def main() -> None:
     if dev.type == "cuda":
         s = random_session(device=str(dev), dtype=torch.bfloat16)
         model = "random-init SmolLM2-135M shape, bf16"
+    elif args.random:
+        s = random_session(device="cpu", dtype=torch.float32)
+        model = "random-init SmolLM2-135M shape, fp32"
     else:
         s = Session.load("smollm2-135m", device="cpu")
         model = "SmolLM2-135M (embedded), fp32"
