@@ -48,6 +48,7 @@ __all__ = ["MemoryIndex", "MemoryExample", "harvest", "index_from_merged", "pack
 FORMAT = "workbench-memory-index/1"
 _LOW = (1 << 32) - 1
 _PAD = torch.iinfo(torch.int64).min
+_GROUP_BYTES = 2 << 30  # CUDA: layers stacked per merge step, at most this many bytes
 
 
 def _ordered(v: Float[Tensor, "..."]) -> Int[Tensor, "..."]:
@@ -68,11 +69,10 @@ def unpack_keys(keys: Int[Tensor, "..."]) -> tuple[Float[Tensor, "..."], Int[Ten
     """(values float32, offsets int64) of packed keys; pads come back as (-inf, -1)."""
     pad = keys == _PAD
     o = (keys >> 32).to(torch.int32)
-    values = torch.where(o < 0, o ^ 0x7FFFFFFF, o).view(torch.float32).clone()
+    values = torch.where(o < 0, o ^ 0x7FFFFFFF, o).view(torch.float32)
     offsets = _LOW - (keys & _LOW)
-    values[pad] = float("-inf")
-    offsets[pad] = -1
-    return values, offsets
+    return (torch.where(pad, float("-inf"), values),
+            torch.where(pad, torch.full_like(offsets, -1), offsets))
 
 
 @dataclass(frozen=True)
@@ -234,7 +234,16 @@ def _context_ids(ids: Int[Tensor, " n"], offsets: Int[Tensor, "..."], window: in
 
 
 class _TopK:
-    """Running exact top-k per (layer, key) in (value desc, offset asc) order, on one device."""
+    """Running exact top-k per (layer, key) in (value desc, offset asc) order, on one device.
+
+    Works on groups of layers at once, X [G d_mlp t] (on CUDA the group's coefficients are
+    stacked transposed, so each key's slice is contiguous and every step below is one kernel
+    for the whole group; on the CPU a group is one layer, a view). `select` takes each key's
+    k+1 largest coefficients with one ``topk``; a tie at the boundary exists exactly when the
+    (k+1)-th equals the k-th, and only such keys whose threshold can still enter the running
+    top-k are re-ranked exactly (`fix`, rare). `merge` packs the [k + k] candidates per key into
+    int64 keys and keeps the top k. One host sync per group (whether any key needs a fix).
+    """
 
     def __init__(self, n_layers: int, n_keys: int, k: int, device):
         self.k = k
@@ -242,31 +251,39 @@ class _TopK:
         self.offsets = torch.full((n_layers, n_keys, k), -1, dtype=torch.int64, device=device)
         self.exact_fixes = 0
 
-    def update(self, j: int, m: Float[Tensor, "t U"], off: Int[Tensor, " t"]) -> None:
-        t = m.shape[0]
+    def select(self, sl: slice, X: Float[Tensor, "G U t"]) -> tuple[Tensor, Tensor, Tensor]:
+        """(values [G U kk] desc, token indices [G U kk], tie flags [G U]) of a group's batch."""
+        t = X.shape[-1]
         kk = min(self.k, t)
-        v, i = m.topk(kk, dim=0)                                   # [kk U], descending
+        v, i = X.topk(min(kk + 1, t), dim=-1)
         v = v.float()
-        if kk < t:  # ties at the batch threshold that could still enter the running top-k
-            tau = v[-1]
-            maybe = (tau >= self.values[j, :, -1]).nonzero().squeeze(1)
-            if maybe.numel():
-                cnt = (m[:, maybe] >= tau[maybe].to(m.dtype)).sum(0)
-                bad = maybe[cnt > kk]
-                if bad.numel():
-                    self.exact_fixes += int(bad.numel())
-                    keys = pack_keys(m[:, bad].float().T, off[None, :])   # [nb t]
-                    top = keys.topk(kk, dim=1).values
-                    vb, ob = unpack_keys(top)                               # [nb kk]
-                    v[:, bad] = vb.T
-                    i = i.clone()
-                    i[:, bad] = torch.searchsorted(off, ob.T.contiguous().view(-1)).view(kk, -1)
-        cand = torch.cat([pack_keys(self.values[j], self.offsets[j].clamp_min(0)),
-                          pack_keys(v.T, off[i].T)], 1)                     # [U k+kk]
-        pad = torch.cat([self.offsets[j] < 0, torch.zeros(v.shape[1], kk, dtype=torch.bool,
-                                                          device=cand.device)], 1)
-        cand[pad] = _PAD
-        self.values[j], self.offsets[j] = unpack_keys(cand.topk(self.k, dim=1).values)
+        if v.shape[-1] > kk:
+            flag = (v[..., kk] == v[..., kk - 1]) & (v[..., kk - 1] >= self.values[sl, :, -1])
+            return v[..., :kk], i[..., :kk], flag
+        return v, i, torch.zeros(v.shape[:-1], dtype=torch.bool, device=v.device)
+
+    def fix(self, x: Float[Tensor, "U t"], off: Int[Tensor, " t"], v: Tensor, i: Tensor,
+            bad: Int[Tensor, " nb"]) -> None:
+        """Exact (value desc, offset asc) selection for keys `bad` of one layer (in place)."""
+        kk = v.shape[-1]
+        self.exact_fixes += int(bad.numel())
+        keys = pack_keys(x[bad].float(), off[None, :])                   # [nb t]
+        vb, ob = unpack_keys(keys.topk(kk, dim=1).values)                # [nb kk]
+        v[bad] = vb
+        i[bad] = torch.searchsorted(off, ob.reshape(-1)).view(ob.shape)
+
+    def merge(self, sl: slice, v: Tensor, o: Tensor) -> None:
+        """Merge batch candidates (values, offsets [G U kk]) into the group's running top-k."""
+        run_o = self.offsets[sl]
+        cand = torch.cat([pack_keys(self.values[sl], run_o.clamp_min(0)), pack_keys(v, o)], -1)
+        pad = torch.cat([run_o < 0, torch.zeros(o.shape, dtype=torch.bool, device=o.device)], -1)
+        cand = torch.where(pad, _PAD, cand)
+        self.values[sl], self.offsets[sl] = unpack_keys(cand.topk(self.k, dim=-1).values)
+
+
+def _stacked(device: torch.device) -> bool:
+    """Stack layers transposed for the merge (CUDA: few large kernels); the CPU merges views."""
+    return device.type == "cuda"
 
 
 @torch.no_grad()
@@ -306,12 +323,22 @@ def harvest(session, corpus: Corpus, layers: Sequence[int] | None = None, k: int
         b0 = int(wb.bos)
         off = wb.offsets()[:, b0:].reshape(-1).to(dev)  # [t], increasing
         n += off.numel()
-        for j, s in enumerate(sites):
-            m = cap[s][:, b0:].reshape(-1, U)           # [t U]
-            fires[j] += (m > 0).sum(0)
-            sums[j] += m.sum(0, dtype=torch.float32).double()
-            top.update(j, m, off)
-        del cap
+        ms = [cap[s][:, b0:].reshape(-1, U) for s in sites]   # [t U] per layer
+        t = ms[0].shape[0]
+        stack = _stacked(dev)
+        group = max(1, min(L, _GROUP_BYTES // max(1, t * U * ms[0].element_size()))) if stack else 1
+        for g0 in range(0, L, group):
+            sl = slice(g0, min(L, g0 + group))
+            X = torch.stack([m.T for m in ms[sl]]) if stack else ms[g0].T[None]  # [G U t]
+            fires[sl] += (X > 0).sum(-1)
+            sums[sl] += X.sum(-1, dtype=torch.float32).double()
+            v, i, flag = top.select(sl, X)
+            if bool(flag.any()):                                   # the one host sync per group
+                for jj in flag.any(-1).nonzero().flatten().tolist():
+                    top.fix(X[jj], off, v[jj], i[jj], flag[jj].nonzero().flatten())
+            top.merge(sl, v, off[i])
+            del X
+        del cap, ms
     if n == 0:
         raise CorpusError(f"corpus {corpus.name!r} gave no tokens to harvest")
     log.info("harvest: %d tokens, %d exact tie fixes", n, top.exact_fixes)

@@ -39,15 +39,20 @@ def test_pack_unpack_order():
     assert torch.equal(back_o, o) and torch.equal(back_v, v + 0.0)
 
 
-@pytest.mark.parametrize("tokens_per_batch", [48, 4096])
-def test_harvest_equals_full_sort_with_ties(tiny, repeated, tokens_per_batch):
-    idx = harvest(tiny, repeated, layers=[1], k=6, window=16, tokens_per_batch=tokens_per_batch,
+@pytest.mark.parametrize("tokens_per_batch,stacked,group_bytes",
+                         [(48, False, 0), (4096, False, 0), (48, True, 1), (48, True, 1 << 30)])
+def test_harvest_equals_full_sort_with_ties(tiny, repeated, tokens_per_batch, stacked, group_bytes,
+                                            monkeypatch):
+    # stacked: the CUDA merge path (layers stacked transposed, in groups of 1 or all), on the CPU
+    monkeypatch.setattr("workbench.memories._stacked", lambda device: stacked)
+    monkeypatch.setattr("workbench.memories._GROUP_BYTES", group_bytes)
+    idx = harvest(tiny, repeated, layers=[0, 1], k=6, window=16, tokens_per_batch=tokens_per_batch,
                   progress=False)
     (want_v, want_o), m = _brute(tiny, repeated, 1, 6, 16)
     n_tied = int((want_v[:, :-1] == want_v[:, 1:]).sum())
     assert n_tied > 0, "the repeated corpus should produce tied coefficients"
-    assert torch.equal(idx.values[0], want_v) and torch.equal(idx.offsets[0], want_o)
-    torch.testing.assert_close(idx.frequency[0], (m > 0).double().mean(0).float())
+    assert torch.equal(idx.values[1], want_v) and torch.equal(idx.offsets[1], want_o)
+    torch.testing.assert_close(idx.frequency[1], (m > 0).double().mean(0).float())
 
 
 def test_stored_context_matches_corpus(tiny, small_corpus_path):
