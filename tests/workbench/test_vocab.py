@@ -6,7 +6,13 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.vocab import ffn_sub_updates, logit_lens, memory_intervention, value_logits, value_tokens
+from workbench.vocab import (
+    ffn_sub_updates,
+    logit_lens,
+    memory_intervention,
+    value_logits,
+    value_tokens,
+)
 
 PROMPT = "The Eiffel Tower is located in the city of"
 
