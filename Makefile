@@ -22,7 +22,8 @@ demo: $(STAMP)
 	$(BIN)/workbench demo --out $(OUT)/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra tests
+	bash scripts/install_browser.sh
+	$(BIN)/python -m pytest -q -ra --durations=25 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check workbench editing probes widgets tests benches

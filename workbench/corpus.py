@@ -65,6 +65,7 @@ class Corpus:
         self.name = name
         self.ids = ids.to(torch.int64)
         self.tokenizer = tokenizer
+        self.source: str | None = None  # a path or "hf:NAME" to reload the same stream
 
     def __len__(self) -> int:
         return int(self.ids.numel())
@@ -139,9 +140,12 @@ class Corpus:
         s = str(source)
         if s.startswith("hf:"):
             parts = s[3:].split(":")
-            return cls.from_hf(parts[0], tokenizer, split=parts[1] if len(parts) > 1 else "train",
-                               max_tokens=max_tokens)
-        return cls.from_path(s, tokenizer, max_tokens=max_tokens)
+            corpus = cls.from_hf(parts[0], tokenizer, split=parts[1] if len(parts) > 1 else "train",
+                                 max_tokens=max_tokens)
+        else:
+            corpus = cls.from_path(s, tokenizer, max_tokens=max_tokens)
+        corpus.source = s
+        return corpus
 
     # ------------------------------------------------------------ windows
     def window_starts(self, window: int, bos: bool, max_windows: int | None = None) -> Tensor:
