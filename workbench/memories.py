@@ -8,10 +8,12 @@ m_i > 0) and mean m_i. The index stores corpus stream offsets (to show any prefi
 context from the corpus later) and the token ids of a short context around each of the best
 prefixes (to show them without the corpus).
 
-Streaming merge (on the session's device, O(L d_mlp k) memory, never all activations): for a
-batch of t tokens with coefficients m [t d_mlp], ``topk(m, k, dim=0)`` gives each key's batch
-candidates, which are merged with the running top-k by one ``topk`` over the [k + k]
-candidates per key. Order is strict, (value desc, offset asc), realised by packing both into
+Streaming merge (on the session's device, O(L d_mlp k) memory, never all activations): until
+every key holds k entries, ``topk(m, k, dim=0)`` of a batch's coefficients m [t d_mlp] gives
+each key's batch candidates, merged with the running top-k by one ``topk`` over the [k + k]
+candidates per key. From then on only threshold crossings are merged: coefficients above the
+key's running k-th value (`_TopK.sparse_merge`; after a few batches a small share of the batch),
+found with one compare and one ``nonzero``, sorted with the stored entries of the keys they hit. Order is strict, (value desc, offset asc), realised by packing both into
 one int64 per candidate (`pack_keys`), so the result is unique and equals a brute-force top-k
 over the same tokens, ties included (identical contexts give identical coefficients). Only
 keys whose batch threshold ties with an unselected token and could still enter the running
@@ -42,7 +44,7 @@ from .session import TokenBatch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MemoryIndex", "MemoryExample", "harvest", "index_from_merged", "pack_keys", "unpack_keys",
+__all__ = ["MemoryIndex", "MemoryExample", "harvest", "harvest_topk", "index_from_merged", "pack_keys", "unpack_keys",
            "AgreementTable", "agreement"]
 
 FORMAT = "workbench-memory-index/1"
@@ -250,6 +252,9 @@ class _TopK:
         self.values = torch.full((n_layers, n_keys, k), float("-inf"), device=device)
         self.offsets = torch.full((n_layers, n_keys, k), -1, dtype=torch.int64, device=device)
         self.exact_fixes = 0
+        self.crossings = 0
+        self.seen = 0        # tokens merged so far: every key holds min(seen, k) entries
+        self.max_offset = -1
 
     def select(self, sl: slice, X: Float[Tensor, "G U t"]) -> tuple[Tensor, Tensor, Tensor]:
         """(values [G U kk] desc, token indices [G U kk], tie flags [G U]) of a group's batch."""
@@ -280,6 +285,36 @@ class _TopK:
         cand = torch.where(pad, _PAD, cand)
         self.values[sl], self.offsets[sl] = unpack_keys(cand.topk(self.k, dim=-1).values)
 
+    def sparse_merge(self, sl: slice, X: Float[Tensor, "G t U"], off: Int[Tensor, " t"], strict: bool) -> int:
+        """Merge a batch by its threshold crossings only; every key must already hold k entries.
+
+        A coefficient can enter key i's top-k only if it beats the running k-th value (ties
+        enter too unless `strict`, i.e. unless every batch offset exceeds every stored one, when
+        a tie always loses on the offset). After the first batches few coefficients cross, so
+        this costs one compare over X, a `nonzero` (the host sync) and two stable sorts of
+        the crossings plus the k stored entries of each affected key. Exact like `merge`.
+        Returns the number of crossings.
+        """
+        k, U = self.k, X.shape[-1]
+        thr = self.values[sl, :, -1][:, None, :]                          # [G 1 U]
+        idx = (X > thr if strict else X >= thr).nonzero()                 # [N 3] (g, t, u)
+        if idx.shape[0] == 0:
+            return 0
+        g, tp, u = idx.unbind(1)
+        key = g * U + u                                                    # key within the group
+        vals = self.values[sl].view(-1, k)                                 # views: written in place
+        offs = self.offsets[sl].view(-1, k)
+        aff = torch.unique(key)                                            # [A]
+        ids = torch.cat([aff.repeat_interleave(k), key])
+        packed = torch.cat([pack_keys(vals[aff], offs[aff]).reshape(-1), pack_keys(X[g, tp, u].float(), off[tp])])
+        order = torch.argsort(packed, descending=True, stable=True)
+        order = order[torch.argsort(ids[order], stable=True)]              # by key, then best first
+        ids, packed = ids[order], packed[order]
+        rank = torch.arange(ids.numel(), device=ids.device) - torch.searchsorted(ids, ids)
+        keep = rank < k
+        vals[ids[keep], rank[keep]], offs[ids[keep], rank[keep]] = unpack_keys(packed[keep])
+        return int(idx.shape[0])
+
 
 def _stacked(device: torch.device) -> bool:
     """Stack layers transposed for the merge (CUDA: few large kernels); the CPU merges views."""
@@ -303,6 +338,24 @@ def harvest(session, corpus: Corpus, layers: Sequence[int] | None = None, k: int
         context, show: store `context` prefix tokens (+ the next token) of the best `show`
             prefixes per key in the index (0 to skip).
     """
+    state = harvest_topk(session, corpus, layers, k, window, tokens_per_batch, max_tokens, backend, progress)
+    merged = {"layers": state["layers"], "values": state["values"], "offsets": state["offsets"],
+              "n": state["n"], "frequency": state["fires"].double() / state["n"],
+              "mean": state["sum"] / state["n"]}
+    return index_from_merged(session, corpus, merged, window, context=context, show=show)
+
+
+@torch.no_grad()
+def harvest_topk(session, corpus, layers: Sequence[int] | None = None, k: int = 20, window: int = 64,
+                 tokens_per_batch: int = 8192, max_tokens: int | None = None, backend: str = "generic",
+                 progress: bool = True) -> dict:
+    """The raw harvest state: what `harvest` indexes and what a Ray shard sends to the driver.
+
+    Returns ``{"layers": [L] int64, "values": [L d_mlp k] float32 (desc, -inf pads),
+    "offsets": [L d_mlp k] int64 (-1 pads), "n": tokens, "fires": [L d_mlp] int64 (#m_i > 0),
+    "sum": [L d_mlp] float64 (sum of m_i, per batch in float32)}``, all on the CPU; the
+    running top-k stays on the session's device while streaming.
+    """
     layers = list(range(session.n_layers)) if layers is None else [session.check_layer(x) for x in layers]
     if not layers:
         raise WorkbenchError("layers is empty; give at least one layer")
@@ -325,26 +378,34 @@ def harvest(session, corpus: Corpus, layers: Sequence[int] | None = None, k: int
         n += off.numel()
         ms = [cap[s][:, b0:].reshape(-1, U) for s in sites]   # [t U] per layer
         t = ms[0].shape[0]
+        lo, hi = torch.stack([off.min(), off.max()]).tolist()
+        strict, sparse = lo > top.max_offset, top.seen >= k
         stack = _stacked(dev)
         group = max(1, min(L, _GROUP_BYTES // max(1, t * U * ms[0].element_size()))) if stack else 1
         for g0 in range(0, L, group):
             sl = slice(g0, min(L, g0 + group))
-            X = torch.stack([m.T for m in ms[sl]]) if stack else ms[g0].T[None]  # [G U t]
-            fires[sl] += (X > 0).sum(-1)
-            sums[sl] += X.sum(-1, dtype=torch.float32).double()
-            v, i, flag = top.select(sl, X)
+            X = torch.stack(ms[sl]) if stack else ms[g0][None]             # [G t U]
+            fires[sl] += (X > 0).sum(1)
+            sums[sl] += X.sum(1, dtype=torch.float32).double()
+            if sparse:
+                top.crossings += top.sparse_merge(sl, X, off, strict)
+                continue
+            XT = X.transpose(1, 2).contiguous() if stack else X.transpose(1, 2)  # [G U t]
+            v, i, flag = top.select(sl, XT)
             if bool(flag.any()):                                   # the one host sync per group
                 for jj in flag.any(-1).nonzero().flatten().tolist():
-                    top.fix(X[jj], off, v[jj], i[jj], flag[jj].nonzero().flatten())
+                    top.fix(XT[jj], off, v[jj], i[jj], flag[jj].nonzero().flatten())
             top.merge(sl, v, off[i])
-            del X
-        del cap, ms
+            del XT
+        del cap, ms, X
+        top.seen += t
+        top.max_offset = max(top.max_offset, hi)
     if n == 0:
         raise CorpusError(f"corpus {corpus.name!r} gave no tokens to harvest")
-    log.info("harvest: %d tokens, %d exact tie fixes", n, top.exact_fixes)
-    merged = {"layers": torch.tensor(layers), "values": top.values.cpu(), "offsets": top.offsets.cpu(),
-              "n": n, "frequency": fires.double().cpu() / n, "mean": sums.cpu() / n}
-    return index_from_merged(session, corpus, merged, window, context=context, show=show)
+    log.info("harvest: %d tokens, %d exact tie fixes, %d threshold crossings merged", n, top.exact_fixes,
+             top.crossings)
+    return {"layers": torch.tensor(layers, dtype=torch.int64), "values": top.values.cpu(),
+            "offsets": top.offsets.cpu(), "n": n, "fires": fires.cpu(), "sum": sums.cpu()}
 
 
 def index_from_merged(session, corpus: Corpus, merged: dict, window: int, context: int = 12,

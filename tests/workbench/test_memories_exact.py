@@ -68,3 +68,29 @@ def test_stored_context_matches_corpus(tiny, small_corpus_path):
     assert torch.equal(nxt, idx.next_token_ids(0, corpus, 3))
     with pytest.raises(wb.WorkbenchError, match="no tokens to harvest|fewer than one window"):
         harvest(tiny, wb.Corpus.load(["hi"], tiny.tokenizer), window=32, progress=False)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_threshold_merge_equals_full_sort_in_any_offset_order(reverse):
+    # the sparse (threshold-crossing) merge, with heavy ties (values from 5 levels) and, when
+    # `reverse`, batches arriving with smaller offsets than those stored (ties must then enter)
+    from workbench.memories import _TopK
+
+    g = torch.Generator().manual_seed(0)
+    G, U, k, t, nb = 2, 7, 4, 9, 6
+    X = torch.randint(0, 5, (nb, G, t, U), generator=g).float()
+    off = torch.arange(nb * t).view(nb, t)
+    order = list(range(nb))[::-1] if reverse else list(range(nb))
+    top = _TopK(G, U, k, "cpu")
+    for j, b in enumerate(order):
+        if j == 0:
+            XT = X[b].transpose(1, 2)
+            v, i, flag = top.select(slice(0, G), XT)
+            for gg in flag.any(-1).nonzero().flatten().tolist():
+                top.fix(XT[gg], off[b], v[gg], i[gg], flag[gg].nonzero().flatten())
+            top.merge(slice(0, G), v, off[b][i])
+        else:
+            top.sparse_merge(slice(0, G), X[b], off[b], strict=not reverse)
+    allX = X.permute(1, 3, 0, 2).reshape(G, U, nb * t)            # [G U all tokens]
+    want = unpack_keys(pack_keys(allX, off.reshape(-1)).sort(dim=-1, descending=True).values[..., :k])
+    assert torch.equal(top.values, want[0]) and torch.equal(top.offsets, want[1])

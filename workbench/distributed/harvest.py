@@ -25,83 +25,25 @@ from collections.abc import Sequence
 
 import torch
 
-from .._types import Float, Int, Tensor
-from ..capture import capture_tokens
-from ..errors import CorpusError, WorkbenchError
-from ..hooks import Site
-from ..session import TokenBatch
+from ..errors import WorkbenchError
+from ..memories import _PAD, harvest_topk, pack_keys, unpack_keys
 
 __all__ = ["harvest_shard", "pack_keys", "unpack_keys", "merge_harvests"]
 
-_LOW = (1 << 32) - 1
-_PAD = torch.iinfo(torch.int64).min
 
-
-def _ordered(v: Float[Tensor, "..."]) -> Int[Tensor, "..."]:
-    bits = (v.float() + 0.0).view(torch.int32)
-    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
-
-
-def pack_keys(values: Float[Tensor, "..."], offsets: Int[Tensor, "..."]) -> Int[Tensor, "..."]:
-    """One int64 per (value, offset): larger is better; equal only for equal pairs."""
-    return (_ordered(values) << 32) + (_LOW - offsets.to(torch.int64))
-
-
-def unpack_keys(keys: Int[Tensor, "..."]) -> tuple[Float[Tensor, "..."], Int[Tensor, "..."]]:
-    """(values float32, offsets) of packed keys; pads come back as (-inf, -1)."""
-    pad = keys == _PAD
-    o = (keys >> 32).to(torch.int32)
-    bits = torch.where(o < 0, o ^ 0x7FFFFFFF, o)
-    values = bits.view(torch.float32).clone()
-    offsets = _LOW - (keys & _LOW)
-    values[pad] = float("-inf")
-    offsets[pad] = -1
-    return values, offsets
-
-
-@torch.no_grad()
 def harvest_shard(session, corpus, layers: Sequence[int] | None = None, k: int = 20,
                   window: int = 128, tokens_per_batch: int = 8192, max_tokens: int | None = None,
                   backend: str = "generic", progress: bool = False) -> dict:
     """Top-k prefixes per FFN key over the corpus's windows (a shard's on a `ShardCorpus`).
 
-    Returns ``{"layers": [L] int64, "keys": [L d_mlp k] int64 packed (see module doc),
-    "n": int, "fires": [L d_mlp] int64, "sum": [L d_mlp] float64}``, all on the CPU; the
-    top-k stays on the session's device while streaming.
+    Runs `workbench.memories.harvest_topk` (the single-process harvest loop) and packs its
+    top-k into sort keys. Returns ``{"layers": [L] int64, "keys": [L d_mlp k] int64 packed
+    (see module doc), "n": int, "fires": [L d_mlp] int64, "sum": [L d_mlp] float64}``, all on
+    the CPU.
     """
-    layers = list(range(session.n_layers)) if layers is None else [session.check_layer(x) for x in layers]
-    if not layers:
-        raise WorkbenchError("layers is empty; give at least one layer")
-    if k <= 0:
-        raise WorkbenchError(f"k={k} must be positive")
-    if len(corpus) >= 1 << 32:
-        raise CorpusError(f"corpus of {len(corpus)} tokens: offsets must stay below 2^32")
-    dev, L, U = session.device, len(layers), session.d_mlp
-    sites = [Site("mlp_post", layer) for layer in layers]
-    keys = torch.full((L, U, k), _PAD, dtype=torch.int64, device=dev)
-    fires = torch.zeros(L, U, dtype=torch.int64, device=dev)
-    sums = torch.zeros(L, U, dtype=torch.float64, device=dev)
-    n = 0
-    for wb in corpus.batches(session, window=window, tokens_per_batch=tokens_per_batch,
-                             max_tokens=max_tokens, progress=progress, desc="harvest"):
-        lengths = torch.full((wb.tokens.shape[0],), wb.tokens.shape[1], device=wb.tokens.device)
-        cap = capture_tokens(session, TokenBatch(wb.tokens, lengths), sites, backend=backend)
-        b0 = int(wb.bos)
-        off = wb.offsets()[:, b0:].reshape(-1).to(dev)  # [t]
-        n += off.numel()
-        for j, s in enumerate(sites):
-            m = cap[s][:, b0:].reshape(-1, U)  # [t U]
-            fires[j] += (m > 0).sum(0)
-            sums[j] += m.sum(0, dtype=torch.float32).double()  # as workbench.memories.harvest
-            cand = pack_keys(m.T, off[None, :])  # [U t]
-            kk = min(k, cand.shape[1])
-            top = cand.topk(kk, dim=1).values
-            keys[j] = torch.cat([keys[j], top], 1).topk(k, dim=1).values
-        del cap
-    if n == 0:
-        raise CorpusError(f"corpus {corpus.name!r} gave no tokens to harvest")
-    return {"layers": torch.tensor(layers, dtype=torch.int64), "keys": keys.cpu(), "n": n,
-            "fires": fires.cpu(), "sum": sums.cpu()}
+    st = harvest_topk(session, corpus, layers, k, window, tokens_per_batch, max_tokens, backend, progress)
+    keys = torch.where(st["offsets"] < 0, _PAD, pack_keys(st["values"], st["offsets"].clamp_min(0)))
+    return {"layers": st["layers"], "keys": keys, "n": st["n"], "fires": st["fires"], "sum": st["sum"]}
 
 
 def merge_harvests(parts: Sequence[dict]) -> dict:
