@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
 from ..capture import capture
 from ..errors import WorkbenchError
@@ -90,7 +91,7 @@ def logit_diff(logits, last, correct, wrong) -> torch.Tensor:
 
 
 @torch.no_grad()
-def head_patching_importance(session, task: CircuitTask) -> tuple[torch.Tensor, float, float]:
+def head_patching_importance(session, task: CircuitTask, progress: bool = True) -> tuple[torch.Tensor, float, float]:
     """[n_layers n_heads] normalised effect of patching each head's z from corrupt into clean."""
     clean, corrupt = session.tokenize(list(task.clean)), session.tokenize(list(task.corrupt))
     if not torch.equal(clean.lengths, corrupt.lengths):
@@ -102,7 +103,8 @@ def head_patching_importance(session, task: CircuitTask) -> tuple[torch.Tensor, 
     ld_corr = logit_diff(cap.logits, corrupt.last, task.correct, task.wrong).mean().item()
     denom = ld_clean - ld_corr if abs(ld_clean - ld_corr) > 1e-6 else 1.0
     imp = torch.zeros(session.n_layers, session.n_heads)
-    for layer in range(session.n_layers):
+    for layer in tqdm(range(session.n_layers), desc=f"patching heads ({task.name})", disable=not progress,
+                      leave=False):
         src = cap[sites[layer]]
         for h in range(session.n_heads):
             def fn(act, hook=None, h=h, src=src):

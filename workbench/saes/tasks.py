@@ -5,7 +5,9 @@ logit difference at the last token: logit(correct) - mean logit(wrong answers).
 - IOI: "When Mary and John went..., John gave a drink to" -> " Mary" vs " John"; the corrupt
   prompt replaces the repeated subject by a third name (no repeated name: no IOI signal).
 - greater-than: "... from the year 1732 to 17" -> suffixes > 32 vs <= 32; corrupt year ends in
-  01. Years are kept only when every two-digit suffix used is one token for the tokenizer.
+  01. With a tokenizer whose two-digit suffixes are single tokens (GPT-2) the answers are the
+  suffixes; with a digit tokenizer (Llama, SmolLM2, Gemma) the next token is the tens digit:
+  correct = digits above the start's tens digit (3 -> 4..9), wrong = digits below it (0..2).
 - docstring: the ACDC docstring prompts; corrupt = the `random_doc` variant.
 """
 
@@ -76,8 +78,10 @@ def _ioi(session, data: Path, n: int, rng) -> list[tuple]:
 def _greaterthan(session, data: Path, n: int, rng) -> list[tuple]:
     rows = json.loads((data / "greaterthan_prompts_untokfiltered_seed0_n1000.json").read_text())
     suffix = {i: _one(session, f"{i:02d}") for i in range(100)}
-    if any(v is None for v in suffix.values()):
-        return []  # two-digit suffixes are not single tokens for this tokenizer
+    digit = {i: _one(session, str(i)) for i in range(10)}
+    two_digit = all(v is not None for v in suffix.values())
+    if not two_digit and any(v is None for v in digit.values()):
+        return []  # neither two-digit suffixes nor single digits are single tokens
     out = []
     for r in rows:
         yy = r["year"] % 100
@@ -85,8 +89,17 @@ def _greaterthan(session, data: Path, n: int, rng) -> list[tuple]:
         corrupt = prompt.replace(str(r["year"]), f"{r['year'] // 100}01", 1)
         if yy < 2 or yy > 98 or not _same_len(session, prompt, corrupt):
             continue
-        out.append((prompt, corrupt, tuple(suffix[i] for i in range(yy + 1, 100)),
-                    tuple(suffix[i] for i in range(0, yy + 1))))
+        if two_digit:
+            right, wrong = range(yy + 1, 100), range(0, yy + 1)
+            out.append((prompt, corrupt, tuple(suffix[i] for i in right), tuple(suffix[i] for i in wrong)))
+        else:
+            # digit tokenizer: the next token is the end year's tens digit; digits above the
+            # start's tens digit are surely greater, digits below surely smaller, its own is neither
+            tens = yy // 10
+            if not 1 <= tens <= 8:
+                continue
+            out.append((prompt, corrupt, tuple(digit[i] for i in range(tens + 1, 10)),
+                        tuple(digit[i] for i in range(0, tens))))
         if len(out) >= n:
             break
     return out

@@ -75,10 +75,18 @@ def test_tasks_from_shared_data(smollm, shared_data):
     assert len(doc) == 4
     two_digit_single = all(len(smollm.tokenizer(f"{i:02d}", add_special_tokens=False)["input_ids"]) == 1
                            for i in range(100))
-    if two_digit_single:
-        assert len(load_task("greaterthan", smollm, data, n=4)) == 4
-    else:  # SmolLM2 splits digits: no year survives the filter, one clear error
-        with pytest.raises(TaskUnavailable, match="greaterthan"):
-            load_task("greaterthan", smollm, data, n=4)
+    gt = load_task("greaterthan", smollm, data, n=16)
+    assert len(gt) == 16
+    if not two_digit_single:  # SmolLM2 splits digits: the answer is the end year's tens digit
+        digit = {smollm.tokenizer(str(i), add_special_tokens=False)["input_ids"][0]: i for i in range(10)}
+        for c, right, wrong in zip(gt.clean, gt.correct, gt.wrong):
+            tens = int(c.split("the year ")[1][2])
+            assert sorted(digit[t] for t in right) == list(range(tens + 1, 10))
+            assert sorted(digit[t] for t in wrong) == list(range(tens))
+    # the real model does the task: the greater answers win on clean prompts, less so on corrupt
+    clean, corrupt = smollm.tokenize(list(gt.clean)), smollm.tokenize(list(gt.corrupt))
+    ld_clean = logit_diff(smollm.logits(clean), clean.last, gt.correct, gt.wrong)
+    ld_corrupt = logit_diff(smollm.logits(corrupt), corrupt.last, gt.correct, gt.wrong)
+    assert ld_clean.mean() > 0 and ld_clean.mean() > ld_corrupt.mean() + 1.0
     with pytest.raises(TaskUnavailable, match="does not exist"):
         load_task("ioi", smollm, data / "absent")
