@@ -93,6 +93,11 @@ def test_without_ray_the_flag_names_the_extra(monkeypatch, tmp_path, small_corpu
     assert main(["battery", "run", str(spec), "--out", str(tmp_path), "--ray"]) == 2
     assert "pip install 'ffn-workbench[ray]'" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()  # failed before anything ran
+    # memories --ray: the same error before any model is loaded (an unknown model name would
+    # otherwise be the first error)
+    assert main(["memories", "--model", "no-such-model", "--corpus", str(small_corpus_path),
+                 "--out", str(tmp_path / "mem"), "--ray"]) == 2
+    assert "pip install 'ffn-workbench[ray]'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- on Ray

@@ -57,6 +57,10 @@ def check_args(args) -> None:
         raise ShapeError(f"--prefixes={args.prefixes} exceeds --k={args.k} (prefixes kept per key)")
     if args.composition_tokens < 0:
         raise ShapeError(f"--composition-tokens={args.composition_tokens} must be >= 0")
+    if args.ray is not None:  # before the model loads: one clear error naming the extra
+        from ..distributed.ray_backend import require_ray
+
+        require_ray()
 
 
 def _harvest(args, session, corpus, layers):
