@@ -47,8 +47,8 @@ class KeyStats:
     corpus: str
     key: str
 
-    def solve(self, k: Float[Tensor, " d_mlp"], ridge: float = 1e-6) -> Float[Tensor, " d_mlp"]:
-        """C^{-1} k, with a relative ridge (ridge * mean diagonal) for conditioning."""
+    def solve(self, k: Float[Tensor, " d_mlp *n"], ridge: float = 1e-6) -> Float[Tensor, " d_mlp *n"]:
+        """C^{-1} k (k one key or keys as columns), with a relative ridge (ridge * mean diagonal)."""
         C = self.moment.double().to(k.device)
         lam = ridge * float(C.diagonal().mean())
         eye = torch.eye(C.shape[0], dtype=C.dtype, device=C.device)

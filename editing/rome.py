@@ -33,14 +33,22 @@ import torch
 
 from workbench._types import Float, Tensor
 from workbench.errors import ShapeError, WorkbenchError
+from workbench.fastpath import pure_name, pure_view
 
-from ._prompts import SubjectPrompt, check_edit_layer, locate_subject, target_id, target_text
+from ._prompts import (
+    EditError,
+    SubjectPrompt,
+    check_edit_layer,
+    locate_subject,
+    target_id,
+    target_text,
+)
 from .covariance import KeyStats
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EditRequest", "RomeConfig", "RankOneUpdate", "compute_rome_update", "context_prefixes",
-           "subject_key"]
+           "left_vector", "subject_key"]
 
 _PREFIX_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SEED_WORDS = ("The", "Therefore", "Because", "I", "You")
@@ -75,6 +83,8 @@ class RomeConfig:
         ridge: relative ridge added to C before solving.
         essence_prompt: template of the KL prompt.
         seed: seeds the prefix generation.
+        pin_prompt: also make u . k = 1 for the key of the request's own prompt (no prefix), so
+            the edit reaches that prompt in full; see `left_vector`.
     """
 
     prefix_lengths: tuple[int, ...] = (5, 10)
@@ -88,6 +98,7 @@ class RomeConfig:
     ridge: float = 1e-6
     essence_prompt: str = "{} is a"
     seed: int = 0
+    pin_prompt: bool = True
 
     def __post_init__(self):
         if self.steps < 1:
@@ -151,7 +162,7 @@ def context_prefixes(session, config: RomeConfig | None = None) -> tuple[str, ..
     if key in cache:
         return cache[key]
     out = [""]
-    hf = session.hf_model
+    hf = pure_view(session)
     devices = [session.device] if session.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(cfg.seed)
@@ -184,19 +195,23 @@ class _Stop(Exception):
 
 
 def _down_proj(session, layer: int):
-    """The HF module whose weight is `blocks[layer].mlp.W_out` (its input is the FFN key)."""
+    """The module of the pure view whose weight is `blocks[layer].mlp.W_out` (input: the FFN key)."""
     from .apply import live_w_out
 
-    name, _, _ = live_w_out(session, layer)
-    return session.hf_model.get_submodule(name.rsplit(".", 1)[0])
+    name, param, _ = live_w_out(session, layer)
+    mod = pure_view(session).get_submodule(pure_name(name).rsplit(".", 1)[0])
+    if mod.weight is not param:
+        raise EditError(f"layer {layer}: the pure view's {name} is not the session's weight")
+    return mod
 
 
 def _last_logits(session, tokens: Tensor, last: Tensor) -> Tensor:
     """Logits at one position per row: HF trunk, then the output head at those positions only.
 
-    Right padding needs no attention mask (causal attention never looks right).
+    Runs the pure view (what the bridge computes, within float tolerance: SDPA attention). Right
+    padding needs no attention mask (causal attention never looks right).
     """
-    hf = session.hf_model
+    hf = pure_view(session)
     h = hf.base_model(input_ids=tokens).last_hidden_state
     h = h[torch.arange(tokens.shape[0], device=tokens.device), last]
     logits = hf.get_output_embeddings()(h).float()
@@ -218,13 +233,38 @@ def subject_key(session, layer: int, sps: list[SubjectPrompt]) -> Float[Tensor, 
 
     h = _down_proj(session, layer).register_forward_pre_hook(save)
     try:
-        session.hf_model.base_model(input_ids=tokens)
+        pure_view(session).base_model(input_ids=tokens)
     except _Stop:
         pass
     finally:
         h.remove()
     k = got["k"][torch.arange(len(sps), device=tokens.device), subj]
     return k.float().mean(0)
+
+
+def left_vector(stats: KeyStats, k_star: Float[Tensor, " d_mlp"],
+                pinned: list[Float[Tensor, " d_mlp"]] = (), ridge: float = 1e-6
+                ) -> Float[Tensor, " d_mlp"]:
+    """u of least C-norm (u^T C u) with u . k* = 1 and u . k = 1 for every key in `pinned`.
+
+    With no pinned key this is ROME's u = C^{-1} k* / (k*^T C^{-1} k*). With keys K = [k*, pinned]
+    it is u = C^{-1} K (K^T C^{-1} K)^{-1} 1 (Lagrange), still a rank-one update u r^T that maps
+    k* to v* exactly and adds the same r to each pinned key's value. Why pin: in a model run
+    without BOS the subject of a bare prompt sits at position 0 or 1, where keys are unlike the
+    prefixed keys that k* averages; u . k there can fall to 0.3 and the edit misses the very
+    prompt it was asked for. A pinned key nearly parallel to k* (in the C^{-1} metric) adds nothing
+    and is dropped.
+    """
+    dev = k_star.device
+    K = torch.stack([k_star, *[k.to(dev) for k in pinned]]).to(torch.float64)   # [n d_mlp]
+    CiK = stats.solve(K.T, ridge).T                                              # [n d_mlp]
+    G = K @ CiK.T                                                        # [n n]
+    if len(K) > 1:
+        cos = G[0, 1:] / (G[0, 0] * G.diagonal()[1:]).sqrt()
+        keep = torch.cat([torch.ones(1, dtype=torch.bool, device=dev), cos.abs() < 0.999])
+        K, CiK, G = K[keep], CiK[keep], G[keep][:, keep]
+    a = torch.linalg.solve(G, torch.ones(len(K), dtype=G.dtype, device=dev))
+    return (a @ CiK).float()
 
 
 def compute_rome_update(session, request: EditRequest, stats: KeyStats,
@@ -253,8 +293,8 @@ def compute_rome_update(session, request: EditRequest, stats: KeyStats,
     sps = [locate_subject(session, p + base.text, request.subject, search_from=len(p))
            for p in prefixes]
     k_star = subject_key(session, layer, sps)
-    ck = stats.solve(k_star.to(torch.float64).to(session.device), cfg.ridge).float()
-    u = ck / torch.dot(ck, k_star)
+    pinned = [subject_key(session, layer, sps[:1])] if cfg.pin_prompt else []
+    u = left_vector(stats, k_star, pinned, cfg.ridge)
     v0 = k_star.to(W_out.dtype) @ W_out
     if b_out is not None:
         v0 = v0 + b_out

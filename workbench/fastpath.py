@@ -51,6 +51,7 @@ from .session import Session, TokenBatch
 __all__ = [
     "FAST_KINDS", "GraphCapture", "CompiledCapture", "compiled_capture", "fast_capture",
     "fast_supported", "check_backend", "estimate_row_bytes", "plan_chunks", "MemoryBudgetError", "pure_model",
+    "pure_view", "pure_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,26 @@ def pure_model(session: Session, attn: str = "sdpa") -> nn.Module:
         if getattr(mod, "config", None) is session.hf_model.config:
             mod.config = cfg
     return pure
+
+
+_PURE_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def pure_view(session: Session) -> nn.Module:
+    """`pure_model(session)` (SDPA), made once per session and HF model and then reused.
+
+    For analyses that run many plain forward or generate calls (ROME's v* optimisation, fluency
+    generation): none of the bridge's per-module Python, same weights, same edits.
+    """
+    got = _PURE_VIEWS.get(session)
+    if got is None or got[0]() is not session.hf_model:
+        got = _PURE_VIEWS[session] = (weakref.ref(session.hf_model), pure_model(session))
+    return got[1]
+
+
+def pure_name(name: str) -> str:
+    """A parameter or module name of `session.hf_model` as it reads in the pure view."""
+    return name.replace("._original_component", "")
 
 
 def _layers(pure: nn.Module) -> nn.ModuleList | None:

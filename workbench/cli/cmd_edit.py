@@ -39,6 +39,8 @@ def register(sub) -> None:
                    help="tokens generated per case for fluency (0: skip fluency)")
     p.add_argument("--steps", type=int, default=25, help="Adam steps for v*")
     p.add_argument("--prefixes", type=int, default=5, help="generated prefixes per length (5 and 10 tokens)")
+    p.add_argument("--no-pin-prompt", action="store_true",
+                   help="ROME's plain u (u . k* = 1 only); default also pins the prompt's own key")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -115,7 +117,8 @@ def run(args) -> int:
     stats_t0 = time.perf_counter()
     stats = key_stats(session, layer, corpus, n_tokens=args.stats_tokens)
     stats_s = time.perf_counter() - stats_t0
-    cfg = RomeConfig(steps=args.steps, prefixes_per_length=args.prefixes, seed=args.seed)
+    cfg = RomeConfig(steps=args.steps, prefixes_per_length=args.prefixes, seed=args.seed,
+                     pin_prompt=not args.no_pin_prompt)
 
     rows_path = out / "cases.jsonl"
     rows_path.write_text("")
