@@ -136,3 +136,11 @@ def test_gemma_gated_edit_roundtrip(tiny_gemma, small_corpus_path, tmp_path, fas
         W2 = tiny_gemma.model.blocks[0].mlp.W_out.detach()
         assert torch.allclose(up.k_star @ W2, up.v_star, atol=1e-4, rtol=1e-4)
     assert param_bytes(tiny_gemma) == before
+
+
+def test_early_stop_keeps_the_delta_whose_loss_was_low(tiny, tiny_stats):
+    from editing import RomeConfig
+
+    cfg = RomeConfig(prefix_lengths=(3,), prefixes_per_length=1, steps=5, stop_nll=1e9)
+    up = compute_rome_update(tiny, EditRequest(PROMPT, SUBJECT, _target(tiny)), tiny_stats, cfg)
+    assert up.info["steps"] == 1 and torch.count_nonzero(up.r) == 0
