@@ -19,26 +19,7 @@ from pathlib import Path
 
 import torch
 
-
-def _session(device: str):
-    """Random SmolLM2-shaped weights on GPU (real weights stay on CPU machines), else the real model."""
-    from workbench.session import resolve_device
-    from workbench.testing import random_session
-
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        return random_session(device=str(dev), dtype=torch.bfloat16), "random-smollm2 bf16"
-    try:
-        from workbench import Session
-
-        return Session.load(device="cpu"), "smollm2-135m fp32"
-    except Exception:
-        return random_session(device="cpu"), "random-smollm2 fp32"
-
-
-def _sync(session):
-    if session.device.type == "cuda":
-        torch.cuda.synchronize()
+from workbench.testing import sync, timing_session
 
 
 def main(argv=None) -> int:
@@ -61,14 +42,14 @@ def main(argv=None) -> int:
     )
     from workbench.corpus import Corpus
 
-    session, what = _session(args.device)
+    session, what = timing_session(args.device)
     corpus = Corpus.load(args.corpus, session.tokenizer, max_tokens=args.stats_tokens * 2)
     cache = tempfile.mkdtemp(prefix="wb-cov-")
-    _sync(session)
+    sync(session)
     t0 = time.perf_counter()
     stats = key_stats(session, args.layer, corpus, n_tokens=args.stats_tokens, directory=cache,
                       progress=False)
-    _sync(session)
+    sync(session)
     stats_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     key_stats(session, args.layer, corpus, n_tokens=args.stats_tokens, directory=cache, progress=False)
@@ -83,15 +64,15 @@ def main(argv=None) -> int:
             EditRequest("Alice plays the piano and Bob plays", "Bob", "chess")]
     times, apply_times = [], []
     for i in range(args.edits):
-        _sync(session)
+        sync(session)
         t0 = time.perf_counter()
         up = compute_rome_update(session, reqs[i % len(reqs)], stats, cfg)
-        _sync(session)
+        sync(session)
         times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         with apply(session, up):
             pass
-        _sync(session)
+        sync(session)
         apply_times.append(time.perf_counter() - t0)
     edit_s = statistics.median(times)
     rows = [{"what": "key statistics (uncached)", "seconds": stats_s},

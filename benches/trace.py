@@ -17,25 +17,7 @@ from pathlib import Path
 
 import torch
 
-
-def _session(device: str):
-    from workbench.session import resolve_device
-    from workbench.testing import random_session
-
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        return random_session(device=str(dev), dtype=torch.bfloat16), "random-smollm2 bf16"
-    try:
-        from workbench import Session
-
-        return Session.load(device="cpu"), "smollm2-135m fp32"
-    except Exception:
-        return random_session(device="cpu"), "random-smollm2 fp32"
-
-
-def _sync(session):
-    if session.device.type == "cuda":
-        torch.cuda.synchronize()
+from workbench.testing import sync, timing_session
 
 
 def main(argv=None) -> int:
@@ -47,7 +29,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from editing import TraceConfig, trace_fact
 
-    session, what = _session(args.device)
+    session, what = timing_session(args.device)
     prompt, subject = "The Eiffel Tower is located in the city of", "The Eiffel Tower"
     kinds = tuple(args.kinds.split(","))
     base = TraceConfig(kinds=kinds, samples=args.samples)
@@ -56,10 +38,10 @@ def main(argv=None) -> int:
     rows = []
     res = {}
     for name, cfg in (("batched", base), ("loop (one pass per cell)", loop)):
-        _sync(session)
+        sync(session)
         t0 = time.perf_counter()
         res[name] = trace_fact(session, prompt, subject, 0.1, config=cfg)
-        _sync(session)
+        sync(session)
         rows.append({"method": name, "seconds": time.perf_counter() - t0})
     diff = max(float((res["batched"].scores[k] - res["loop (one pass per cell)"].scores[k]).abs().max())
                for k in kinds)

@@ -92,3 +92,23 @@ def random_session(shape: str = "smollm2-135m", device: str = "auto", dtype=torc
     hf = LlamaForCausalLM(cfg).to(dtype)
     hf.config.architectures = ["LlamaForCausalLM"]
     return Session.from_hf(hf.eval(), tok, name=f"random-{shape}", device=device)
+
+
+def timing_session(device: str = "auto") -> tuple[Session, str]:
+    """(session, label) for benches: random SmolLM2-shape weights in bf16 on CUDA (real weights
+    stay on CPU machines), else the real default model in fp32, else random fp32 weights."""
+    from .session import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return random_session(device=str(dev), dtype=torch.bfloat16), "random-smollm2 bf16"
+    try:
+        return Session.load(device="cpu"), "smollm2-135m fp32"
+    except Exception:  # noqa: BLE001 - any load failure: time the random model instead
+        return random_session(device="cpu"), "random-smollm2 fp32"
+
+
+def sync(session: Session) -> None:
+    """Wait for the session's device (timings)."""
+    if session.device.type == "cuda":
+        torch.cuda.synchronize(session.device)
