@@ -35,11 +35,13 @@ class WindowBatch:
         tokens: [batch pos] ids on the session device (BOS first when `bos`).
         starts: [batch] stream offset of each row's first corpus token.
         bos: whether position 0 of each row is a BOS token rather than corpus text.
+        span: (smallest, largest) stream offset in the batch, known on the host (no sync).
     """
 
     tokens: Int[Tensor, "batch pos"]
     starts: Int[Tensor, " batch"]
     bos: bool
+    span: tuple[int, int] | None = None
 
     def offsets(self) -> Int[Tensor, "batch pos"]:
         """Stream offset of every position (-1 for the BOS column)."""
@@ -180,7 +182,8 @@ class Corpus:
                 if bos:
                     col = torch.full((len(st), 1), session.tokenizer.bos_token_id, dtype=torch.int64)
                     tok = torch.cat([col, tok], 1)
-                yield WindowBatch(tok.to(session.device, non_blocking=True), st.to(session.device), bos)
+                span = (int(st.min()), int(st.max()) + width - 1)
+                yield WindowBatch(tok.to(session.device, non_blocking=True), st.to(session.device), bos, span)
                 bar.update(tok.numel())
         finally:
             bar.close()

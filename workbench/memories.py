@@ -13,7 +13,12 @@ every key holds k entries, ``topk(m, k, dim=0)`` of a batch's coefficients m [t 
 each key's batch candidates, merged with the running top-k by one ``topk`` over the [k + k]
 candidates per key. From then on only threshold crossings are merged: coefficients above the
 key's running k-th value (`_TopK.sparse_merge`; after a few batches a small share of the batch),
-found with one compare and one ``nonzero``, sorted with the stored entries of the keys they hit. Order is strict, (value desc, offset asc), realised by packing both into
+found with one compare and one ``nonzero``, sorted with the stored entries of the keys they hit.
+On CUDA (layers stacked) one compiled pass gives the statistics, each key's crossing count and
+which 64-token runs hold a crossing (`_fused_stats`); `_TopK.sorted_merge` reads the crossings
+from those runs only and ranks them with one sort, launched behind the next batch's capture
+with no host wait (sizes come back through pinned memory and an event). Order is strict,
+(value desc, offset asc), realised by packing both into
 one int64 per candidate (`pack_keys`), so the result is unique and equals a brute-force top-k
 over the same tokens, ties included (identical contexts give identical coefficients). Only
 keys whose batch threshold ties with an unselected token and could still enter the running
@@ -31,7 +36,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ._types import Float, Int, Tensor
+from ._types import Bool, Float, Int, Tensor
 from .capture import capture_tokens
 from .corpus import Corpus
 from .errors import CorpusError, NeuronOutOfRange, ShapeError, WorkbenchError, check_index
@@ -285,6 +290,64 @@ class _TopK:
         cand = torch.where(pad, _PAD, cand)
         self.values[sl], self.offsets[sl] = unpack_keys(cand.topk(self.k, dim=-1).values)
 
+    def sorted_merge(self, sl: slice, X: Float[Tensor, "G t U"], blocks: Bool[Tensor, "G U nb"],
+                     per_key: Int[Tensor, "G U"], off: Int[Tensor, " t"],
+                     sizes: tuple[int, int, int] | None = None, block: int = 64) -> int:
+        """`sparse_merge` for strict order, from run flags, with one sort.
+
+        Crossings are found in two steps: the flagged `block`-token runs of each key
+        (`_crossing_blocks`, key-major), then the crossings inside them, so they come out
+        key-major and in token order without a full-size mask. Strict order (every batch offset
+        above every stored one) means a key's candidates rank by value desc, then stored before
+        new, then new by token order, which is their order in the concatenation [stored k;
+        crossings]. So each candidate gets one int64 (affected-key rank << 47 | (2^32 - 1 -
+        ordered value) << 15 | place in that order) and a single ascending sort ranks all keys
+        at once. Needs < 2^16 keys and t + k < 2^15 (`fits_sorted`). Exact like `merge`. With
+        `sizes` (crossings, affected keys, flagged runs; known on the host) nothing here waits
+        for the GPU. Returns the number of crossings.
+        """
+        k, U = self.k, X.shape[-1]
+        t = X.shape[1]
+        vals = self.values[sl].view(-1, k)                                 # views: written in place
+        offs = self.offsets[sl].view(-1, k)
+        if sizes is None:
+            sizes = (int(per_key.sum()), int((per_key > 0).sum()), int(blocks.sum()))
+        n, n_aff, n_blk = sizes
+        if n == 0:
+            return 0
+        dev = X.device
+        bg, bu, bb = torch.nonzero_static(blocks, size=n_blk).unbind(1)   # key-major runs
+        tok = bb[:, None] * block + torch.arange(block, device=dev)        # [nb block]
+        inside = tok < t
+        tok = tok.clamp(max=t - 1)
+        xb = X[bg[:, None], tok, bu[:, None]].float()                      # [nb block]
+        bkey = bg * U + bu
+        hit = (xb > vals[bkey, -1][:, None]) & inside                     # the same compare
+        r, j = torch.nonzero_static(hit, size=n).unbind(1)                # key-major, token order
+        key = bkey[r]                                                      # ascending
+        tp = tok[r, j]
+        aff = torch.nonzero_static(per_key.reshape(-1) > 0, size=n_aff).reshape(-1)
+        seg = torch.searchsorted(aff, key)
+        A = n_aff
+        place_new = k + torch.arange(n, device=dev) - torch.searchsorted(key, key)  # k + index in key
+        cand_v = torch.cat([vals[aff].reshape(-1), xb[r, j]])
+        cand_o = torch.cat([offs[aff].reshape(-1), off[tp]])
+        rank_key = torch.cat([torch.arange(A, device=dev).repeat_interleave(k), seg])
+        place = torch.cat([torch.arange(k, device=dev).repeat(A), place_new])
+        desc = _LOW - (_ordered(cand_v) + (1 << 31))                      # in [0, 2^32)
+        order = ((rank_key << 47) | (desc << 15) | place).sort().indices
+        rk = rank_key[order]
+        pos = torch.arange(order.numel(), device=dev) - torch.searchsorted(rk, rk)
+        dst = torch.where(pos < k, rk * k + pos, A * k)                    # the rest: a spare slot
+        new_v = torch.empty(A * k + 1, dtype=vals.dtype, device=dev)
+        new_o = torch.empty(A * k + 1, dtype=offs.dtype, device=dev)
+        new_v[dst], new_o[dst] = cand_v[order], cand_o[order]             # every key keeps exactly k
+        vals[aff], offs[aff] = new_v[:-1].view(A, k), new_o[:-1].view(A, k)
+        return int(n)
+
+    def fits_sorted(self, n_keys: int, t: int) -> bool:
+        return n_keys < (1 << 16) and t + self.k < (1 << 15)
+
     def sparse_merge(self, sl: slice, X: Float[Tensor, "G t U"], off: Int[Tensor, " t"], strict: bool) -> int:
         """Merge a batch by its threshold crossings only; every key must already hold k entries.
 
@@ -314,6 +377,76 @@ class _TopK:
         keep = rank < k
         vals[ids[keep], rank[keep]], offs[ids[keep], rank[keep]] = unpack_keys(packed[keep])
         return int(idx.shape[0])
+
+
+def _crossing_blocks(hit: Bool[Tensor, "G t U"], block: int) -> Bool[Tensor, "G U nb"]:
+    """Whether each key has a crossing in each run of `block` tokens, key-major."""
+    G, t, U = hit.shape
+    pad = -t % block
+    if pad:
+        hit = torch.cat([hit, hit.new_zeros(G, pad, U)], 1)
+    return hit.view(G, (t + pad) // block, block, U).any(2).transpose(1, 2).contiguous()
+
+
+def _group_stats(X: Float[Tensor, "G t U"], thr: Float[Tensor, "G 1 U"] | None, block: int = 64
+                 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Per key: #X > 0 [G U], sum of X [G U] float32 and, given running thresholds, which
+    `block`-token runs hold a strict crossing X > thr ([G U nb], key-major: `_crossing_blocks`)
+    and the crossings per key [G U].
+
+    One function so that, compiled on CUDA (`_fused_stats`), every reduction reads the
+    coefficients once; no [G t U] mask is written, only the 1/block-sized run flags.
+    """
+    fires = (X > 0).sum(1)
+    sums = X.sum(1, dtype=torch.float32)
+    if thr is None:
+        return fires, sums, None, None
+    hit = X > thr
+    return fires, sums, _crossing_blocks(hit, block), hit.sum(1)
+
+
+_COMPILED_STATS = None
+
+
+def _fused_stats(X, thr, block: int = 64):
+    """`_group_stats`, under torch.compile on CUDA (one fused pass), eager elsewhere."""
+    global _COMPILED_STATS
+    if X.device.type != "cuda":
+        return _group_stats(X, thr, block)
+    if _COMPILED_STATS is None:
+        _COMPILED_STATS = torch.compile(_group_stats, dynamic=False)
+    return _COMPILED_STATS(X, thr, block)
+
+
+class _HostReady:
+    """Stands in for a CUDA event on other devices: the counts are already on the host."""
+
+    def synchronize(self) -> None:
+        pass
+
+
+def _counts_ready(args: tuple) -> dict:
+    """A deferred `sorted_merge`: its sizes (crossings, affected keys, flagged runs) copied to
+    the host without a wait (pinned memory, an event), so the merge can be launched behind
+    the next capture."""
+    blocks, per_key = args[2], args[3]
+    sizes = torch.stack([per_key.sum(), (per_key > 0).sum(), blocks.sum()])
+    if per_key.device.type != "cuda":
+        return {"args": args, "sizes": sizes, "ready": _HostReady()}
+    host = torch.empty(3, dtype=sizes.dtype, pin_memory=True)
+    host.copy_(sizes, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return {"args": args, "sizes": host, "ready": ready}
+
+
+def _run_pending(top: _TopK, pending: list[dict]) -> list:
+    """Launch the deferred merges; the only wait is for their sizes (ready before the capture
+    that was queued after them). Returns a fresh empty list."""
+    for p in pending:
+        p["ready"].synchronize()
+        top.crossings += top.sorted_merge(*p["args"], sizes=tuple(p["sizes"].tolist()))
+    return []
 
 
 def _stacked(device: torch.device) -> bool:
@@ -369,24 +502,32 @@ def harvest_topk(session, corpus, layers: Sequence[int] | None = None, k: int = 
     fires = torch.zeros(L, U, dtype=torch.int64, device=dev)
     sums = torch.zeros(L, U, dtype=torch.float64, device=dev)
     n = 0
+    pending = []    # threshold merges of the last batch, run once the next capture is queued
     for wb in corpus.batches(session, window=window, tokens_per_batch=tokens_per_batch,
                              max_tokens=max_tokens, progress=progress, desc="harvest"):
         lengths = torch.full((wb.tokens.shape[0],), wb.tokens.shape[1], device=wb.tokens.device)
         cap = capture_tokens(session, TokenBatch(wb.tokens, lengths), sites, backend=backend)
+        pending = _run_pending(top, pending)   # launched behind the capture just queued
         b0 = int(wb.bos)
         off = wb.offsets()[:, b0:].reshape(-1).to(dev)  # [t], increasing
+        lo, hi = wb.span if wb.span is not None else torch.stack([off.min(), off.max()]).tolist()
         n += off.numel()
         ms = [cap[s][:, b0:].reshape(-1, U) for s in sites]   # [t U] per layer
         t = ms[0].shape[0]
-        lo, hi = torch.stack([off.min(), off.max()]).tolist()
         strict, sparse = lo > top.max_offset, top.seen >= k
         stack = _stacked(dev)
         group = max(1, min(L, _GROUP_BYTES // max(1, t * U * ms[0].element_size()))) if stack else 1
         for g0 in range(0, L, group):
             sl = slice(g0, min(L, g0 + group))
             X = torch.stack(ms[sl]) if stack else ms[g0][None]             # [G t U]
-            fires[sl] += (X > 0).sum(1)
-            sums[sl] += X.sum(1, dtype=torch.float32).double()
+            fast = stack and sparse and strict and top.fits_sorted(X.shape[0] * U, t)
+            thr = top.values[sl, :, -1][:, None, :] if fast else None    # float32; X promotes
+            f, sm, blocks, per_key = _fused_stats(X, thr) if stack else _group_stats(X, None)
+            fires[sl] += f
+            sums[sl] += sm.double()
+            if fast:
+                pending.append(_counts_ready((sl, X, blocks, per_key, off)))
+                continue
             if sparse:
                 top.crossings += top.sparse_merge(sl, X, off, strict)
                 continue
@@ -400,6 +541,7 @@ def harvest_topk(session, corpus, layers: Sequence[int] | None = None, k: int = 
         del cap, ms, X
         top.seen += t
         top.max_offset = max(top.max_offset, hi)
+    _run_pending(top, pending)
     if n == 0:
         raise CorpusError(f"corpus {corpus.name!r} gave no tokens to harvest")
     log.info("harvest: %d tokens, %d exact tie fixes, %d threshold crossings merged", n, top.exact_fixes,

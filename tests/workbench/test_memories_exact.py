@@ -70,11 +70,12 @@ def test_stored_context_matches_corpus(tiny, small_corpus_path):
         harvest(tiny, wb.Corpus.load(["hi"], tiny.tokenizer), window=32, progress=False)
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-def test_threshold_merge_equals_full_sort_in_any_offset_order(reverse):
+@pytest.mark.parametrize("reverse,one_sort", [(False, False), (True, False), (False, "count"),
+                                              (False, "sizes")])
+def test_threshold_merge_equals_full_sort_in_any_offset_order(reverse, one_sort):
     # the sparse (threshold-crossing) merge, with heavy ties (values from 5 levels) and, when
     # `reverse`, batches arriving with smaller offsets than those stored (ties must then enter)
-    from workbench.memories import _TopK
+    from workbench.memories import _crossing_blocks, _TopK
 
     g = torch.Generator().manual_seed(0)
     G, U, k, t, nb = 2, 7, 4, 9, 6
@@ -89,6 +90,12 @@ def test_threshold_merge_equals_full_sort_in_any_offset_order(reverse):
             for gg in flag.any(-1).nonzero().flatten().tolist():
                 top.fix(XT[gg], off[b], v[gg], i[gg], flag[gg].nonzero().flatten())
             top.merge(slice(0, G), v, off[b][i])
+        elif one_sort:   # the CUDA path's merge: crossings found in runs of 4 tokens, one sort
+            hit = X[b] > top.values[:, :, -1][:, None, :]                # [G t U]
+            per_key, blocks = hit.sum(1), _crossing_blocks(hit, 4)
+            sizes = (int(per_key.sum()), int((per_key > 0).sum()), int(blocks.sum())) \
+                if one_sort == "sizes" else None
+            top.sorted_merge(slice(0, G), X[b], blocks, per_key, off[b], sizes=sizes, block=4)
         else:
             top.sparse_merge(slice(0, G), X[b], off[b], strict=not reverse)
     allX = X.permute(1, 3, 0, 2).reshape(G, U, nb * t)            # [G U all tokens]
