@@ -81,7 +81,10 @@ class RomeConfig:
         steps: Adam steps for delta; lr: its learning rate.
         kl_factor: weight of the essence KL term; weight_decay: of (|delta|/|v0|)^2.
         clamp: bound on |delta| / |v0|.
-        stop_nll: stop early when the mean NLL of the target falls below this.
+        stop_nll: stop when the mean NLL of the target over the prefixed prompts falls below
+            this (0.3: p(target) about 0.74). Optimising on towards ROME's 0.05 fits v* to the
+            prompt's wording: on CounterFact with SmolLM2-135M, 40 steps to 0.01 scored 76
+            paraphrase against 93-95 when stopping at 0.3 (README, Results: ROME edits).
         ridge: relative ridge added to C before solving.
         essence_prompt: template of the KL prompt.
         seed: seeds the prefix generation.
@@ -98,7 +101,7 @@ class RomeConfig:
     kl_factor: float = 0.0625
     weight_decay: float = 0.5
     clamp: float = 4.0
-    stop_nll: float = 0.05
+    stop_nll: float = 0.3
     ridge: float = 1e-6
     essence_prompt: str = "{} is a"
     seed: int = 0

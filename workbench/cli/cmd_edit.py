@@ -37,7 +37,10 @@ def register(sub) -> None:
     p.add_argument("--stats-tokens", type=int, default=100_000, help="corpus tokens for C")
     p.add_argument("--gen-tokens", type=int, default=100,
                    help="tokens generated per case for fluency (0: skip fluency)")
-    p.add_argument("--steps", type=int, default=25, help="Adam steps for v*")
+    p.add_argument("--steps", type=int, default=25, help="Adam steps for v* (at most)")
+    p.add_argument("--stop-nll", type=float, default=None,
+                   help="stop the v* optimisation once the target's mean NLL falls below this "
+                        "(default 0.3; ROME used 0.05, which fits v* to the prompt's wording)")
     p.add_argument("--prefixes", type=int, default=5, help="generated prefixes per length (5 and 10 tokens)")
     p.add_argument("--no-pin-prompt", action="store_true",
                    help="ROME's plain u (u . k* = 1 only); default also pins the prompt's own key")
@@ -117,8 +120,9 @@ def run(args) -> int:
     stats_t0 = time.perf_counter()
     stats = key_stats(session, layer, corpus, n_tokens=args.stats_tokens)
     stats_s = time.perf_counter() - stats_t0
+    extra = {} if args.stop_nll is None else {"stop_nll": args.stop_nll}
     cfg = RomeConfig(steps=args.steps, prefixes_per_length=args.prefixes, seed=args.seed,
-                     pin_prompt=not args.no_pin_prompt)
+                     pin_prompt=not args.no_pin_prompt, **extra)
 
     rows_path = out / "cases.jsonl"
     rows_path.write_text("")
