@@ -14,10 +14,11 @@ each key's batch candidates, merged with the running top-k by one ``topk`` over 
 candidates per key. From then on only threshold crossings are merged: coefficients above the
 key's running k-th value (`_TopK.sparse_merge`; after a few batches a small share of the batch),
 found with one compare and one ``nonzero``, sorted with the stored entries of the keys they hit.
-On CUDA (layers stacked) one compiled pass gives the statistics, each key's crossing count and
-which 64-token runs hold a crossing (`_fused_stats`); `_TopK.sorted_merge` reads the crossings
-from those runs only and ranks them with one sort, launched behind the next batch's capture
-with no host wait (sizes come back through pinned memory and an event). Order is strict,
+One pass gives the statistics, each key's crossing count and which 64-token runs hold a
+crossing (`_fused_stats`, compiled on CUDA); `_TopK.sorted_merge` reads the crossings from those
+runs only and ranks them with one sort, launched behind the next batch's capture with no host
+wait (on CUDA the sizes come back through pinned memory and an event). Batches arriving with
+smaller offsets than those stored (not the corpus stream's order) take `_TopK.sparse_merge`. Order is strict,
 (value desc, offset asc), realised by packing both into
 one int64 per candidate (`pack_keys`), so the result is unique and equals a brute-force top-k
 over the same tokens, ties included (identical contexts give identical coefficients). Only
@@ -440,13 +441,13 @@ def _counts_ready(args: tuple) -> dict:
     return {"args": args, "sizes": host, "ready": ready}
 
 
-def _run_pending(top: _TopK, pending: list[dict]) -> list:
-    """Launch the deferred merges; the only wait is for their sizes (ready before the capture
-    that was queued after them). Returns a fresh empty list."""
+def _run_pending(top: _TopK, pending: list[dict]) -> None:
+    """Launch the deferred merges and empty `pending`; the only wait is for their sizes (ready
+    before the capture that was queued after them)."""
     for p in pending:
         p["ready"].synchronize()
         top.crossings += top.sorted_merge(*p["args"], sizes=tuple(p["sizes"].tolist()))
-    return []
+    pending.clear()
 
 
 def _stacked(device: torch.device) -> bool:
@@ -507,7 +508,7 @@ def harvest_topk(session, corpus, layers: Sequence[int] | None = None, k: int = 
                              max_tokens=max_tokens, progress=progress, desc="harvest"):
         lengths = torch.full((wb.tokens.shape[0],), wb.tokens.shape[1], device=wb.tokens.device)
         cap = capture_tokens(session, TokenBatch(wb.tokens, lengths), sites, backend=backend)
-        pending = _run_pending(top, pending)   # launched behind the capture just queued
+        _run_pending(top, pending)             # launched behind the capture just queued
         b0 = int(wb.bos)
         off = wb.offsets()[:, b0:].reshape(-1).to(dev)  # [t], increasing
         lo, hi = wb.span if wb.span is not None else torch.stack([off.min(), off.max()]).tolist()
@@ -516,13 +517,14 @@ def harvest_topk(session, corpus, layers: Sequence[int] | None = None, k: int = 
         t = ms[0].shape[0]
         strict, sparse = lo > top.max_offset, top.seen >= k
         stack = _stacked(dev)
-        group = max(1, min(L, _GROUP_BYTES // max(1, t * U * ms[0].element_size()))) if stack else 1
+        group = max(1, min(L, _GROUP_BYTES // max(1, t * U * ms[0].element_size()),
+                           ((1 << 16) - 1) // U)) if stack else 1   # fits_sorted: < 2^16 keys
         for g0 in range(0, L, group):
             sl = slice(g0, min(L, g0 + group))
             X = torch.stack(ms[sl]) if stack else ms[g0][None]             # [G t U]
-            fast = stack and sparse and strict and top.fits_sorted(X.shape[0] * U, t)
+            fast = sparse and strict and top.fits_sorted(X.shape[0] * U, t)
             thr = top.values[sl, :, -1][:, None, :] if fast else None    # float32; X promotes
-            f, sm, blocks, per_key = _fused_stats(X, thr) if stack else _group_stats(X, None)
+            f, sm, blocks, per_key = _fused_stats(X, thr)
             fires[sl] += f
             sums[sl] += sm.double()
             if fast:

@@ -144,3 +144,18 @@ def test_early_stop_keeps_the_delta_whose_loss_was_low(tiny, tiny_stats):
     cfg = RomeConfig(prefix_lengths=(3,), prefixes_per_length=1, steps=5, stop_nll=1e9)
     up = compute_rome_update(tiny, EditRequest(PROMPT, SUBJECT, _target(tiny)), tiny_stats, cfg)
     assert up.info["steps"] == 1 and torch.count_nonzero(up.r) == 0
+
+
+def test_subject_keys_equal_each_prompt_captured_alone(tiny):
+    # one right-padded forward for all prompts == the mlp_post capture of each prompt on its own
+    import workbench as wb
+    from editing import locate_subject
+    from editing.rome import subject_keys
+
+    texts = ["Bob", "Yesterday in the old town, Bob", "A short note: Bob"]
+    sps = [locate_subject(tiny, t + " plays the piano", "Bob", search_from=len(t) - 3) for t in texts]
+    keys = subject_keys(tiny, 1, sps)
+    assert keys.shape == (3, tiny.d_mlp)
+    for sp, k in zip(sps, keys):
+        cap = wb.capture(tiny, tiny.batch_from_ids([list(sp.ids)]), ["mlp_post:1"])["mlp_post:1"]
+        torch.testing.assert_close(k, cap[0, sp.end - 1].float(), rtol=1e-5, atol=1e-5)

@@ -16,6 +16,7 @@ def test_windows_cover_stream_in_order(tiny, small_corpus_path):
         assert wbatch.tokens.shape[1] == 64 and wbatch.tokens.shape[0] <= 10
         off = wbatch.offsets()
         torch.testing.assert_close(wbatch.tokens, corpus.ids[off.cpu()].to(wbatch.tokens.device))
+        assert wbatch.span == (int(off.min()), int(off.max()))
         seen.extend(wbatch.starts.tolist())
     assert seen == list(range(0, 64 * (5000 // 64), 64))
 
@@ -26,6 +27,7 @@ def test_bos_windows(tiny_gemma, small_corpus_path):
     assert first.bos and (first.tokens[:, 0] == tiny_gemma.tokenizer.bos_token_id).all()
     off = first.offsets()
     assert (off[:, 0] == -1).all()
+    assert first.span == (int(off[:, 1:].min()), int(off[:, 1:].max()))    # BOS column not counted
     torch.testing.assert_close(first.tokens[:, 1:], corpus.ids[off[:, 1:]])
 
 
