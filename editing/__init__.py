@@ -15,7 +15,8 @@ from .evaluate import (
     score_case,
     summarize,
 )
-from .rome import EditRequest, RankOneUpdate, RomeConfig, compute_rome_update, context_prefixes
+from .requests import EditRequest, RankOneUpdate
+from .rome import RomeConfig, compute_rome_update, context_prefixes
 from .tracing import TraceConfig, TraceResult, embedding_std, ffn_peak_layer, trace_fact
 
 __all__ = [

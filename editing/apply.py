@@ -28,12 +28,13 @@ import torch
 from workbench._types import Tensor
 from workbench.errors import ShapeError, check_finite
 
-from ._prompts import EditError, check_edit_layer
-from .rome import RankOneUpdate
+from ._prompts import check_edit_layer
+from .requests import RankOneUpdate
+from .weights import live_w_out
 
 log = logging.getLogger(__name__)
 
-__all__ = ["apply", "RestoreHandle", "active_edits", "live_w_out"]
+__all__ = ["apply", "RestoreHandle", "active_edits"]
 
 _REGISTRY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -44,21 +45,6 @@ class _ParamState:
     transposed: bool
     original: Tensor
     active: list = field(default_factory=list)
-
-
-def live_w_out(session, layer: int) -> tuple[str, torch.nn.Parameter, bool]:
-    """(name, HF parameter, transposed) that `blocks[layer].mlp.W_out` is a view of."""
-    layer = check_edit_layer(session, layer)
-    view = session.model.blocks[layer].mlp.W_out
-    ptr = view.data_ptr()
-    for name, p in session.hf_model.named_parameters():
-        if p.data_ptr() == ptr and p.numel() == view.numel():
-            if tuple(p.shape) == tuple(view.shape):
-                return name, p, False
-            if tuple(p.shape) == tuple(view.shape[::-1]):
-                return name, p, True
-    raise EditError(f"layer {layer}: W_out shares storage with no model parameter; "
-                    "the edit would not reach the model")
 
 
 class RestoreHandle:

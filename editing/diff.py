@@ -22,7 +22,7 @@ from workbench.vocab import top_tokens
 
 from ._prompts import fill
 from .apply import apply
-from .rome import RankOneUpdate
+from .requests import RankOneUpdate
 
 __all__ = ["EditDiff", "edit_diff"]
 

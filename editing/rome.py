@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -46,6 +46,8 @@ from ._prompts import (
     target_text,
 )
 from .covariance import KeyStats
+from .requests import EditRequest, RankOneUpdate
+from .weights import live_w_out
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +56,6 @@ __all__ = ["EditRequest", "RomeConfig", "RankOneUpdate", "compute_rome_update", 
 
 _PREFIX_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SEED_WORDS = ("The", "Therefore", "Because", "I", "You")
-
-
-@dataclass(frozen=True)
-class EditRequest:
-    """A fact to insert: `prompt` (contains `subject`, or ``{}`` for it) -> `target` (one token).
-
-    Args:
-        prompt: e.g. ``"The Eiffel Tower is located in"``.
-        subject: e.g. ``"The Eiffel Tower"``.
-        target: e.g. ``"Rome"`` (a leading space is added after a prompt that ends in a word).
-    """
-
-    prompt: str
-    subject: str
-    target: str
 
 
 @dataclass(frozen=True)
@@ -130,33 +117,6 @@ class RomeConfig:
         if "prefix_lengths" in d:
             d["prefix_lengths"] = tuple(d["prefix_lengths"])
         return cls(**d)
-
-
-@dataclass(frozen=True)
-class RankOneUpdate:
-    """W_out' = W_out + outer(u, r) at `layer` (W_out is [d_mlp d_model], the TL layout).
-
-    Args:
-        layer: the edited block.
-        u: [d_mlp] left vector, C^{-1} k* / (k*^T C^{-1} k*).
-        r: [d_model] right vector, v* - (k* W_out + b_out).
-        k_star: [d_mlp] the subject key; v_star: [d_model] its new value.
-        request: the fact; target_id: its token.
-        info: losses and timings of the optimisation.
-    """
-
-    layer: int
-    u: Float[Tensor, " d_mlp"]
-    r: Float[Tensor, " d_model"]
-    k_star: Float[Tensor, " d_mlp"]
-    v_star: Float[Tensor, " d_model"]
-    request: EditRequest
-    target_id: int
-    info: dict = field(default_factory=dict, compare=False)
-
-    def delta(self) -> Float[Tensor, "d_mlp d_model"]:
-        """The dense update u r^T (what `apply` adds to W_out)."""
-        return torch.outer(self.u, self.r)
 
 
 def context_prefixes(session, config: RomeConfig | None = None) -> tuple[str, ...]:
@@ -253,8 +213,6 @@ class _Stop(Exception):
 
 def _down_proj(session, layer: int):
     """The module of the pure view whose weight is `blocks[layer].mlp.W_out` (input: the FFN key)."""
-    from .apply import live_w_out
-
     name, param, _ = live_w_out(session, layer)
     mod = pure_view(session).get_submodule(pure_name(name).rsplit(".", 1)[0])
     if mod.weight is not param:
