@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from workbench.errors import LayerOutOfRange, TokenError, WorkbenchError
 
 __all__ = ["SubjectNotFound", "EditError", "SubjectPrompt", "locate_subject", "target_id",
-           "check_edit_layer"]
+           "target_ids", "check_edit_layer"]
 
 
 class SubjectNotFound(WorkbenchError):
@@ -88,6 +88,22 @@ def target_text(prompt: str, target: str) -> str:
 def target_id(session, prompt: str, target: str) -> int:
     """Token id of `target` after `prompt`; TokenError unless it is exactly one token."""
     return session.token_id(target_text(prompt, target))
+
+
+def target_ids(session, prompt: str, target: str) -> tuple[int, ...]:
+    """Token ids of `target` (any number of tokens) as it follows `prompt`.
+
+    TokenError when the target is empty or the tokenizer cannot produce it: its tokens decode to
+    another string (characters outside the vocabulary, an unknown-token id).
+    """
+    text = target_text(prompt, target)
+    ids = tuple(session.tokenizer(text, add_special_tokens=False)["input_ids"])
+    unk = session.tokenizer.unk_token_id
+    back = session.tokenizer.decode(list(ids))
+    if not ids or (unk is not None and unk in ids) or back != text:
+        raise TokenError(f"target={target!r} cannot be produced by this tokenizer: {text!r} "
+                         f"encodes to {list(ids)}, which decodes to {back!r}")
+    return ids
 
 
 def check_edit_layer(session, layer) -> int:

@@ -9,13 +9,20 @@ For a case (prompt about a subject, true object o, new object o*):
                   w = (2/3, 4/3), H_n the entropy (bits) of the n-gram frequencies of a
                   generated text (prompt + top-5 sampled continuation)
 
-Shares over cases are reported in percent, with the mean probability gaps. Objects must be one
-token each (with the leading space they have after the prompt); `case_token_ids` says which
-cases qualify.
+Shares over cases are reported in percent, with the mean probability gaps. Objects may be any
+number of tokens (with the leading space they have after the prompt): p(o | prompt) is then the
+per-token geometric mean of the teacher-forced sequence probability,
+
+    p(o | prompt) = exp( (1/|o|) sum_j log p(o_j | prompt, o_<j) )
+
+the comparison ROME and MEMIT make on CounterFact (mean token NLL); for one token it is the
+probability itself. `case_target_ids` gives the token sequences (TokenError when the tokenizer
+cannot produce an object); `case_token_ids` keeps the one-token ids for callers that need them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -27,10 +34,11 @@ import torch
 
 from workbench.errors import CorpusError
 
-from ._prompts import target_id
+from ._prompts import target_id, target_ids
 
-__all__ = ["EditCase", "KnownFact", "CaseScores", "load_counterfact", "load_known",
-           "case_token_ids", "score_case", "generation_entropy", "generate_texts", "summarize"]
+__all__ = ["EditCase", "KnownFact", "CaseScores", "load_counterfact", "load_known", "load_zsre",
+           "case_token_ids", "case_target_ids", "usable_cases", "score_case", "score_cases",
+           "sequence_logprobs", "generation_entropy", "generate_texts", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,102 @@ def load_known(path, n: int | None = None) -> list[KnownFact]:
     return out
 
 
+def load_zsre(path, n: int | None = None) -> list[EditCase]:
+    """zsRE question records (src, alt, answers, rephrase, loc, loc_ans) as `EditCase`s.
+
+    prompt = src (the question), target_new = alt, ground_truth = answers[0], locality = the
+    NQ question ``loc`` with its answer ``loc_ans``.
+    """
+    keys = ("subject", "src", "alt", "answers", "rephrase", "loc", "loc_ans")
+    out = []
+    for i, d in enumerate(_read(path)):
+        miss = [k for k in keys if k not in d]
+        if miss:
+            raise CorpusError(f"record {i} of {str(path)!r} lacks {miss}; a zsRE record needs {list(keys)}")
+        answers = d["answers"] if isinstance(d["answers"], list) else [d["answers"]]
+        if not answers:
+            raise CorpusError(f"record {i} of {str(path)!r} has no answer")
+        out.append(EditCase(int(d.get("case_id", i)), str(d["src"]), str(d["subject"]), str(d["alt"]),
+                            str(answers[0]), str(d["rephrase"]), str(d["loc"]), str(d["loc_ans"])))
+        if n is not None and len(out) >= n:
+            break
+    return out
+
+
+def case_target_ids(session, case: EditCase) -> dict[str, tuple[int, ...]]:
+    """Token sequences of the objects after each prompt (any length); TokenError when the
+    tokenizer cannot produce one."""
+    return {
+        "new": target_ids(session, case.prompt, case.target_new),
+        "true": target_ids(session, case.prompt, case.ground_truth),
+        "new_rephrase": target_ids(session, case.rephrase_prompt, case.target_new),
+        "true_rephrase": target_ids(session, case.rephrase_prompt, case.ground_truth),
+        "new_loc": target_ids(session, case.locality_prompt, case.target_new),
+        "true_loc": target_ids(session, case.locality_prompt, case.locality_ground_truth),
+    }
+
+
+def usable_cases(session, cases: list[EditCase]) -> tuple[list[EditCase], int]:
+    """(cases whose objects the tokenizer produces and whose new and true objects differ, skipped)."""
+    from workbench.errors import TokenError
+
+    out, skipped = [], 0
+    for c in cases:
+        try:
+            ids = case_target_ids(session, c)
+        except TokenError:
+            skipped += 1
+            continue
+        if ids["new"] == ids["true"] or not c.subject.strip() or c.subject not in c.prompt:
+            skipped += 1
+            continue
+        out.append(c)
+    return out, skipped
+
+
+@torch.no_grad()
+def sequence_logprobs(session, pairs: list[tuple[str, tuple[int, ...]]], batch_size: int = 64
+                      ) -> list[float]:
+    """Mean log p of each target sequence after its prompt (teacher forced), in the current state.
+
+    One forward per `batch_size` pairs of the session's pure HF view on right-padded rows
+    prompt + target[:-1] (causal attention needs no mask for right padding).
+    """
+    from workbench.pure import pure_view
+
+    hf = pure_view(session)
+    out: list[float] = []
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        rows = [(session.encode(p), list(t)) for p, t in chunk]
+        width = max(len(a) + len(b) - 1 for a, b in rows)
+        tokens = torch.full((len(rows), width), session.pad_id, dtype=torch.long)
+        for j, (a, b) in enumerate(rows):
+            seq = (a + b)[:-1]
+            tokens[j, : len(seq)] = torch.tensor(seq)
+        logits = hf(input_ids=tokens.to(session.device), use_cache=False).logits.float()
+        logp = torch.log_softmax(logits, -1).cpu()
+        for j, (a, b) in enumerate(rows):
+            pos = torch.arange(len(a) - 1, len(a) - 1 + len(b))
+            out.append(float(logp[j, pos, torch.tensor(b)].mean()))
+    return out
+
+
+def score_cases(session, cases: list[EditCase], ids: list[dict] | None = None,
+                batch_size: int = 64) -> list[CaseScores]:
+    """`CaseScores` of many cases (any target length) in batched forwards, in the current state."""
+    ids = ids or [case_target_ids(session, c) for c in cases]
+    pairs = []
+    for c, d in zip(cases, ids):
+        d = {k: (v,) if isinstance(v, int) else tuple(v) for k, v in d.items()}
+        pairs += [(c.prompt, d["new"]), (c.prompt, d["true"]), (c.rephrase_prompt, d["new_rephrase"]),
+                  (c.rephrase_prompt, d["true_rephrase"]), (c.locality_prompt, d["new_loc"]),
+                  (c.locality_prompt, d["true_loc"])]
+    lp = sequence_logprobs(session, pairs, batch_size)
+    p = [math.exp(v) for v in lp]
+    return [CaseScores(c.case_id, *p[6 * i : 6 * i + 6]) for i, c in enumerate(cases)]
+
+
 def case_token_ids(session, case: EditCase) -> dict[str, int]:
     """Token ids of the objects after each prompt; TokenError when one is not one token."""
     return {
@@ -143,7 +247,13 @@ class CaseScores:
 @torch.no_grad()
 def score_case(session, case: EditCase, ids: dict[str, int] | None = None,
                fluency: float | None = None) -> CaseScores:
-    """One batched forward of the prompt, rephrase and locality prompt, in the current state."""
+    """One batched forward of the prompt, rephrase and locality prompt, in the current state.
+
+    With one-token ids (`case_token_ids`, ints) the last-token probabilities; with token
+    sequences (`case_target_ids`, tuples) the per-token geometric means of `score_cases`.
+    """
+    if ids is not None and any(not isinstance(v, int) for v in ids.values()):
+        return dataclasses.replace(score_cases(session, [case], [ids])[0], fluency=fluency)
     ids = ids or case_token_ids(session, case)
     probs = torch.softmax(session.last_logits([case.prompt, case.rephrase_prompt,
                                                case.locality_prompt]).float(), -1).cpu()
@@ -177,7 +287,7 @@ def generate_texts(session, prompts: list[str], max_new_tokens: int = 100, top_k
 
     Runs the session's pure HF view (`workbench.fastpath.pure_view`): same weights and edits,
     about 30% faster on CPU than through the bridge, same tokens."""
-    from workbench.fastpath import pure_view
+    from workbench.pure import pure_view
 
     hf = pure_view(session)
     out = []

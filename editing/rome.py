@@ -15,7 +15,7 @@ the bare prompt (u . k_prompt = 1, least C-norm otherwise: `left_vector`), which
 without BOS needs: there the bare prompt's subject sits at position 0-1 with an atypical key.
 v* = k* W_out + b_out + delta, where delta minimises, over the prefixed prompts,
 
-    -mean_i log p(target | prompt_i) + kl_factor * KL(p0 || p)("{subject} is a")
+    -mean_i mean_j log p(t_j | prompt_i, t_<j) + kl_factor * KL(p0 || p)("{subject} is a")
     + weight_decay * (|delta| / |v0|)^2,          |delta| <= clamp * |v0|
 
 Unlike ROME's optimisation, which adds delta at the subject's last token only, the forward pass
@@ -35,14 +35,14 @@ import torch
 
 from workbench._types import Float, Tensor
 from workbench.errors import ShapeError, WorkbenchError
-from workbench.fastpath import pure_name, pure_view
+from workbench.pure import pure_name, pure_view
 
 from ._prompts import (
     EditError,
     SubjectPrompt,
     check_edit_layer,
     locate_subject,
-    target_id,
+    target_ids,
     target_text,
 )
 from .covariance import KeyStats
@@ -52,7 +52,7 @@ from .weights import live_w_out
 log = logging.getLogger(__name__)
 
 __all__ = ["EditRequest", "RomeConfig", "RankOneUpdate", "compute_rome_update", "context_prefixes",
-           "left_vector", "subject_key", "subject_keys"]
+           "left_vector", "subject_key", "subject_keys", "target_positions"]
 
 _PREFIX_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SEED_WORDS = ("The", "Therefore", "Because", "I", "You")
@@ -193,15 +193,21 @@ class _StepGraph:
         return out
 
 
-def _batch(session, sps: list[SubjectPrompt]):
+def _batch(session, sps: list[SubjectPrompt], tids: tuple[int, ...] = ()):
     """Right-padded tokens, last positions, subject-last positions. On CUDA the width is rounded
-    up to a multiple of 16 so that requests share shapes (kernel plans, graphs warm up once)."""
-    width = max(len(s.ids) for s in sps)
+    up to a multiple of 16 so that requests share shapes (kernel plans, graphs warm up once).
+
+    With target ids `tids`, every row but the last (the essence prompt) is followed by
+    ``tids[:-1]`` (teacher forcing of a multi-token target); `last` stays the prompt's last token.
+    """
+    tail = list(tids[:-1])
+    rows = [list(s.ids) + (tail if i < len(sps) - 1 else []) for i, s in enumerate(sps)]
+    width = max(len(r) for r in rows)
     if session.device.type == "cuda":
         width = -(-width // 16) * 16
     tokens = torch.full((len(sps), width), session.pad_id, dtype=torch.long)
-    for i, s in enumerate(sps):
-        tokens[i, : len(s.ids)] = torch.tensor(s.ids)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = torch.tensor(r)
     last = torch.tensor([len(s.ids) - 1 for s in sps])
     subj = torch.tensor([s.last for s in sps])
     return tokens.to(session.device), last.to(session.device), subj.to(session.device)
@@ -218,6 +224,31 @@ def _down_proj(session, layer: int):
     if mod.weight is not param:
         raise EditError(f"layer {layer}: the pure view's {name} is not the session's weight")
     return mod
+
+
+def target_positions(sps: list[SubjectPrompt], tids: tuple[int, ...], device
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+    """(row, position, wanted token) of every target token of every prompt: row i's prompt ends at
+    len(ids) - 1, whose logits predict tids[0]; target token j is predicted at len(ids) - 1 + j."""
+    rows, cols, want = [], [], []
+    for i, s in enumerate(sps):
+        for j, t in enumerate(tids):
+            rows.append(i)
+            cols.append(len(s.ids) - 1 + j)
+            want.append(t)
+    return (torch.tensor(rows, device=device), torch.tensor(cols, device=device),
+            torch.tensor(want, device=device))
+
+
+def _logits_at(session, tokens: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """Logits at positions (rows[i], cols[i]): HF trunk, then the output head there only."""
+    hf = pure_view(session)
+    h = hf.base_model(input_ids=tokens, use_cache=False).last_hidden_state[rows, cols]
+    logits = hf.get_output_embeddings()(h).float()
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 def _last_logits(session, tokens: Tensor, last: Tensor) -> Tensor:
@@ -290,7 +321,9 @@ def compute_rome_update(session, request: EditRequest, stats: KeyStats,
                         config: RomeConfig | None = None) -> RankOneUpdate:
     """The ROME update for `request` at `stats.layer`; the model's weights are not touched.
 
-    Raises SubjectNotFound, TokenError (empty or multi-token target), LayerOutOfRange,
+    The target may be several tokens (t_1..t_m): the loss is the mean token NLL of the whole
+    sequence, teacher forced. Raises SubjectNotFound, TokenError (empty target or one the
+    tokenizer cannot produce), LayerOutOfRange,
     ShapeError (statistics of another width) before any computation.
     """
     cfg = config or RomeConfig()
@@ -300,7 +333,8 @@ def compute_rome_update(session, request: EditRequest, stats: KeyStats,
         raise ShapeError(f"key statistics are {tuple(stats.moment.shape)}; layer {layer} keys "
                          f"need ({session.d_mlp}, {session.d_mlp})")
     base = locate_subject(session, request.prompt, request.subject)
-    tid = target_id(session, base.text, request.target)
+    tids = target_ids(session, base.text, request.target)
+    tid = tids[0]
     mlp = session.model.blocks[layer].mlp
     W_out = mlp.W_out.detach()
     try:
@@ -321,8 +355,9 @@ def compute_rome_update(session, request: EditRequest, stats: KeyStats,
     v0 = v0.float()
 
     ess = locate_subject(session, cfg.essence_prompt, request.subject)
-    tokens, last, _ = _batch(session, [*sps, ess])
+    tokens, last, _ = _batch(session, [*sps, ess], tids)
     n_rw = len(sps)
+    rows, cols, want = target_positions(sps, tids, session.device)
     delta = torch.zeros(session.d_model, device=session.device, requires_grad=True)
     graphs = cfg.cuda_graph and session.device.type == "cuda"
     opt = torch.optim.Adam([delta], lr=cfg.lr, capturable=graphs)
@@ -334,14 +369,16 @@ def compute_rome_update(session, request: EditRequest, stats: KeyStats,
 
     with torch.no_grad():
         p0 = torch.log_softmax(_last_logits(session, tokens[-1:], last[-1:])[0], -1)
+    all_rows = torch.cat([rows, torch.tensor([n_rw], device=rows.device)])
+    all_cols = torch.cat([cols, last[-1:]])
     max_norm = cfg.clamp * float(v0.norm())
     prev = torch.zeros_like(delta)                                  # delta before the last update
 
     def step() -> tuple[Tensor, Tensor]:
         """Loss at the current delta, then one Adam update clamped to max_norm: (nll, kl)."""
         opt.zero_grad(set_to_none=True)
-        logp = torch.log_softmax(_last_logits(session, tokens, last), -1)
-        nll = -logp[:n_rw, tid].mean()
+        logp = torch.log_softmax(_logits_at(session, tokens, all_rows, all_cols), -1)
+        nll = -logp[torch.arange(len(want), device=want.device), want].mean()
         kl = torch.nn.functional.kl_div(logp[-1], p0, log_target=True, reduction="sum")
         wd = (delta.norm() / v0.norm()) ** 2
         (nll + cfg.kl_factor * kl + cfg.weight_decay * wd).backward()
@@ -375,4 +412,4 @@ def compute_rome_update(session, request: EditRequest, stats: KeyStats,
     log.info("ROME L%d %r -> %r: nll %.3f kl %.3f in %d steps", layer, request.subject,
              request.target, nll_v, kl_v, steps)
     return RankOneUpdate(layer, u.detach().cpu(), r.cpu(), k_star.cpu(), v_star.detach().cpu(),
-                         request, tid, info)
+                         request, tid, info, tids)

@@ -101,7 +101,7 @@ def test_exception_in_body_restores(tiny, update, param_bytes):
     (PROMPT, "Big Ben", "Rome", SubjectNotFound, "does not occur"),
     (PROMPT, "", "Rome", SubjectNotFound, "empty"),
     (PROMPT, SUBJECT, "", TokenError, "empty"),
-    (PROMPT, SUBJECT, "Rome is a very fine city", TokenError, "exactly one token"),
+    (PROMPT, SUBJECT, "   ", TokenError, "empty"),
 ])
 def test_bad_requests_raise_and_leave_weights(tiny, tiny_stats, fast_cfg, param_bytes, prompt, subject, target,
                                               exc, match):
