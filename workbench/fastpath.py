@@ -2,13 +2,12 @@
 
 The TransformerBridge splices a Python wrapper (with dozens of hook points) around every
 Hugging Face submodule: a 32-token capture through it took 76-83 ms on an H100 against 25-38 ms
-for the plain HF forward (docs/GPU.md), and its Python defeats graphs and compile. Both fast
-paths therefore run a *pure* view
-of the session's Hugging Face model: a shallow copy of its module tree with every bridge
-component replaced by its `_original_component`. The copy shares every Parameter and buffer
-with the session (in-place weight edits are seen at once), has its own hook tables (nothing
-registered here leaks into the session) and its own config copy with SDPA attention (the
-bridge forces eager attention to expose patterns).
+for the plain HF forward (docs/GPU.md), and its Python defeats graphs and compile. The fast
+paths therefore run the *pure* view of the session's Hugging Face model (`workbench.pure`:
+same Parameters, own hook tables, SDPA attention).
+
+`choose_path` is the rule `workbench.capture` applies; `fast_capture` runs a chosen fast path
+with the capture objects cached in `session.owned` (freed by `Session.close()`).
 
 Activations are read with PyTorch module hooks on that pure tree (``L = model.layers[l]``):
 
@@ -23,7 +22,7 @@ Activations are read with PyTorch module hooks on that pure tree (``L = model.la
                                                                  (Gemma) / = attn_out
 
 Every other site (``attn_pattern``), models whose HF layout lacks these modules, active bridge
-hooks or interventions, and `logits=True` fall back to `workbench.capture.capture_tokens`, so
+hooks or interventions, and `logits=True` fall back to `workbench.generic.generic_capture`, so
 results are always those of the generic capture (equal within float tolerance: SDPA vs eager
 attention).
 
@@ -43,15 +42,16 @@ import torch
 from torch import nn
 
 from ._types import Int, Tensor
-from .capture import Capture, capture_tokens
 from .errors import WorkbenchError, choices
-from .hooks import Site, head_outputs, parse_site
+from .generic import Capture, generic_capture
+from .hooks import Intervention, Site, head_outputs, parse_site
+from .pure import pure_model
 from .session import Session, TokenBatch
 
 __all__ = [
-    "FAST_KINDS", "GraphCapture", "CompiledCapture", "compiled_capture", "fast_capture",
-    "fast_supported", "check_backend", "estimate_row_bytes", "plan_chunks", "MemoryBudgetError", "pure_model",
-    "pure_view", "pure_name",
+    "FAST_KINDS", "BACKENDS", "GraphCapture", "CompiledCapture", "compiled_capture", "fast_capture",
+    "fast_supported", "check_backend", "choose_path", "estimate_row_bytes", "plan_chunks",
+    "MemoryBudgetError", "GRAPH_MAX_ROWS", "GRAPH_MAX_WIDTH", "COMPILE_MIN_TOKENS",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,66 +60,13 @@ FAST_KINDS = frozenset({
     "resid_pre", "resid_mid", "resid_post", "attn_z", "head_out", "attn_out", "attn_resid",
     "mlp_in", "mlp_pre", "mlp_post", "mlp_out", "mlp_resid",
 })
-_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
-               "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
-               "_backward_pre_hooks")
+BACKENDS = ("auto", "generic", "eager", "graph", "compiled")
+GRAPH_MAX_ROWS, GRAPH_MAX_WIDTH = 8, 128   # auto on CUDA: at most this -> CUDA graph
+COMPILE_MIN_TOKENS = 4096                  # auto on CUDA: at least this many rows x width -> compiled
 
 
 class MemoryBudgetError(WorkbenchError):
     """Even one row of the requested capture does not fit the memory budget."""
-
-
-# ---------------------------------------------------------------- the pure HF view
-def _unwrap(m: nn.Module, memo: dict[int, nn.Module]) -> nn.Module:
-    """Shallow copy of `m` with bridge components replaced by their original HF modules."""
-    if id(m) in memo:
-        return memo[id(m)]
-    base = m
-    while getattr(base, "_original_component", None) is not None:
-        base = base._original_component
-    c = copy.copy(base)  # shares _parameters / _buffers dicts: same weights, same edits
-    memo[id(m)] = c
-    for name in _HOOK_DICTS:
-        if name in c.__dict__:
-            c.__dict__[name] = type(c.__dict__[name])()
-    c.__dict__["_modules"] = {k: (_unwrap(v, memo) if v is not None else None)
-                              for k, v in base._modules.items() if k != "_original_component"}
-    return c
-
-
-def pure_model(session: Session, attn: str = "sdpa") -> nn.Module:
-    """A private hook-free Hugging Face view of `session.hf_model` (shared weights).
-
-    Args:
-        attn: the attention implementation of the copy (``sdpa`` or ``eager``).
-    """
-    pure = _unwrap(session.hf_model, {})
-    cfg = copy.copy(session.hf_model.config)
-    cfg._attn_implementation = attn
-    for mod in pure.modules():
-        if getattr(mod, "config", None) is session.hf_model.config:
-            mod.config = cfg
-    return pure
-
-
-_PURE_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def pure_view(session: Session) -> nn.Module:
-    """`pure_model(session)` (SDPA), made once per session and HF model and then reused.
-
-    For analyses that run many plain forward or generate calls (ROME's v* optimisation, fluency
-    generation): none of the bridge's per-module Python, same weights, same edits.
-    """
-    got = _PURE_VIEWS.get(session)
-    if got is None or got[0]() is not session.hf_model:
-        got = _PURE_VIEWS[session] = (weakref.ref(session.hf_model), pure_model(session))
-    return got[1]
-
-
-def pure_name(name: str) -> str:
-    """A parameter or module name of `session.hf_model` as it reads in the pure view."""
-    return name.replace("._original_component", "")
 
 
 def _layers(pure: nn.Module) -> nn.ModuleList | None:
@@ -268,7 +215,7 @@ class GraphCapture:
     token shapes [batch, P] for each bucket P; a call pads the prompt on the right to the
     smallest P >= its length, replays, and copies the sites' buffers out (one flat clone).
     On CPU (or for prompts longer than the largest bucket) the pure trunk runs eagerly.
-    Falls back to `capture_tokens` for unsupported sites, active bridge hooks or interventions.
+    Falls back to `generic_capture` for unsupported sites, active bridge hooks or interventions.
 
     Args:
         session: the model session (weights must only be edited in place while graphs exist:
@@ -299,10 +246,18 @@ class GraphCapture:
             log.info("GraphCapture: sites %s use the generic capture", bad)
             return
         self._trunk = _Trunk(session, self.sites)
+        self.compiled = bool(compile)
         self._run = torch.compile(self._trunk.run, dynamic=False) if compile else self._trunk.run
         self._hook_points = _hook_tables(session)
         self.use_graphs = session.device.type == "cuda"
         self._graphs: dict[int, tuple] = {}
+        self._weights = _weights_key(session)
+
+    def release(self) -> None:
+        """Drop the graphs and their memory pools (`Session.close()` calls this)."""
+        self._graphs.clear()
+        if getattr(self, "compiled", False):
+            torch._dynamo.reset()
 
     def _graph(self, width: int):
         """(graph, static ids, flat output, [(site, offset, shape)]) for bucket `width`."""
@@ -331,6 +286,10 @@ class GraphCapture:
 
     def _replay(self, tokens: Tensor) -> dict[Site, Tensor]:
         n, w = tokens.shape
+        key = _weights_key(self.session)
+        if key != self._weights:  # a Parameter was replaced (not edited in place): recapture
+            self._graphs.clear()
+            self._weights = key
         width = next(b for b in self.buckets if b >= w)
         graph, ids, flat, layout = self._graph(width)
         ids.fill_(self.session.pad_id)
@@ -343,14 +302,19 @@ class GraphCapture:
     def __call__(self, prompts: str | Sequence[str] | TokenBatch | Tensor) -> Capture:
         batch = _as_batch(self.session, prompts)
         if not self.fast or _bridge_hooked(self._hook_points):
-            return capture_tokens(self.session, batch, self.sites)
+            return generic_capture(self.session, batch, self.sites)
         tokens = batch.tokens
         if not self.use_graphs or tokens.shape[1] > self.buckets[-1]:
-            return Capture(batch, _finish(self.session, self.sites, self._trunk.run(tokens)))
+            return Capture(batch, _finish(self.session, self.sites, self._trunk.run(tokens)), path="eager")
         chunks = [self._replay(tokens[i: i + self.batch]) for i in range(0, len(batch), self.batch)]
         raw = chunks[0] if len(chunks) == 1 else {
             s: torch.cat([c[s] for c in chunks]) for s in self.sites}
-        return Capture(batch, _finish(self.session, self.sites, raw))
+        return Capture(batch, _finish(self.session, self.sites, raw), path="graph")
+
+
+def _weights_key(session: Session) -> tuple[int, ...]:
+    """Storage addresses of every Parameter: changes when one is replaced rather than edited."""
+    return tuple(p.data_ptr() for p in session.hf_model.parameters())
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -425,7 +389,7 @@ class CompiledCapture:
     (`plan_chunks`; the last chunk is padded with pad rows so one compiled shape serves all),
     and keeps the result on the device when it fits in half the budget, else moves each
     chunk's activations to the CPU as it is made. An out-of-memory error halves the chunk and
-    retries. Unsupported sites (attn_pattern) or active bridge hooks use `capture_tokens`,
+    retries. Unsupported sites (attn_pattern) or active bridge hooks use `generic_capture`,
     chunked the same way.
 
     Args:
@@ -434,11 +398,14 @@ class CompiledCapture:
         compile: torch.compile the trunk (default: on CUDA only).
         memory_fraction: share of the free memory one chunk may use.
         budget_bytes: a fixed budget instead (tests, sharing the GPU).
+        bucket: pad each chunk's rows to a multiple of 8 and its width to a multiple of 128
+            (right padding: real tokens are unchanged), so varied request shapes reuse a few
+            compiled shapes (the default `capture` on CUDA sets it).
     """
 
     def __init__(self, session: Session, sites: Iterable[Site | str | tuple[str, int]],
                  compile: bool | None = None, memory_fraction: float = 0.7,
-                 budget_bytes: int | None = None):
+                 budget_bytes: int | None = None, bucket: bool = False):
         if not 0 < memory_fraction <= 1:
             raise WorkbenchError(f"memory_fraction={memory_fraction} must be in (0, 1]")
         self.session = session
@@ -446,13 +413,22 @@ class CompiledCapture:
         if not self.sites:
             raise WorkbenchError("compiled_capture needs at least one site")
         self.memory_fraction, self.budget_bytes = memory_fraction, budget_bytes
+        self.bucket = bool(bucket)
         self.fast = all(fast_supported(session, s) for s in self.sites)
         self._hook_points = _hook_tables(session)
+        self.compiled = False
         if self.fast:
             self._trunk = _Trunk(session, self.sites)
-            use = session.device.type == "cuda" if compile is None else compile
-            self._run = torch.compile(self._trunk.run, dynamic=False) if use else self._trunk.run
+            self.compiled = session.device.type == "cuda" if compile is None else bool(compile)
+            self._run = torch.compile(self._trunk.run, dynamic=False) if self.compiled else self._trunk.run
         self.last_plan: list[tuple[int, int]] = []
+
+    def release(self) -> None:
+        """Drop the compiled code (`Session.close()` calls this; torch.compile's caches are
+        per process, so this resets them for every session)."""
+        if self.compiled:
+            torch._dynamo.reset()
+            self.compiled = False
 
     def _budget(self) -> int:
         if self.budget_bytes is not None:
@@ -462,6 +438,8 @@ class CompiledCapture:
     def plan(self, batch: TokenBatch) -> tuple[list[tuple[int, int]], bool]:
         """(row chunks, offload to CPU) for `batch` under the current budget."""
         n, seq = batch.tokens.shape
+        if self.bucket:
+            seq = -(-seq // 128) * 128
         generic = not self.fast
         out_b, work_b = estimate_row_bytes(self.session, self.sites, seq, eager_attention=generic)
         budget = self._budget()
@@ -485,14 +463,19 @@ class CompiledCapture:
         try:
             with torch.no_grad():
                 if generic:
-                    yield capture_tokens(self.session, sub, self.sites)
+                    yield generic_capture(self.session, sub, self.sites)
                     return
                 tokens = sub.tokens
-                if tokens.shape[0] < rows:
-                    pad = tokens.new_full((rows - tokens.shape[0], tokens.shape[1]), self.session.pad_id)
-                    tokens = torch.cat([tokens, pad])
+                w = tokens.shape[1]
+                if self.bucket:
+                    rows = -(-rows // 8) * 8
+                width = -(-w // 128) * 128 if self.bucket else w
+                if tokens.shape[0] < rows or width > w:
+                    padded = tokens.new_full((rows, width), self.session.pad_id)
+                    padded[: tokens.shape[0], :w] = tokens
+                    tokens = padded
                 raw = self._run(tokens)
-                raw = {s: t[: j - i].clone() for s, t in raw.items()}
+                raw = {s: t[: j - i, :w].clone() for s, t in raw.items()}
                 acts = _finish(self.session, self.sites, raw)
         except torch.OutOfMemoryError:
             if j - i == 1:
@@ -503,7 +486,7 @@ class CompiledCapture:
             yield from self._chunk(batch, i, mid, mid - i)
             yield from self._chunk(batch, mid, j, mid - i)
             return
-        yield Capture(sub, acts)
+        yield Capture(sub, acts, path="compiled" if self.compiled else "eager")
 
     def __call__(self, prompts) -> Capture:
         """Capture the whole batch (on the CPU when it does not fit in half the budget)."""
@@ -517,7 +500,9 @@ class CompiledCapture:
                     t = cap.acts[s]
                     parts[s].append(t.to("cpu", non_blocking=False) if offload else t)
         acts = {s: (v[0] if len(v) == 1 else torch.cat(v)) for s, v in parts.items()}
-        return Capture(batch, acts)
+        path = "generic" if not self.fast or _bridge_hooked(self._hook_points) else (
+            "compiled" if self.compiled else "eager")
+        return Capture(batch, acts, path=path)
 
 
 def compiled_capture(session: Session, sites: Iterable[Site | str | tuple[str, int]],
@@ -526,25 +511,64 @@ def compiled_capture(session: Session, sites: Iterable[Site | str | tuple[str, i
     return CompiledCapture(session, sites, **kwargs)
 
 
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_BACKENDS = ("generic", "graph", "compiled")
-
-
 def check_backend(backend: str) -> str:
-    """Raise WorkbenchError unless `backend` is one of generic, graph, compiled."""
-    if backend not in _BACKENDS:
-        raise WorkbenchError(f"backend={backend!r} is unknown; choose one of {choices(_BACKENDS)}")
+    """Raise WorkbenchError unless `backend` is one of `BACKENDS`."""
+    if backend not in BACKENDS:
+        raise WorkbenchError(f"backend={backend!r} is unknown; choose one of {choices(BACKENDS)}")
     return backend
 
 
-def fast_capture(session: Session, batch: TokenBatch, sites: Sequence[Site], backend: str) -> Capture:
-    """`capture_tokens(..., backend=...)`: a cached GraphCapture ("graph") or CompiledCapture
-    ("compiled") per session and site list."""
-    kinds = {"graph": GraphCapture, "compiled": CompiledCapture}
-    if check_backend(backend) == "generic":
-        return capture_tokens(session, batch, sites)
-    per = _CACHE.setdefault(session, {})
-    key = (backend, tuple(parse_site(s) for s in sites))
-    if key not in per:
-        per[key] = kinds[backend](session, key[1])
-    return per[key](batch)
+def choose_path(session: Session, batch: TokenBatch, sites: Sequence[Site], *, logits: bool = False,
+                interventions: Sequence[Intervention] = (), backend: str = "auto") -> str:
+    """The capture path for a request: ``generic``, ``eager``, ``graph`` or ``compiled``.
+
+    ``generic`` whenever a fast path could not give the same result: logits, interventions,
+    active bridge hooks (`session.hooks`), a site kind outside `FAST_KINDS` (attention
+    patterns), or a model layout the taps do not know. Otherwise a forced `backend` is
+    honoured, and ``auto`` picks: on CUDA the graph for at most `GRAPH_MAX_ROWS` rows of at
+    most `GRAPH_MAX_WIDTH` tokens, the compiled trunk from `COMPILE_MIN_TOKENS` tokens on, the
+    eager trunk between; elsewhere the eager trunk (no graphs; compiling costs more than it
+    saves on a CPU).
+    """
+    check_backend(backend)
+    if backend == "generic" or logits or interventions or not sites:
+        return "generic"
+    if not all(fast_supported(session, s) for s in sites) or _bridge_hooked(_hook_tables(session)):
+        return "generic"
+    if backend != "auto":
+        return backend
+    if session.device.type != "cuda":
+        return "eager"
+    n, w = batch.tokens.shape
+    if n <= GRAPH_MAX_ROWS and w <= GRAPH_MAX_WIDTH:
+        return "graph"
+    return "compiled" if n * w >= COMPILE_MIN_TOKENS else "eager"
+
+
+def _owned(session: Session, key: tuple, make):
+    """The capture object for `key`, made once and kept in `session.owned` (weakly back-referenced)."""
+    got = session.owned.get(key)
+    if got is None:
+        got = session.owned[key] = make(weakref.proxy(session))
+    return got
+
+
+def fast_capture(session: Session, batch: TokenBatch, sites: Sequence[Site], path: str) -> Capture:
+    """Capture `sites` by a fast `path` (``eager``, ``graph`` or ``compiled``; see `choose_path`).
+
+    The GraphCapture / CompiledCapture per (path, sites, rows) lives in `session.owned` and
+    holds the session only through a weak proxy, so nothing here keeps a session alive.
+    """
+    check_backend(path)
+    sites = tuple(parse_site(s) for s in sites)
+    if path == "generic":
+        return generic_capture(session, batch, sites)
+    if path == "graph":
+        rows = 1 << max(0, len(batch) - 1).bit_length()  # 1, 2, 4, 8, ...: few graphs
+        gc_ = _owned(session, ("graph", sites, rows), lambda s: GraphCapture(s, sites, batch=rows))
+        return gc_(batch)
+    if path == "eager":
+        cc = _owned(session, ("eager", sites), lambda s: CompiledCapture(s, sites, compile=False))
+        return cc(batch)
+    cc = _owned(session, ("compiled", sites), lambda s: CompiledCapture(s, sites, compile=True, bucket=True))
+    return cc(batch)

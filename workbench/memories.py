@@ -42,16 +42,12 @@ from .capture import capture_tokens
 from .corpus import Corpus
 from .errors import CorpusError, NeuronOutOfRange, ShapeError, WorkbenchError, check_index
 from .hooks import Site
-from .memory_agreement import (  # re-exported: agreement lives beside the index
-    AgreementTable,
-    agreement,
-)
+from .memplan import MemoryPlan, plan_batch
 from .session import TokenBatch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MemoryIndex", "MemoryExample", "harvest", "harvest_topk", "index_from_merged", "pack_keys", "unpack_keys",
-           "AgreementTable", "agreement"]
+__all__ = ["MemoryIndex", "MemoryExample", "harvest", "harvest_topk", "index_from_merged", "pack_keys", "unpack_keys"]
 
 FORMAT = "workbench-memory-index/1"
 _LOW = (1 << 32) - 1
@@ -301,9 +297,10 @@ class _TopK:
         key-major and in token order without a full-size mask. Strict order (every batch offset
         above every stored one) means a key's candidates rank by value desc, then stored before
         new, then new by token order, which is their order in the concatenation [stored k;
-        crossings]. So each candidate gets one int64 (affected-key rank << 47 | (2^32 - 1 -
-        ordered value) << 15 | place in that order) and a single ascending sort ranks all keys
-        at once. Needs < 2^16 keys and t + k < 2^15 (`fits_sorted`). Exact like `merge`. With
+        crossings]. So each candidate gets one int64 (affected-key rank << 32 | (2^32 - 1 -
+        ordered value)) and a single stable ascending sort ranks all keys at once (equal ints
+        keep that concatenation order). Any batch size; needs < 2^31 keys (`fits_sorted`).
+        Exact like `merge`. With
         `sizes` (crossings, affected keys, flagged runs; known on the host) nothing here waits
         for the GPU. Returns the number of crossings.
         """
@@ -330,13 +327,11 @@ class _TopK:
         aff = torch.nonzero_static(per_key.reshape(-1) > 0, size=n_aff).reshape(-1)
         seg = torch.searchsorted(aff, key)
         A = n_aff
-        place_new = k + torch.arange(n, device=dev) - torch.searchsorted(key, key)  # k + index in key
         cand_v = torch.cat([vals[aff].reshape(-1), xb[r, j]])
         cand_o = torch.cat([offs[aff].reshape(-1), off[tp]])
         rank_key = torch.cat([torch.arange(A, device=dev).repeat_interleave(k), seg])
-        place = torch.cat([torch.arange(k, device=dev).repeat(A), place_new])
         desc = _LOW - (_ordered(cand_v) + (1 << 31))                      # in [0, 2^32)
-        order = ((rank_key << 47) | (desc << 15) | place).sort().indices
+        order = ((rank_key << 32) | desc).sort(stable=True).indices       # ties keep `place` order
         rk = rank_key[order]
         pos = torch.arange(order.numel(), device=dev) - torch.searchsorted(rk, rk)
         dst = torch.where(pos < k, rk * k + pos, A * k)                    # the rest: a spare slot
@@ -347,7 +342,7 @@ class _TopK:
         return int(n)
 
     def fits_sorted(self, n_keys: int, t: int) -> bool:
-        return n_keys < (1 << 16) and t + self.k < (1 << 15)
+        return n_keys < (1 << 31)
 
     def sparse_merge(self, sl: slice, X: Float[Tensor, "G t U"], off: Int[Tensor, " t"], strict: bool) -> int:
         """Merge a batch by its threshold crossings only; every key must already hold k entries.
@@ -457,20 +452,25 @@ def _stacked(device: torch.device) -> bool:
 
 @torch.no_grad()
 def harvest(session, corpus: Corpus, layers: Sequence[int] | None = None, k: int = 20,
-            window: int = 64, tokens_per_batch: int = 8192, max_tokens: int | None = None,
-            context: int = 12, show: int = 10, backend: str = "generic",
+            window: int = 64, tokens_per_batch: int | None = None, max_tokens: int | None = None,
+            context: int = 12, show: int = 10, backend: str = "auto",
             progress: bool = True) -> MemoryIndex:
     """Stream `corpus` and index every FFN key's top-k trigger prefixes (see module docstring).
 
-    One forward per batch with only the ``mlp_post`` sites hooked (`capture_tokens` stops after
-    the last requested layer); every real, non-BOS position of every window is a prefix.
+    One forward per batch with only the ``mlp_post`` sites hooked (the capture stops after
+    the last requested layer, no unembedding); every real, non-BOS position of every window
+    is a prefix.
 
     Args:
         layers: layers to harvest (default all). k: prefixes kept per key (>= 1).
-        window: model tokens per window (BOS included). tokens_per_batch: batch budget.
+        window: model tokens per window (BOS included).
+        tokens_per_batch: an upper bound on tokens per batch (default 16384); the memory plan
+            (`workbench.memplan`) lowers it to what fits, and an out-of-memory batch is split
+            in halves. Neither changes the result.
         max_tokens: stop after about this many tokens (default: the whole corpus).
         context, show: store `context` prefix tokens (+ the next token) of the best `show`
             prefixes per key in the index (0 to skip).
+        backend: the capture path (`workbench.capture`; ``auto`` picks the fastest).
     """
     state = harvest_topk(session, corpus, layers, k, window, tokens_per_batch, max_tokens, backend, progress)
     merged = {"layers": state["layers"], "values": state["values"], "offsets": state["offsets"],
@@ -479,16 +479,35 @@ def harvest(session, corpus: Corpus, layers: Sequence[int] | None = None, k: int
     return index_from_merged(session, corpus, merged, window, context=context, show=show)
 
 
+DEFAULT_TOKENS_PER_BATCH = 16384
+
+
+def harvest_plan(session, layers: Sequence[int], window: int, tokens_per_batch: int | None = None,
+                 available: int | None = None) -> MemoryPlan:
+    """The harvest's memory plan: captured ``mlp_post`` of `layers` plus the merge's copies.
+
+    Per token beyond the capture: the stacked group (a copy of up to `_GROUP_BYTES` of the
+    coefficients, bounded), its float32 crossings and a transposed copy in the first batches,
+    counted as 2x the captured coefficients in float32.
+    """
+    sites = [Site("mlp_post", layer) for layer in layers]
+    extra = 2 * 4 * len(layers) * session.d_mlp
+    return plan_batch(session, sites, window, tokens_per_batch or DEFAULT_TOKENS_PER_BATCH,
+                      extra=extra, available=available)
+
+
 @torch.no_grad()
 def harvest_topk(session, corpus, layers: Sequence[int] | None = None, k: int = 20, window: int = 64,
-                 tokens_per_batch: int = 8192, max_tokens: int | None = None, backend: str = "generic",
+                 tokens_per_batch: int | None = None, max_tokens: int | None = None, backend: str = "auto",
                  progress: bool = True) -> dict:
     """The raw harvest state: what `harvest` indexes and what a Ray shard sends to the driver.
 
     Returns ``{"layers": [L] int64, "values": [L d_mlp k] float32 (desc, -inf pads),
     "offsets": [L d_mlp k] int64 (-1 pads), "n": tokens, "fires": [L d_mlp] int64 (#m_i > 0),
-    "sum": [L d_mlp] float64 (sum of m_i, per batch in float32)}``, all on the CPU; the
-    running top-k stays on the session's device while streaming.
+    "sum": [L d_mlp] float64 (sum of m_i, per batch in float32), "tokens_per_batch": the
+    planned batch, "rows": rows per forward at the end (smaller after an out-of-memory split),
+    "paths": {capture path: forwards}}``, all on the CPU; the running top-k stays on the
+    session's device while streaming.
     """
     layers = list(range(session.n_layers)) if layers is None else [session.check_layer(x) for x in layers]
     if not layers:
@@ -497,6 +516,7 @@ def harvest_topk(session, corpus, layers: Sequence[int] | None = None, k: int = 
         raise ShapeError(f"k={k} must be >= 1")
     if len(corpus) >= 1 << 32:
         raise CorpusError(f"corpus of {len(corpus)} tokens: offsets must stay below 2^32")
+    plan = harvest_plan(session, layers, window, tokens_per_batch)
     dev, L, U = session.device, len(layers), session.d_mlp
     sites = [Site("mlp_post", layer) for layer in layers]
     top = _TopK(L, U, k, dev)
@@ -504,52 +524,79 @@ def harvest_topk(session, corpus, layers: Sequence[int] | None = None, k: int = 
     sums = torch.zeros(L, U, dtype=torch.float64, device=dev)
     n = 0
     pending = []    # threshold merges of the last batch, run once the next capture is queued
-    for wb in corpus.batches(session, window=window, tokens_per_batch=tokens_per_batch,
+    rows = max(1, plan.tokens_per_batch // window)
+    paths: dict[str, int] = {}
+    for wb in corpus.batches(session, window=window, tokens_per_batch=plan.tokens_per_batch,
                              max_tokens=max_tokens, progress=progress, desc="harvest"):
-        lengths = torch.full((wb.tokens.shape[0],), wb.tokens.shape[1], device=wb.tokens.device)
-        cap = capture_tokens(session, TokenBatch(wb.tokens, lengths), sites, backend=backend)
-        _run_pending(top, pending)             # launched behind the capture just queued
         b0 = int(wb.bos)
-        off = wb.offsets()[:, b0:].reshape(-1).to(dev)  # [t], increasing
-        lo, hi = wb.span if wb.span is not None else torch.stack([off.min(), off.max()]).tolist()
-        n += off.numel()
-        ms = [cap[s][:, b0:].reshape(-1, U) for s in sites]   # [t U] per layer
-        t = ms[0].shape[0]
-        strict, sparse = lo > top.max_offset, top.seen >= k
-        stack = _stacked(dev)
-        group = max(1, min(L, _GROUP_BYTES // max(1, t * U * ms[0].element_size()),
-                           ((1 << 16) - 1) // U)) if stack else 1   # fits_sorted: < 2^16 keys
-        for g0 in range(0, L, group):
-            sl = slice(g0, min(L, g0 + group))
-            X = torch.stack(ms[sl]) if stack else ms[g0][None]             # [G t U]
-            fast = sparse and strict and top.fits_sorted(X.shape[0] * U, t)
-            thr = top.values[sl, :, -1][:, None, :] if fast else None    # float32; X promotes
-            f, sm, blocks, per_key = _fused_stats(X, thr)
-            fires[sl] += f
-            sums[sl] += sm.double()
-            if fast:
-                pending.append(_counts_ready((sl, X, blocks, per_key, off)))
+        lo, hi = wb.span if wb.span is not None else wb.offsets()[:, b0:].aminmax()
+        strict = int(lo) > top.max_offset   # rows are in stream order: every chunk is strict too
+        i, nrows = 0, wb.tokens.shape[0]
+        while i < nrows:
+            j = min(nrows, i + rows)
+            tokens = wb.tokens[i:j]
+            lengths = torch.full((j - i,), tokens.shape[1], device=tokens.device)
+            try:
+                cap = capture_tokens(session, TokenBatch(tokens, lengths), sites, backend=backend)
+            except torch.OutOfMemoryError:
+                if j - i == 1:
+                    raise
+                rows = max(1, (j - i) // 2)
+                log.warning("harvest: out of memory at %d rows x %d tokens; %d rows from now on",
+                            j - i, tokens.shape[1], rows)
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
                 continue
-            if sparse:
-                top.crossings += top.sparse_merge(sl, X, off, strict)
-                continue
-            XT = X.transpose(1, 2).contiguous() if stack else X.transpose(1, 2)  # [G U t]
-            v, i, flag = top.select(sl, XT)
-            if bool(flag.any()):                                   # the one host sync per group
-                for jj in flag.any(-1).nonzero().flatten().tolist():
-                    top.fix(XT[jj], off, v[jj], i[jj], flag[jj].nonzero().flatten())
-            top.merge(sl, v, off[i])
-            del XT
-        del cap, ms, X
-        top.seen += t
-        top.max_offset = max(top.max_offset, hi)
+            paths[cap.path] = paths.get(cap.path, 0) + 1
+            _run_pending(top, pending)             # launched behind the capture just queued
+            off = (wb.starts[i:j, None] + torch.arange(tokens.shape[1] - b0, device=wb.starts.device)
+                   ).reshape(-1).to(dev)           # [t], increasing
+            ms = [cap[s][:, b0:].reshape(-1, U) for s in sites]   # [t U] per layer
+            n += _merge_batch(top, ms, off, fires, sums, pending, strict, dev)
+            del cap, ms
+            i = j
+        top.max_offset = max(top.max_offset, int(hi))
     _run_pending(top, pending)
     if n == 0:
         raise CorpusError(f"corpus {corpus.name!r} gave no tokens to harvest")
-    log.info("harvest: %d tokens, %d exact tie fixes, %d threshold crossings merged", n, top.exact_fixes,
-             top.crossings)
+    log.info("harvest: %d tokens, %d exact tie fixes, %d threshold crossings merged, paths %s", n,
+             top.exact_fixes, top.crossings, paths)
     return {"layers": torch.tensor(layers, dtype=torch.int64), "values": top.values.cpu(),
-            "offsets": top.offsets.cpu(), "n": n, "fires": fires.cpu(), "sum": sums.cpu()}
+            "offsets": top.offsets.cpu(), "n": n, "fires": fires.cpu(), "sum": sums.cpu(),
+            "tokens_per_batch": plan.tokens_per_batch, "rows": rows, "paths": paths}
+
+
+def _merge_batch(top: _TopK, ms: list[Tensor], off: Tensor, fires: Tensor, sums: Tensor,
+                 pending: list, strict: bool, dev: torch.device) -> int:
+    """Statistics and top-k merge of one captured batch ([t U] per layer); returns t."""
+    k, L, U = top.k, len(ms), ms[0].shape[-1]
+    t = ms[0].shape[0]
+    sparse = top.seen >= k
+    stack = _stacked(dev)
+    group = max(1, min(L, _GROUP_BYTES // max(1, t * U * ms[0].element_size()))) if stack else 1
+    for g0 in range(0, L, group):
+        sl = slice(g0, min(L, g0 + group))
+        X = torch.stack(ms[sl]) if stack else ms[g0][None]             # [G t U]
+        fast = sparse and strict and top.fits_sorted(X.shape[0] * U, t)
+        thr = top.values[sl, :, -1][:, None, :] if fast else None    # float32; X promotes
+        f, sm, blocks, per_key = _fused_stats(X, thr)
+        fires[sl] += f
+        sums[sl] += sm.double()
+        if fast:
+            pending.append(_counts_ready((sl, X, blocks, per_key, off)))
+            continue
+        if sparse:
+            top.crossings += top.sparse_merge(sl, X, off, strict)
+            continue
+        XT = X.transpose(1, 2).contiguous() if stack else X.transpose(1, 2)  # [G U t]
+        v, i, flag = top.select(sl, XT)
+        if bool(flag.any()):                                   # the one host sync per group
+            for jj in flag.any(-1).nonzero().flatten().tolist():
+                top.fix(XT[jj], off, v[jj], i[jj], flag[jj].nonzero().flatten())
+        top.merge(sl, v, off[i])
+        del XT
+    top.seen += t
+    return t
 
 
 def index_from_merged(session, corpus: Corpus, merged: dict, window: int, context: int = 12,

@@ -113,6 +113,34 @@ def cached_model_dir(name: str) -> Path:
     return target
 
 
+def gguf_model_dir(gguf: Path) -> Path:
+    """A GGUF file given by path, dequantized once into a cached safetensors directory.
+
+    The cache key is the file's absolute path, size and modification time, so a changed file
+    is converted again; later loads read the directory like any local model.
+    """
+    import hashlib
+
+    gguf = Path(gguf).resolve()
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_root() / "gguf-models" / f"{gguf.stem}-{key}"
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("dequantizing %s to float32 (first use; cached in %s)", gguf.name, target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{gguf.stem}-", dir=target.parent))
+    try:
+        _convert(gguf, tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def _convert(gguf: Path, out: Path) -> None:
     """Dequantize `gguf` with transformers and save a float32 safetensors directory in `out`."""
     import torch

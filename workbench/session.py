@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -29,14 +30,16 @@ from .errors import (
     NeuronOutOfRange,
     TokenError,
     UnknownModelError,
+    WorkbenchError,
     check_index,
     choices,
 )
-from .models import DEFAULT_MODEL, EMBEDDED, cached_model_dir
+from .models import DEFAULT_MODEL, EMBEDDED, cached_model_dir, gguf_model_dir
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+BOS_FAMILIES = ("gemma",)  # model_type prefixes whose models were trained with BOS on every sequence
 
 HookFn = Callable[[Tensor, object], Tensor | None]
 
@@ -76,8 +79,17 @@ class TokenBatch:
         return self.tokens.shape[0]
 
 
+class SessionClosedError(WorkbenchError):
+    """The session was closed (`Session.close()`); load a new one."""
+
+
 class Session:
     """One loaded model with its tokenizer, device, dtype and BOS policy.
+
+    A session owns its GPU memory: the weights and every artefact made for it (pure HF views,
+    CUDA-graph captures, compiled captures) live in the session (`owned`), never in a
+    module-level table, so `close()` (or leaving a ``with Session.load(...) as s:`` block, or
+    dropping the last reference) frees all of it.
 
     Args:
         model: a TransformerLens `TransformerBridge` wrapping a Hugging Face causal LM.
@@ -87,7 +99,8 @@ class Session:
     """
 
     def __init__(self, model, tokenizer, name: str, prepend_bos: bool):
-        self.model = model
+        self._model = model
+        self.owned: dict = {}  # per-session artefacts (fast-path captures, pure views); freed by close()
         for p in model.parameters():  # analyses take gradients w.r.t. activations, not weights
             p.requires_grad_(False)
         self.tokenizer = tokenizer
@@ -113,42 +126,60 @@ class Session:
         cls,
         name: str = DEFAULT_MODEL,
         device: str = "auto",
-        dtype: str | torch.dtype = "float32",
+        dtype: str | torch.dtype = "auto",
         prepend_bos: bool | None = None,
+        device_map: str | dict | None = None,
     ) -> Session:
-        """Load a model: an embedded name, a local HF directory, or a hub name (when reachable).
+        """Load a model: an embedded name, a local HF directory, a GGUF file or a hub name.
+
+        All four take the same path: find a directory (a GGUF file is dequantized once into a
+        cached directory; a hub name is resolved by transformers when a hub is reachable),
+        read its config and tokenizer, pick dtype and BOS, boot the bridge.
 
         Args:
             name: ``smollm2-135m`` (default), ``gemma3-270m``, a directory with config and
-                weights, or any model name TransformerLens supports.
+                weights, a ``.gguf`` file, or a hub name TransformerLens supports.
             device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``, ...
-            dtype: ``float32``, ``bfloat16`` or ``float16`` (or a torch dtype).
-            prepend_bos: override the model's BOS policy.
+            dtype: ``auto`` (default: float32 on the CPU; on CUDA bfloat16 when the device
+                supports it or the config asks for it, else the config's float16, else
+                float32), ``float32``, ``bfloat16``, ``float16`` or a torch dtype.
+            prepend_bos: override the BOS policy (default: `default_bos`, from the tokenizer
+                and the model family).
+            device_map: passed to transformers for models that do not fit one device
+                (``"auto"``, or a module -> device dict); `device` is then ignored.
         """
         from transformer_lens.model_bridge import TransformerBridge
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
-        torch_dtype = _dtype(dtype)
+        if not isinstance(dtype, torch.dtype) and dtype != "auto":
+            _dtype(dtype)  # reject a bad name before any loading
         dev = resolve_device(device)
+        bos = None
         if name in EMBEDDED:
-            emb = EMBEDDED[name]
-            path, bos = cached_model_dir(name), emb.prepend_bos
+            path, bos = cached_model_dir(name), EMBEDDED[name].prepend_bos
         elif Path(name).is_dir():
-            path, bos = Path(name), _default_bos(Path(name))
-        elif Path(name).exists():
-            raise UnknownModelError(f"model={name!r} is a file; give a model directory, an "
-                                    f"embedded name ({choices(EMBEDDED)}) or a hub name")
+            path = Path(name)
+        elif Path(name).is_file():
+            if Path(name).suffix.lower() != ".gguf":
+                raise UnknownModelError(f"model={name!r} is a file but not a .gguf file; give a model "
+                                        f"directory, a GGUF file, an embedded name ({choices(EMBEDDED)}) "
+                                        "or a hub name")
+            path = gguf_model_dir(Path(name))
         else:
-            path, bos = None, True
+            path = None
         if path is not None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        source = str(path) if path is not None else name
         try:
-            tok = AutoTokenizer.from_pretrained(path if path is not None else name)
+            tok = AutoTokenizer.from_pretrained(source)
+            config = AutoConfig.from_pretrained(source)
+            torch_dtype = resolve_dtype(dtype, dev, config)
             bridge = TransformerBridge.boot_transformers(
-                str(path) if path is not None else name,
+                source,
                 tokenizer=tok,
-                device=dev,
+                device=dev if device_map is None else None,
                 dtype=torch_dtype,
+                device_map=device_map,
             )
         except (OSError, ValueError, KeyError) as exc:
             raise UnknownModelError(
@@ -157,7 +188,10 @@ class Session:
                 "name TransformerLens supports (the hub must be reachable)"
             ) from exc
         bridge.eval()
-        return cls(bridge, tok, name, bos if prepend_bos is None else prepend_bos)
+        if prepend_bos is None:
+            prepend_bos = default_bos(tok, config) if bos is None else bos
+        log.info("loaded %s: %s, BOS %s", name, torch_dtype, "on" if prepend_bos else "off")
+        return cls(bridge, tok, name, prepend_bos)
 
     @classmethod
     def from_hf(cls, hf_model, tokenizer, name: str = "custom", prepend_bos: bool = False,
@@ -174,6 +208,43 @@ class Session:
         bridge.eval()
         return cls(bridge, tokenizer, name, prepend_bos)
 
+    # ---------------------------------------------------------------- lifetime
+    @property
+    def model(self):
+        """The TransformerBridge (raises SessionClosedError after `close()`)."""
+        if self._model is None:
+            raise SessionClosedError(f"session {self.name!r} is closed; load a new one with Session.load")
+        return self._model
+
+    @property
+    def closed(self) -> bool:
+        return self._model is None
+
+    def close(self) -> None:
+        """Free everything the session owns: fast-path captures (CUDA graphs, compiled trunks),
+        pure views, the model's weights; then return cached CUDA blocks to the device.
+
+        Idempotent. Tensors the caller still holds (a `Capture`'s activations) stay valid.
+        """
+        if self._model is None:
+            return
+        cuda = any(p.is_cuda for p in self._model.parameters())
+        for obj in list(self.owned.values()):
+            release = getattr(obj, "release", None)
+            if release is not None:
+                release()
+        self.owned.clear()
+        self._model = None
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # ---------------------------------------------------------------- properties
     @property
     def device(self) -> torch.device:
@@ -189,6 +260,8 @@ class Session:
         return self.model.original_model
 
     def __repr__(self) -> str:
+        if self.closed:
+            return f"Session({self.name!r}, closed)"
         return (f"Session({self.name!r}, layers={self.n_layers}, d_model={self.d_model}, "
                 f"d_mlp={self.d_mlp}, heads={self.n_heads}, device={self.device}, dtype={self.dtype})")
 
@@ -363,12 +436,34 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _default_bos(path: Path) -> bool:
-    """BOS policy for a local directory: off for SmolLM/Llama-style chat models, on otherwise."""
-    import json
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device, config=None) -> torch.dtype:
+    """The dtype to load in; ``auto``: float32 off CUDA; on CUDA bfloat16 when the device
+    supports it or the config was saved in bfloat16, else the config's float16, else float32."""
+    if dtype != "auto":
+        return _dtype(dtype)
+    if device.type != "cuda":
+        return torch.float32
+    saved = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(saved, str):
+        saved = DTYPES.get(saved)
+    if saved == torch.bfloat16 or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16 if saved == torch.float16 else torch.float32
 
-    cfg = path / "config.json"
-    if cfg.exists():
-        arch = json.loads(cfg.read_text()).get("model_type", "")
-        return arch != "llama"
-    return True
+
+def default_bos(tokenizer, config=None) -> bool:
+    """BOS policy from the tokenizer and the model family, not from the architecture name.
+
+    On when the model family was trained with BOS on every sequence (Gemma) or when the
+    tokenizer itself puts BOS first on plain encoding (Llama 3's post-processor, Gemma's
+    ``add_bos_token``); off otherwise (SmolLM2's tokenizer adds none, and the model predicts
+    better without it).
+    """
+    model_type = str(getattr(config, "model_type", "") or "")
+    if model_type.startswith(BOS_FAMILIES):
+        return tokenizer.bos_token_id is not None
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == bos

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.memories import MemoryIndex, agreement, harvest
+from workbench.memories import MemoryIndex, harvest
+from workbench.memory_agreement import agreement
 
 
 @pytest.fixture(scope="module")
