@@ -80,7 +80,8 @@ def sparsity_rows(layers, frequency, mean) -> list[dict]:
     check=_check,
 )
 def run_memory(ctx: ProbeContext, params: dict) -> dict:
-    from workbench.memories import agreement, harvest
+    from workbench.memories import harvest
+    from workbench.memory_agreement import agreement
     from workbench.moe import activation_sparsity
 
     s = ctx.session

@@ -23,12 +23,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ..errors import WorkbenchError
-from .ray_backend import DistributedError, RayConfig, init_ray, release_workers
+from workbench.distributed.cli import ray_config
+from workbench.distributed.ray_backend import DistributedError, RayConfig, init_ray, release_workers
+from workbench.errors import WorkbenchError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ray_run_battery", "grid_out_dirs"]
+__all__ = ["ray_run_battery", "grid_out_dirs", "battery_on_ray"]
 
 _SESSIONS: dict[tuple, Any] = {}  # per worker process: (model, device, dtype) -> Session
 _CONTEXTS: dict[tuple, Any] = {}  # per worker process: (spec hash, device) -> ProbeContext
@@ -38,11 +39,11 @@ def _probe_task(spec, probe_name: str) -> dict:
     """Run one probe of `spec` on this worker (the session is loaded once per worker)."""
     import ray
 
-    from probes.context import ProbeContext
-    from probes.registry import get_kind
-    from workbench.cli.common import meta
+    from workbench.distributed.ray_backend import load_named_session
+    from workbench.provenance import meta
 
-    from .ray_backend import load_named_session
+    from .context import ProbeContext
+    from .registry import get_kind
 
     device = "cuda" if ray.get_gpu_ids() else "cpu"
     probe = next(p for p in spec.probes if p.name == probe_name)
@@ -95,9 +96,10 @@ def ray_run_battery(spec, out_dir: str | Path, cfg: RayConfig | None = None,
     Returns ``{"results": {model: results dict as run_battery writes it}, "ray": {"submitted",
     "skipped", "failed", "seconds", "out_dirs"}}``.
     """
-    from probes.runner import run_battery
-    from probes.spec import BatterySpec, load_spec
-    from workbench.cli.common import write_json
+    from workbench.provenance import write_json
+
+    from .runner import run_battery
+    from .spec import BatterySpec, load_spec
 
     if not isinstance(spec, BatterySpec):
         spec = load_spec(spec)  # validated before Ray starts
@@ -153,3 +155,22 @@ def ray_run_battery(spec, out_dir: str | Path, cfg: RayConfig | None = None,
     return {"results": results,
             "ray": {"submitted": len(refs), "skipped": skipped, "failed": n_failed,
                     "seconds": time.perf_counter() - t0, "out_dirs": [str(o) for o in outs]}}
+
+
+def battery_on_ray(args, spec) -> tuple[list[str], int]:
+    """``workbench battery run SPEC --ray``: probes (x models) as Ray tasks.
+
+    Returns (summary lines for the command to print, exit status: 1 when a probe failed).
+    """
+    cfg = ray_config(args)
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    out = ray_run_battery(spec, args.out, cfg, models=models, force=args.force,
+                          progress=not args.no_progress)
+    r = out["ray"]
+    lines = [f"ray: {r['submitted']} probe tasks ran, {r['skipped']} reused, {r['failed']} "
+             f"failed in {r['seconds']:.1f} s"]
+    for (model, res), d in zip(out["results"].items(), r["out_dirs"]):
+        c = res["counts"]
+        lines.append(f"{model}: {c['cached'] + c['ran']} finished, {c['failed']} failed -> {d}")
+        lines += [f"  {p['name']}: {p['error']}" for p in res["probes"] if p["status"] == "failed"]
+    return lines, int(r["failed"] > 0)

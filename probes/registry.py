@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from workbench.errors import WorkbenchError, choices
 
 __all__ = ["Param", "ProbeKind", "REQUIRED", "SpecError", "UnknownProbeKind", "register_kind",
-           "get_kind", "kinds", "set_renderer"]
+           "get_kind", "kinds"]
 
 REQUIRED: Any = object()
 BUILTIN = ("probes.linear_kind", "probes.knowledge", "probes.sae", "probes.memory", "probes.edit")
@@ -65,7 +65,9 @@ class ProbeKind:
         available: ``() -> None`` when the kind can run, else the reason it cannot (a missing
             module from another part of the workbench).
         check: ``check(params, where)``: extra static validation (no model), raising SpecError.
-        render: ``render(report, result, params)`` adds the probe's section to an HtmlReport.
+
+    A kind's HTML section is rendered apart from it, by `probes.report` through the project's one
+    result -> HTML dispatch (`widgets.html.register_renderer`, keyed by ``"probe:<name>"``).
     """
 
     name: str
@@ -74,7 +76,6 @@ class ProbeKind:
     doc: str = ""
     available: Callable[[], str | None] = lambda: None
     check: Callable[[dict, str], None] | None = None
-    render: Callable | None = field(default=None, repr=False)
 
 
 _KINDS: dict[str, ProbeKind] = {}
@@ -87,16 +88,10 @@ def register_kind(name: str, params: dict[str, Param], doc: str = "",
     """Decorator registering ``run(ctx, params) -> dict`` as probe kind `name`."""
 
     def deco(fn):
-        _KINDS[name] = ProbeKind(name, fn, dict(params), doc, available or (lambda: None), check,
-                                 _KINDS[name].render if name in _KINDS else None)
+        _KINDS[name] = ProbeKind(name, fn, dict(params), doc, available or (lambda: None), check)
         return fn
 
     return deco
-
-
-def set_renderer(name: str, fn: Callable) -> None:
-    """Attach the HTML renderer of kind `name` (rendering lives apart from computing)."""
-    _KINDS[name].render = fn
 
 
 def _load_builtin() -> None:
@@ -105,7 +100,6 @@ def _load_builtin() -> None:
         _LOADED = True
         for mod in BUILTIN:
             importlib.import_module(mod)
-        importlib.import_module("probes.report")  # attaches renderers
 
 
 def kinds() -> dict[str, ProbeKind]:

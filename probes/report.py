@@ -1,7 +1,7 @@
 """HTML rendering of battery results (the dict a battery writes; nothing is recomputed).
 
 Every probe kind has a renderer registered here with `set_renderer`; figures come from
-`widgets.figures_probes`. The page: header (model, spec hash, versions, timings), a summary
+`widgets.html.figures_probes`. The page: header (model, spec hash, versions, timings), a summary
 table of all probes, then one section per probe, then the spec and full JSON folded away.
 """
 
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from widgets import figures_probes as figs
-from widgets.report import HtmlReport, escape
+from widgets.html import figures_probes as figs
+from widgets.html.render import register_renderer, render_into
+from widgets.html.report import HtmlReport, escape
 
-from .registry import kinds, set_renderer
+from .registry import kinds
 
 __all__ = ["render_battery", "headline"]
 
@@ -59,16 +60,13 @@ def render_battery(results: dict) -> HtmlReport:
         if p["result"] is None:
             r.text(f"Failed: {p['error']}")
             continue
-        if kind is not None and kind.render is not None:
-            kind.render(r, p["result"], p["params"])
-        else:
-            r.json_block(p["result"], "result")
+        render_into(p["result"], r, key=f"probe:{p['kind']}", params=p["params"])
     r.heading("Spec")
     r.json_block(results["spec"], "battery spec")
     return r
 
 
-def _render_linear(r: HtmlReport, res: dict, params: dict) -> None:
+def _render_linear(res: dict, r: HtmlReport, params: dict) -> None:
     counts = ", ".join(f"{c}: {n}" for c, n in zip(res["classes"], res["class_counts"]))
     r.text(f"{res['n_examples']} examples ({counts}); {res['n_train']} train / {res['n_test']} "
            f"held out; {res['n_types']} token types; {res['config']['model']} probe, "
@@ -78,7 +76,7 @@ def _render_linear(r: HtmlReport, res: dict, params: dict) -> None:
     r.table([best], caption="most selective layer")
 
 
-def _render_knowledge(r: HtmlReport, res: dict, params: dict) -> None:
+def _render_knowledge(res: dict, r: HtmlReport, params: dict) -> None:
     med = res["median_first_top1_correct"]
     r.text(f"{res['n_facts']} facts from {res['source']}; final prediction accuracy "
            f"{res['accuracy']:.3f}; median first top-1 layer (correct facts) "
@@ -91,7 +89,7 @@ def _render_knowledge(r: HtmlReport, res: dict, params: dict) -> None:
     r.table(rows, caption="first 25 facts")
 
 
-def _render_tables(r: HtmlReport, res: dict, params: dict) -> None:
+def _render_tables(res: dict, r: HtmlReport, params: dict) -> None:
     """Kinds that return per-layer rows under ``layers`` and named tables under ``tables``."""
     if res.get("layers"):
         numeric = [k for k, v in res["layers"][0].items()
@@ -109,4 +107,4 @@ def _render_tables(r: HtmlReport, res: dict, params: dict) -> None:
 
 _RENDERERS = {"linear": _render_linear, "knowledge": _render_knowledge}
 for _name in kinds():
-    set_renderer(_name, _RENDERERS.get(_name, _render_tables))
+    register_renderer(f"probe:{_name}", _RENDERERS.get(_name, _render_tables))

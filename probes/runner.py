@@ -40,7 +40,7 @@ def results_paths(spec: BatterySpec, out_dir: str | Path) -> tuple[Path, Path]:
 
 
 def _model_info(session) -> dict[str, Any]:
-    from workbench.cli.common import meta
+    from workbench.provenance import meta
 
     return meta(session)["model"]
 
@@ -56,7 +56,7 @@ def run_battery(spec: BatterySpec | str | Path, out_dir: str | Path, force: bool
         session: an already loaded session to use instead of loading ``spec.model``.
         progress: show progress bars.
     """
-    from workbench.cli.common import meta, write_json
+    from workbench.provenance import meta, write_json
 
     from .report import render_battery
 

@@ -61,16 +61,16 @@ At one layer and token, the FFN output is $\\sum_i m_i v_i$. The largest sub-upd
 $|m_i|\\,\\|v_i\\|$, with the tokens each promotes (the top of $\\mathrm{sign}(m_i)\\,v_i W_U$):"""),
         ("code", """layer = s.n_layers - 2
 subs = ctl.sub_updates(lens, layer, last)
-for u in subs.items[:6]:
-    print(f"unit {u.neuron:5d}  m={u.coefficient:+.2f}  |v|={u.norm:.2f}  promotes {list(u.promoted[:4])}")"""),
+for u in subs.by_magnitude[:6]:
+    print(f"unit {u.neuron:5d}  m={u.coefficient:+.2f}  |v|={u.value_norm:.2f}  promotes {[t.token for t in u.promoted[:4]]}")"""),
         ("md", """Knock out the ten largest sub-updates of every one of the last four layers at the last
 token and compare the prediction's probability (an intervention, undone after the call):"""),
-        ("code", """from widgets import Edit
+        ("code", """from workbench.prompt_lens import UnitScale
 
 edits = []
 for ly in range(s.n_layers - 4, s.n_layers):
     top = ctl.sub_updates(lens, ly, last, k=10)
-    edits += [Edit(ly, last, u.neuron, 0.0) for u in top.items]
+    edits += [UnitScale(ly, last, u.neuron, 0.0) for u in top.by_magnitude]
 knocked = ctl.prompt_lens(prompt, edits)
 target = lens.next_ids[0]
 p_after = dict(zip(knocked.next_ids.tolist(), knocked.next_probs.tolist())).get(int(target), 0.0)
@@ -130,7 +130,7 @@ from workbench import Session, Corpus
 from editing import (EditRequest, RomeConfig, TraceConfig, apply, compute_rome_update,
                      embedding_std, key_stats, trace_fact)
 from widgets import Controller, export_html
-from widgets.figures_editing import trace_heatmap
+from widgets.html.figures_editing import trace_heatmap
 
 s = Session.load()
 corpus = Corpus.load("../data/corpus/tiny_corpus.txt", s.tokenizer, max_tokens=20_000)
@@ -195,7 +195,7 @@ from workbench import Corpus, Session
 from workbench.saes import (SAEConfig, TrainConfig, harvest_features, reconstruction_metrics,
                             splice, steer_feature, train_sae)
 from widgets import Controller, FeatureBrowser, export_html
-from widgets.figures_sae import frequency_histogram, training_curves
+from widgets.html.figures_sae import frequency_histogram, training_curves
 
 s = Session.load()
 corpus = Corpus.load("../data/corpus/tiny_corpus.txt", s.tokenizer, max_tokens=40_000)
@@ -251,7 +251,7 @@ raw accuracy, says whether the layer holds the information. This tour runs a sma
 the embedded default model."""),
         ("code", """import tomllib
 from probes import parse_spec, results_paths, run_battery
-from widgets.figures_probes import linear_probe_figure, selectivity_overview
+from widgets.html.figures_probes import linear_probe_figure, selectivity_overview
 from workbench import Session
 
 s = Session.load()

@@ -5,33 +5,31 @@
 
 Views take result objects plus callbacks bound to a `Controller` (the only code here that
 talks to the session); each also renders statically (nbconvert, GitHub) and into `HtmlReport`.
+Rendering without a kernel lives in `widgets.html`, which never imports ipywidgets; the names
+below are imported lazily, so ``import widgets.html`` (batteries, the command line) loads no
+ipywidgets.
 """
 
-from .app import Workbench
-from .attention import AttentionView
-from .controller import Controller
-from .edit_studio import TraceEditStudio
-from .export import export_html, export_session, register_renderer
-from .memory import MemoryExplorer
-from .prompt import PromptExplorer
-from .report import HtmlReport
-from .results import (
-    AttentionResult,
-    Edit,
-    EditOutcome,
-    MemoryHits,
-    MemoryRecord,
-    PromptLens,
-    SteerOutcome,
-    SubUpdate,
-    SubUpdates,
-)
-from .sae_browser import FeatureBrowser
+from __future__ import annotations
 
-__all__ = [
-    "HtmlReport", "Workbench", "Controller", "PromptExplorer", "AttentionView",
-    "export_html", "export_session", "register_renderer",
-    "AttentionResult", "Edit", "EditOutcome", "PromptLens", "SteerOutcome", "SubUpdate",
-    "SubUpdates", "TraceEditStudio", "FeatureBrowser", "MemoryExplorer", "MemoryRecord",
-    "MemoryHits",
-]
+import importlib
+
+_WHERE = {
+    "Workbench": "app", "AttentionView": "attention", "Controller": "controller",
+    "TraceEditStudio": "edit_studio", "MemoryExplorer": "memory", "PromptExplorer": "prompt",
+    "FeatureBrowser": "sae_browser",
+    "export_html": "html.render", "export_session": "html.render",
+    "register_renderer": "html.render", "HtmlReport": "html.report",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

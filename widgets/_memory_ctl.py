@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
+from workbench.memory_cards import MemoryHits, MemoryRecord, memory_record, search_memories
 
 from ._base import Progress
-from .results import MemoryHits, MemoryRecord
 
 
 class MemoryMixin:
@@ -29,40 +28,12 @@ class MemoryMixin:
         return self._remember(idx)
 
     def memory(self, index, layer: int, neuron: int, n_tokens: int = 8) -> MemoryRecord:
-        """One memory: trigger prefixes from the index, value tokens from `workbench.vocab`."""
-        from workbench.vocab import value_tokens
-
-        ex = index.examples(layer, neuron, self._corpus(), context=20)
+        """`workbench.memory_cards.memory_record`: trigger prefixes and value tokens of a unit."""
         with self.lock:
-            vt = value_tokens(self.session, layer, [neuron], k=n_tokens)[0]
-        r = index.row(layer)
-        return self._remember(MemoryRecord(
-            layer=int(layer), neuron=int(neuron), examples=tuple(ex),
-            promoted=tuple((t.token, t.score) for t in vt.promoted),
-            suppressed=tuple((t.token, t.score) for t in vt.suppressed), value_norm=vt.norm,
-            frequency=float(index.frequency[r, neuron]), mean=float(index.mean[r, neuron]),
-            n_tokens=int(index.n_tokens)))
+            rec = memory_record(self.session, index, self._corpus(), layer, neuron, n_tokens)
+        return self._remember(rec)
 
-    @torch.no_grad()
     def search_memories(self, index, token: str, k: int = 10) -> MemoryHits:
-        """Units of the index's layers whose value most promotes `token` (exactly one token).
-
-        Score: the token's logit in unembed(v_i) (final norm, then W_U), as `workbench.vocab`
-        reads values; only that token's column of W_U is needed.
-        """
-        from workbench import ffn_weights
-
-        s = self.session
-        tid = s.token_id(token)
-        col = s.W_U[:, tid]
-        scores = []
+        """`workbench.memory_cards.search_memories` over the index's layers."""
         with self.lock:
-            for layer in index.layers:
-                v = ffn_weights(s, layer).values
-                scores.append((s.final_norm(v) @ col.to(v.dtype)).float())
-        allsc = torch.stack(scores)                      # [L d_mlp]
-        top = allsc.flatten().topk(min(k, allsc.numel()))
-        d = allsc.shape[1]
-        hits = tuple((int(index.layers[i // d]), int(i % d), float(v))
-                     for i, v in zip(top.indices.tolist(), top.values.tolist()))
-        return MemoryHits(token, hits)
+            return search_memories(self.session, index.layers, token, k)

@@ -5,10 +5,9 @@ Mixed into `widgets.controller.Controller`; the browser calls these and nothing 
 
 from __future__ import annotations
 
-import torch
+from workbench.saes.steering import SteerOutcome, steer_outcome
 
 from ._base import Progress
-from .results import SteerOutcome
 
 
 class SaeMixin:
@@ -39,19 +38,7 @@ class SaeMixin:
 
     def steer(self, sae, prompt: str, feature: int, amount: float, max_new_tokens: int = 12,
               progress: Progress | None = None) -> SteerOutcome:
-        """Next tokens and a greedy continuation with `amount` added to the latent's code."""
-        from workbench.saes import splice, steer_feature
-
-        s = self.session
-
-        def top(k: int = 5):
-            p = torch.softmax(s.last_logits(prompt)[0].float(), -1).topk(k)
-            return tuple((s.tokenizer.decode([int(i)]), float(v))
-                         for i, v in zip(p.indices.tolist(), p.values.tolist()))
-
+        """`workbench.saes.steer_outcome`: next tokens and a continuation with the code raised."""
         with self.lock:
-            before, gen_before = top(), s.generate(prompt, max_new_tokens=max_new_tokens)
-            with splice(s, sae, [steer_feature(feature, amount)], keep_error=True):
-                after, gen_after = top(), s.generate(prompt, max_new_tokens=max_new_tokens)
-        return self._remember(SteerOutcome(prompt, int(feature), float(amount), before, after,
-                                           gen_before, gen_after))
+            out = steer_outcome(self.session, sae, prompt, feature, amount, max_new_tokens)
+        return self._remember(out)

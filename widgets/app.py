@@ -18,7 +18,7 @@ import ipywidgets as W
 
 from ._base import View
 from .controller import Controller
-from .report import escape
+from .html.report import escape
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class Workbench(View):
 
     def export(self, path: str | Path, max_bytes: int | None = None) -> Path:
         """One standalone HTML file with every opened tab's current state."""
-        from .export import MAX_REPORT_BYTES, export_session
+        from .html.render import MAX_REPORT_BYTES, export_session
 
         views = [self.views[t] for t, _ in self.specs if t in self.views]
         return export_session(self.controller, path, views,

@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 import ipywidgets as W
 
+from workbench.attention import AttentionResult
+
 from ._base import View, figure_widget
-from .figures import attention_heatmap, head_norm_heatmap, round4
-from .results import AttentionResult
+from .html.figures import attention_heatmap, head_norm_heatmap, round4
 
 __all__ = ["AttentionView"]
 

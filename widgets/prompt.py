@@ -13,10 +13,12 @@ from collections.abc import Callable
 
 import ipywidgets as W
 
+from workbench.prompt_lens import PromptLens, UnitScale
+from workbench.vocab import SubUpdates
+
 from ._base import View, figure_widget
-from .figures import lens_heatmap, next_token_bars, round4, short
-from .report import escape
-from .results import Edit, PromptLens, SubUpdates
+from .html.figures import lens_heatmap, next_token_bars, round4, short
+from .html.report import escape
 
 __all__ = ["PromptExplorer"]
 
@@ -62,8 +64,8 @@ class PromptExplorer(View):
 
     # ------------------------------------------------------------------ actions
     @property
-    def edits(self) -> tuple[Edit, ...]:
-        return tuple(sorted(Edit(ly, p, n, f) for (ly, p, n), f in self.factors.items() if f != 1.0))
+    def edits(self) -> tuple[UnitScale, ...]:
+        return tuple(sorted(UnitScale(ly, p, n, f) for (ly, p, n), f in self.factors.items() if f != 1.0))
 
     def set_prompt(self, prompt: str) -> None:
         """Run a new prompt (edits are cleared: they name token positions of the old one)."""
@@ -136,18 +138,18 @@ class PromptExplorer(View):
     def _show_subs(self, subs: SubUpdates) -> None:
         self.subs = subs
         with self.heat.batch_update():
-            self.heat.data[1].x = [subs.pos]
+            self.heat.data[1].x = [subs.position]
             self.heat.data[1].y = [subs.layer]
-        self.sub_title.value = (f"<b>Layer {subs.layer}, token {subs.pos} "
+        self.sub_title.value = (f"<b>Layer {subs.layer}, token {subs.position} "
                                 f"<code>{escape(subs.token)}</code></b>: top FFN sub-updates "
                                 f"m<sub>i</sub>v<sub>i</sub> and the tokens they promote")
-        self.sub_box.children = [self._sub_row(subs, u) for u in subs.items]
+        self.sub_box.children = [self._sub_row(subs, u) for u in subs.by_magnitude]
 
     def _sub_row(self, subs: SubUpdates, u) -> W.Widget:
-        key = (subs.layer, subs.pos, u.neuron)
+        key = (subs.layer, subs.position, u.neuron)
         factor = self.factors.get(key, 1.0)
         label = W.HTML(f"<code>n{u.neuron}</code> m={u.coefficient:+.2f} "
-                       f"‖v‖={u.norm:.2f} ↑ {escape(', '.join(repr(t) for t in u.promoted[:4]))}",
+                       f"‖v‖={u.value_norm:.2f} ↑ {escape(', '.join(repr(t.token) for t in u.promoted[:4]))}",
                        layout=W.Layout(width="520px"))
         mode = {1.0: "keep", 0.0: "zero", BOOST: "boost"}.get(factor)
         toggle = W.ToggleButtons(options=["keep", "zero", "boost"], value=mode,
@@ -164,7 +166,7 @@ class PromptExplorer(View):
 
         def on_scale(change):
             toggle.value = {1.0: "keep", 0.0: "zero", BOOST: "boost"}.get(float(change["new"]))
-            self.set_factor(u.neuron, float(change["new"]), subs.layer, subs.pos)
+            self.set_factor(u.neuron, float(change["new"]), subs.layer, subs.position)
 
         toggle.observe(on_toggle, "value")
         scale.observe(on_scale, "value")
@@ -188,11 +190,11 @@ class PromptExplorer(View):
         parts.append(("table", (rows, ["token", "p now", "p before edits"])))
         if self.subs is not None:
             s = self.subs
-            parts.append(("text", f"Top sub-updates of layer {s.layer} at token {s.pos} ({s.token!r})"))
-            parts.append(("table", ([{"neuron": u.neuron, "m": u.coefficient, "|v|": u.norm,
-                                      "promotes": " ".join(repr(t) for t in u.promoted),
-                                      "suppresses": " ".join(repr(t) for t in u.suppressed)}
-                                     for u in s.items], None)))
+            parts.append(("text", f"Top sub-updates of layer {s.layer} at token {s.position} ({s.token!r})"))
+            parts.append(("table", ([{"neuron": u.neuron, "m": u.coefficient, "|v|": u.value_norm,
+                                      "promotes": " ".join(repr(t.token) for t in u.promoted),
+                                      "suppresses": " ".join(repr(t.token) for t in u.suppressed)}
+                                     for u in s.by_magnitude], None)))
         if lens.edits:
             parts.append(("table", ([{"layer": e.layer, "pos": e.pos, "neuron": e.neuron,
                                       "factor": e.factor} for e in lens.edits], None)))

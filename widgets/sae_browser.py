@@ -13,38 +13,24 @@ from collections.abc import Callable
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ._base import View, figure_widget, table_html
-from .report import escape
-from .results import SteerOutcome
+from workbench.saes.steering import SteerOutcome
 
-__all__ = ["FeatureBrowser", "examples_html", "steer_html"]
+from ._base import View, figure_widget
+from .html.report import escape
+from .html.sae import examples_html, steer_html
 
-
-def examples_html(rows: list[dict]) -> str:
-    """Top-activating contexts, the trigger token highlighted."""
-    out = [{"act": r["value"],
-            "context": (f"{escape(r['before'])}<mark class='tok'>{escape(r['token'])}</mark>"
-                        f"{escape(r['after'])}")} for r in rows]
-    return table_html(out, ["act", "context"], raw=("context",)) if out else "<i>never fired</i>"
-
-
-def steer_html(out: SteerOutcome) -> str:
-    rows = [{"": "greedy continuation", "plain": out.gen_before, "steered": out.gen_after},
-            {"": "top next tokens", "plain": ", ".join(f"{t!r} {p:.2f}" for t, p in out.top_before),
-             "steered": ", ".join(f"{t!r} {p:.2f}" for t, p in out.top_after)}]
-    return (f"<p><b>Steering</b> feature {out.feature} by {out.amount:+g} on "
-            f"{escape(repr(out.prompt))}</p>" + table_html(rows, ["", "plain", "steered"]))
+__all__ = ["FeatureBrowser"]
 
 
 def _hist(harvest, i: int) -> go.Figure:
-    from .figures_sae import feature_histogram
+    from .html.figures_sae import feature_histogram
 
     return feature_histogram(harvest.histograms[i].tolist(), harvest.edges.tolist(),
                              int(harvest.features[i]))
 
 
 def _vocab(reading) -> go.Figure:
-    from .figures_sae import vocab_bar
+    from .html.figures_sae import vocab_bar
 
     return vocab_bar(reading.top_tokens, reading.top_logits,
                      f"feature {reading.feature}: decoder direction promotes")

@@ -29,6 +29,7 @@ __all__ = [
     "value_logits",
     "value_tokens",
     "top_tokens",
+    "next_tokens",
     "LogitLens",
     "logit_lens",
     "SubUpdate",
@@ -181,7 +182,8 @@ class SubUpdate:
     value_norm: float
     magnitude: float          # |m_i| * ||v_i||
     target_effect: float      # d logit(target) from this sub-update (see `ffn_sub_updates`)
-    promoted: tuple[TokenScore, ...]
+    promoted: tuple[TokenScore, ...]     # top of unembed(m_i v_i): what adding it pushes up
+    suppressed: tuple[TokenScore, ...] = ()   # bottom of unembed(m_i v_i)
 
 
 @dataclass(frozen=True)
@@ -210,18 +212,23 @@ class SubUpdates:
 
 @torch.no_grad()
 def ffn_sub_updates(session, prompt: str, layer: int, position: int = -1, target: str | None = None,
-                    k: int = 10, n_tokens: int = 5) -> SubUpdates:
+                    k: int = 10, n_tokens: int = 5, interventions: Sequence[Intervention] = (),
+                    keep: Sequence[int] = ()) -> SubUpdates:
     """Split `layer`'s FFN update at `position` into sub-updates m_i v_i and rank them.
 
     The effect on the target's logit is the sub-update's direct contribution through the
     frozen final norm: m_i * (W_U[:, t] . (g * v_i)) / rms(h), with h the final residual at that
     position and g the final norm's scale (the linearisation used by direct logit attribution).
+    With `interventions` (e.g. units zeroed or scaled), coefficients are read under them; units
+    in `keep` head the magnitude ranking whatever their size (a zeroed unit stays listed, so a
+    view can restore it).
     """
     if k <= 0:
         raise ShapeError(f"k={k} must be >= 1")
     session.check_layer(layer)
     last = session.n_layers - 1
-    cap = capture(session, prompt, [Site("mlp_post", layer), Site("mlp_out", layer), Site("resid_post", last)])
+    cap = capture(session, prompt, [Site("mlp_post", layer), Site("mlp_out", layer), Site("resid_post", last)],
+                  interventions=interventions)
     n = int(cap.batch.lengths[0])
     pos = position + n if position < 0 else position
     if not 0 <= pos < n:
@@ -243,12 +250,20 @@ def ffn_sub_updates(session, prompt: str, layer: int, position: int = -1, target
         effect = torch.zeros_like(m)
 
     def rows(idx):
-        subs = m[idx, None] * values[idx]
-        lg = session.unembed(subs).float()
+        # read each signed value as workbench.vocab does: unembed(sign(m_i) v_i); the final norm
+        # makes the reading independent of |m_i| (a zeroed unit still shows what it writes)
+        sign = torch.where(m[idx] < 0, -1.0, 1.0)[:, None]
+        lg = session.unembed(values[idx] * sign).float()
         return tuple(SubUpdate(int(i), float(m[i]), float(norms[i]), float(magnitude[i]), float(effect[i]),
-                               top_tokens(session, lg[j], n_tokens)) for j, i in enumerate(idx.tolist()))
+                               top_tokens(session, lg[j], n_tokens),
+                               top_tokens(session, lg[j], n_tokens, largest=False))
+                     for j, i in enumerate(idx.tolist()))
 
-    by_mag = rows(magnitude.topk(min(k, len(m))).indices)
+    for i in keep:
+        session.check_neuron(layer, int(i))
+    order = magnitude.topk(min(k, len(m))).indices.tolist()
+    picked = list(dict.fromkeys([*map(int, keep), *order]))[: max(k, len(keep))]
+    by_mag = rows(torch.tensor(picked, dtype=torch.long))
     by_tgt = rows(effect.topk(min(k, len(m))).indices) if tid is not None else ()
     update = cap[Site("mlp_out", layer)][0, pos].float()
     return SubUpdates(prompt, layer, pos, cap.batch.str_tokens[0][pos], target, by_mag, by_tgt,
@@ -288,3 +303,13 @@ def memory_intervention(session, prompt: str, interventions: Sequence[Interventi
     return DistributionChange(prompt, tuple(iv.description for iv in interventions),
                               top_tokens(session, p0, k), top_tokens(session, p1, k),
                               top_tokens(session, diff, k), top_tokens(session, diff, k, largest=False), kl)
+
+
+@torch.no_grad()
+def next_tokens(session, prompt: str, k: int = 5) -> tuple[tuple[str, float], ...]:
+    """The top-k next tokens of `prompt` with their probabilities, as (token, p) pairs."""
+    if k <= 0:
+        raise ShapeError(f"k={k} must be >= 1")
+    p = torch.softmax(session.last_logits(prompt)[0].float(), -1).topk(k)
+    return tuple((session.tokenizer.decode([int(i)]), float(v))
+                 for i, v in zip(p.indices.tolist(), p.values.tolist()))

@@ -14,8 +14,8 @@ from workbench.cli import main
 
 @pytest.fixture
 def tiny_cli(tiny, monkeypatch):
-    import workbench.cli.cmd_lens as lens
-    import workbench.cli.cmd_memories as mem
+    import widgets.commands.lens as lens
+    import widgets.commands.memories as mem
 
     monkeypatch.setattr(mem, "load_session", lambda args: tiny)
     monkeypatch.setattr(lens, "load_session", lambda args: tiny)

@@ -8,7 +8,7 @@ from workbench.cli import main
 
 
 def test_sae_cli_train_eval_features(tiny, small_corpus_path, tmp_path, monkeypatch, capsys):
-    import workbench.cli.cmd_sae as cmd
+    import widgets.commands.sae as cmd
 
     monkeypatch.setattr(cmd, "load_session", lambda args: tiny)
     out = tmp_path / "sae"
@@ -33,7 +33,7 @@ def test_sae_cli_train_eval_features(tiny, small_corpus_path, tmp_path, monkeypa
 
 
 def test_circuits_cli_skips_or_runs(tiny, tmp_path, monkeypatch):
-    import workbench.cli.cmd_circuits as cmd
+    import widgets.commands.circuits as cmd
 
     monkeypatch.setattr(cmd, "load_session", lambda args: tiny)
     assert main(["circuits", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "c")]) == 0

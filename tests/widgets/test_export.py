@@ -8,7 +8,7 @@ import re
 import pytest
 
 from widgets import Controller, Workbench, export_html
-from widgets.export import MAX_REPORT_BYTES
+from widgets.html.render import MAX_REPORT_BYTES
 
 PROMPT = "Paris is the capital of"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from editing.ray_stats import ray_key_stats
 from workbench.corpus import Corpus
 from workbench.distributed import (
     RayConfig,
@@ -26,7 +27,6 @@ from workbench.distributed import (
     merge_topk,
     plan_shards,
     ray_activation_stats,
-    ray_key_stats,
     require_ray,
     rows_per_batch,
     run_sharded,
@@ -276,7 +276,7 @@ def test_battery_grid_on_ray_equals_single_process_and_rerun_skips(ray_local, ti
     from probes.runner import run_battery
     from probes.spec import load_spec
     from workbench.cli import main
-    from workbench.distributed.battery import ray_run_battery
+    from probes.ray_battery import ray_run_battery
 
     path = tmp_path / "mini.toml"
     path.write_text(BATTERY.format(corpus=small_corpus_path), encoding="utf-8")

@@ -92,7 +92,7 @@ def test_real_model_keys_are_sparse(smollm, small_corpus_path):
 
 
 def test_moe_figures_show_the_results(tiny, corpus):
-    from widgets.figures_vocab import expert_share_figure, sparsity_figure
+    from widgets.html.figures_vocab import expert_share_figure, sparsity_figure
 
     sp = activation_sparsity(tiny, corpus, window=32, tokens_per_batch=256, max_tokens=256)
     fig = sparsity_figure(sp.rows())

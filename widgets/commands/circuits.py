@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_model_args, load_session, meta, write_json
+from workbench.arguments import add_model_args, load_session
+from workbench.provenance import meta, write_json
 
 
 def register(sub) -> None:
@@ -34,11 +35,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from widgets.figures_sae import head_scores_heatmap
-    from widgets.report import HtmlReport
-
-    from ..saes.circuits import CircuitConfig, find_circuit
-    from ..saes.tasks import TaskUnavailable, load_task
+    from widgets.html.figures_sae import head_scores_heatmap
+    from widgets.html.report import HtmlReport
+    from workbench.saes.circuits import CircuitConfig, find_circuit
+    from workbench.saes.tasks import TaskUnavailable, load_task
 
     cfg = CircuitConfig(d_sae=args.d_sae, k=args.k, steps=args.steps, n_true=args.n_true)
     s = load_session(args)

@@ -11,7 +11,8 @@ import logging
 import time
 from pathlib import Path
 
-from .common import add_model_args, load_session, meta, write_json
+from workbench.arguments import add_model_args, load_session
+from workbench.provenance import meta, write_json
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,8 @@ def run(args) -> int:
         summarize,
     )
     from editing.tracing import DEFAULT_FACTS
-    from widgets.figures_editing import edit_summary_figure
-    from widgets.report import HtmlReport
+    from widgets.html.figures_editing import edit_summary_figure
+    from widgets.html.report import HtmlReport
     from workbench.corpus import Corpus
     from workbench.errors import TokenError
 

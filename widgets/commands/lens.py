@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import EmptyPromptError, ShapeError
-from .common import add_model_args, load_session, meta, write_json
+from workbench.arguments import add_model_args, load_session
+from workbench.errors import EmptyPromptError, ShapeError
+from workbench.provenance import meta, write_json
 
 
 def register(sub) -> None:
@@ -45,10 +46,9 @@ def _sub(r) -> dict:
 
 
 def run(args) -> int:
-    from widgets.figures_vocab import logit_lens_heatmap, sub_update_bars, target_curve
-    from widgets.report import HtmlReport
-
-    from ..vocab import ffn_sub_updates, logit_lens
+    from widgets.html.figures_vocab import logit_lens_heatmap, sub_update_bars, target_curve
+    from widgets.html.report import HtmlReport
+    from workbench.vocab import ffn_sub_updates, logit_lens
 
     if not args.prompt.strip():
         raise EmptyPromptError("the prompt is empty; give some text")
@@ -117,9 +117,9 @@ def ffn_effects(s, prompt: str, target: str, n_tokens: int = 5) -> list[dict]:
     tokens the whole update promotes."""
     import torch
 
-    from ..capture import capture
-    from ..hooks import Site
-    from ..vocab import top_tokens
+    from workbench.capture import capture
+    from workbench.hooks import Site
+    from workbench.vocab import top_tokens
 
     last = s.n_layers - 1
     sites = [Site("mlp_out", layer) for layer in range(s.n_layers)] + [Site("resid_post", last)]

@@ -17,8 +17,9 @@ import argparse
 import time
 from pathlib import Path
 
-from ..errors import ShapeError, WorkbenchError
-from .common import add_model_args, load_session, meta, write_json
+from workbench.arguments import add_model_args, load_session
+from workbench.errors import ShapeError, WorkbenchError
+from workbench.provenance import meta, write_json
 
 
 def register(sub) -> None:
@@ -58,20 +59,20 @@ def check_args(args) -> None:
     if args.composition_tokens < 0:
         raise ShapeError(f"--composition-tokens={args.composition_tokens} must be >= 0")
     if args.ray is not None:  # before the model loads: one clear error naming the extra
-        from ..distributed.ray_backend import require_ray
+        from workbench.distributed.ray_backend import require_ray
 
         require_ray()
 
 
 def _harvest(args, session, corpus, layers):
     """Single process, or Ray shards merged exactly (same index either way)."""
-    from ..memories import harvest, index_from_merged
+    from workbench.memories import harvest, index_from_merged
 
     if args.ray is None:
         return harvest(session, corpus, layers=layers, k=args.k, window=args.window,
                        tokens_per_batch=args.tokens_per_batch, max_tokens=args.max_tokens), {}
     # ---- Ray path (workbench.distributed) ---------------------------------------------------
-    from ..distributed import RayConfig, WorkerModel, ray_harvest
+    from workbench.distributed import RayConfig, WorkerModel, ray_harvest
 
     cfg = RayConfig(address=None if args.ray == "local" else args.ray, workers=args.ray_workers)
     merged, timing = ray_harvest(WorkerModel.of(session), corpus, cfg, layers=layers, k=args.k,
@@ -83,12 +84,11 @@ def _harvest(args, session, corpus, layers):
 
 
 def run(args) -> int:
-    from widgets.figures_vocab import agreement_figure
-    from widgets.report import HtmlReport
-
-    from ..corpus import Corpus
-    from ..memories import agreement
-    from ..vocab import value_tokens
+    from widgets.html.figures_vocab import agreement_figure
+    from widgets.html.report import HtmlReport
+    from workbench.corpus import Corpus
+    from workbench.memory_agreement import agreement
+    from workbench.vocab import value_tokens
 
     check_args(args)
     s = load_session(args)

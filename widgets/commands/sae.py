@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_model_args, load_session, meta, write_json
+from workbench.arguments import add_model_args, load_session
+from workbench.provenance import meta, write_json
 
 
 def register(sub) -> None:
@@ -66,15 +67,15 @@ def register(sub) -> None:
 
 
 def _corpus(session, path, max_tokens=None):
-    from ..corpus import Corpus
+    from workbench.corpus import Corpus
 
     return Corpus.load(path, session.tokenizer, max_tokens=max_tokens)
 
 
 def cmd_train(args) -> int:
-    from ..hooks import parse_site
-    from ..saes import SAEConfig, TrainConfig, evaluate_sae, train_sae
-    from ..saes.sites import site_d_in
+    from workbench.hooks import parse_site
+    from workbench.saes import SAEConfig, TrainConfig, evaluate_sae, train_sae
+    from workbench.saes.sites import site_d_in
 
     s = load_session(args)
     d_in = site_d_in(s, parse_site(args.site).check(s), args.head)
@@ -104,7 +105,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from ..saes import evaluate_sae, load_sae
+    from workbench.saes import evaluate_sae, load_sae
 
     s = load_session(args)
     sae = load_sae(args.sae, session=s, device=s.device)
@@ -122,7 +123,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_features(args) -> int:
-    from ..saes import load_sae
+    from workbench.saes import load_sae
 
     s = load_session(args)
     sae = load_sae(args.sae, session=s, device=s.device)
@@ -140,15 +141,14 @@ def _dashboard(s, sae, corpus, data, path, features, top, examples, tokens) -> d
     """Harvest features and render a standalone HTML dashboard; adds `features` to `data`."""
     import torch
 
-    from widgets.figures_sae import (
+    from widgets.html.figures_sae import (
         feature_histogram,
         frequency_histogram,
         training_curves,
         vocab_bar,
     )
-    from widgets.report import HtmlReport, escape
-
-    from ..saes import decoder_vocab, feature_contexts, harvest_features
+    from widgets.html.report import HtmlReport, escape
+    from workbench.saes import decoder_vocab, feature_contexts, harvest_features
 
     h_all = harvest_features(s, sae, corpus, features=None, k=examples, max_tokens=tokens)
     if features is None:

@@ -6,7 +6,8 @@ import json
 import logging
 from pathlib import Path
 
-from .common import add_model_args, load_session, meta, write_json
+from workbench.arguments import add_model_args, load_session
+from workbench.provenance import meta, write_json
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from editing import TraceConfig, embedding_std, load_known, trace_fact
-    from widgets.figures_editing import trace_figures
-    from widgets.report import HtmlReport
+    from widgets.html.figures_editing import trace_figures
+    from widgets.html.report import HtmlReport
     from workbench.corpus import Corpus
     from workbench.errors import WorkbenchError
 

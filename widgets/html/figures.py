@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from .results import AttentionResult, PromptLens
+from workbench.attention import AttentionResult
+from workbench.prompt_lens import PromptLens
 
 __all__ = ["lens_heatmap", "next_token_bars", "attention_heatmap", "head_norm_heatmap",
            "short", "round4"]

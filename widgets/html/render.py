@@ -25,30 +25,48 @@ from .report import HtmlReport
 
 log = logging.getLogger(__name__)
 
-__all__ = ["export_html", "export_session", "render_into", "register_renderer", "RENDERERS",
-           "MAX_REPORT_BYTES"]
+__all__ = ["export_html", "export_session", "render_into", "register_renderer", "renderer_for",
+           "RENDERERS", "MAX_REPORT_BYTES"]
 
 MAX_REPORT_BYTES = 5_000_000
-RENDERERS: dict[type, Callable[[Any, HtmlReport], None]] = {}
+RENDERERS: dict[type | str, Callable[..., None]] = {}
+_LOADED: list[bool] = []
 
 
-def register_renderer(cls: type, fn: Callable[[Any, HtmlReport], None]) -> None:
-    """Render results of type `cls` with `fn(result, report)` in exports."""
-    RENDERERS[cls] = fn
+def register_renderer(key: type | str, fn: Callable[..., None]) -> None:
+    """Render results of type `key` (or battery results of probe kind `key`, a string) with
+    ``fn(result, report, **context)``; the one result -> HTML dispatch of the project."""
+    RENDERERS[key] = fn
+
+
+def renderer_for(key: type | str) -> Callable[..., None] | None:
+    """The renderer registered for a result type (searched along its MRO) or a probe kind."""
+    _builtin_renderers()
+    if isinstance(key, str):
+        return RENDERERS.get(key)
+    for cls in key.__mro__:
+        if cls in RENDERERS:
+            return RENDERERS[cls]
+    return None
 
 
 def _builtin_renderers() -> None:
-    if RENDERERS:
+    if _LOADED:
         return
+    _LOADED.append(True)
+    from editing.outcome import EditOutcome
+    from editing.tracing import TraceResult
+    from workbench.attention import AttentionResult
+    from workbench.memory_cards import MemoryRecord
+    from workbench.prompt_lens import PromptLens
+    from workbench.saes.steering import SteerOutcome
+    from workbench.vocab import SubUpdates
+
+    from .editing import compare_html, edit_bars
     from .figures import attention_heatmap, head_norm_heatmap, lens_heatmap, next_token_bars
-    from .results import (
-        AttentionResult,
-        EditOutcome,
-        MemoryRecord,
-        PromptLens,
-        SteerOutcome,
-        SubUpdates,
-    )
+    from .figures_editing import trace_heatmap
+    from .memory import examples_table, value_bars
+    from .sae import steer_html
 
     def lens(r: PromptLens, rep: HtmlReport) -> None:
         rep.heading(f"Logit lens: {r.prompt!r}")
@@ -68,53 +86,36 @@ def _builtin_renderers() -> None:
                   caption="mean head-output norm per layer and head", digits=3)
 
     def subs(r: SubUpdates, rep: HtmlReport) -> None:
-        rep.heading(f"FFN sub-updates, layer {r.layer} at token {r.pos} ({r.token!r})")
-        rep.table([{"neuron": u.neuron, "m": u.coefficient, "|v|": u.norm,
-                    "promotes": " ".join(map(repr, u.promoted)),
-                    "suppresses": " ".join(map(repr, u.suppressed))} for u in r.items])
+        rep.heading(f"FFN sub-updates, layer {r.layer} at token {r.position} ({r.token!r})")
+        rep.table([{"neuron": u.neuron, "m": u.coefficient, "|v|": u.value_norm,
+                    "promotes": " ".join(repr(t.token) for t in u.promoted),
+                    "suppresses": " ".join(repr(t.token) for t in u.suppressed)}
+                   for u in r.by_magnitude])
 
-    def outcome(r, rep: HtmlReport) -> None:
-        from .edit_studio import compare_html, edit_bars
-
+    def outcome(r: EditOutcome, rep: HtmlReport) -> None:
         rep.heading(f"Edit: {r.subject!r} → {r.target!r} at layer {r.layer}")
         rep.figure(edit_bars(r))
         rep.html(compare_html(r))
 
-    register_renderer(EditOutcome, outcome)
-
-    def steered(r, rep: HtmlReport) -> None:
-        from .sae_browser import steer_html
-
+    def steered(r: SteerOutcome, rep: HtmlReport) -> None:
         rep.heading(f"SAE steering: feature {r.feature}")
         rep.html(steer_html(r))
 
-    register_renderer(SteerOutcome, steered)
-
-    def memory(r, rep: HtmlReport) -> None:
-        from .memory import examples_table, value_bars
-
+    def memory(r: MemoryRecord, rep: HtmlReport) -> None:
         rep.heading(f"FFN memory: layer {r.layer}, unit {r.neuron}")
         rep.figure(value_bars(r))
         rep.html(examples_table(r))
 
-    register_renderer(MemoryRecord, memory)
-    try:
-        from editing import TraceResult
+    def trace(r: TraceResult, rep: HtmlReport) -> None:
+        rep.heading(f"Causal trace: {r.prompt!r} (subject {r.subject!r}, answer {r.answer!r})")
+        rep.text(f"p clean {r.clean_prob:.3f}, subject corrupted {r.corrupted_prob:.3f}")
+        for k in r.scores:
+            rep.figure(trace_heatmap(r, k))
 
-        def trace(r, rep: HtmlReport) -> None:
-            from .figures_editing import trace_heatmap
-
-            rep.heading(f"Causal trace: {r.prompt!r} (subject {r.subject!r}, answer {r.answer!r})")
-            rep.text(f"p clean {r.clean_prob:.3f}, subject corrupted {r.corrupted_prob:.3f}")
-            for k in r.scores:
-                rep.figure(trace_heatmap(r, k))
-
-        register_renderer(TraceResult, trace)
-    except ImportError:
-        pass
-    register_renderer(PromptLens, lens)
-    register_renderer(AttentionResult, att)
-    register_renderer(SubUpdates, subs)
+    for cls, fn in ((PromptLens, lens), (AttentionResult, att), (SubUpdates, subs),
+                    (EditOutcome, outcome), (SteerOutcome, steered), (MemoryRecord, memory),
+                    (TraceResult, trace)):
+        RENDERERS.setdefault(cls, fn)
 
 
 def _generic(result: Any, rep: HtmlReport) -> None:
@@ -135,17 +136,21 @@ def _generic(result: Any, rep: HtmlReport) -> None:
         rep.code(repr(result)[:4000])
 
 
-def render_into(obj: Any, rep: HtmlReport) -> None:
-    """Add one result or view (anything with `.report(rep)`) to `rep`."""
-    _builtin_renderers()
-    if hasattr(obj, "report") and callable(obj.report):
+def render_into(obj: Any, rep: HtmlReport, key: type | str | None = None, **context) -> None:
+    """Add one result or view (anything with `.report(rep)`) to `rep`.
+
+    `key` overrides the lookup by type (battery results are dicts, keyed by probe kind).
+    """
+    if key is None and hasattr(obj, "report") and callable(obj.report):
         obj.report(rep)
         return
-    for cls in type(obj).__mro__:
-        if cls in RENDERERS:
-            RENDERERS[cls](obj, rep)
-            return
-    _generic(obj, rep)
+    fn = renderer_for(type(obj) if key is None else key)
+    if fn is not None:
+        fn(obj, rep, **context)
+    elif isinstance(obj, dict):
+        rep.json_block(obj, "result")
+    else:
+        _generic(obj, rep)
 
 
 def export_html(objs: Any | Iterable[Any], path: str | Path, title: str = "Workbench report",

@@ -1,7 +1,9 @@
-"""The ``workbench`` command line.
+"""The ``workbench`` command line: a dispatcher that knows no front end.
 
-Each subcommand lives in its own module ``workbench/cli/cmd_<name>.py`` exposing
-``register(subparsers)``; this module discovers them, so adding a command touches no other file.
+Each subcommand is registered by the package that draws it, through the entry-point group
+``workbench.commands`` declared in pyproject.toml: an entry ``NAME = "package.module:register"``
+names a function ``register(subparsers)`` that adds the subcommand. This module reads the group
+(`importlib.metadata`), so adding a command touches pyproject.toml and the owning package only.
 Every subcommand writes JSON for machines (fields documented in its ``--help`` and in
 docs/cli.md) and, where it makes sense, a standalone HTML page for people.
 """
@@ -9,24 +11,36 @@ docs/cli.md) and, where it makes sense, a standalone HTML page for people.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import pkgutil
 import sys
+from importlib.metadata import entry_points
 
 from ..errors import WorkbenchError
+
+__all__ = ["main", "build_parser", "command_entry_points"]
+
+GROUP = "workbench.commands"
+
+
+def command_entry_points() -> list:
+    """The registered subcommands' entry points, sorted by name."""
+    eps = sorted(entry_points(group=GROUP), key=lambda e: e.name)
+    if not eps:
+        raise WorkbenchError(f"no subcommands are registered in the entry-point group {GROUP!r}; "
+                             "reinstall the project (pip install -e .)")
+    return eps
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workbench",
-        description="Interpretability workbench: FFN memories, vocabulary projections, SAE codes, edits.",
+        description="Interpretability workbench: FFN memories, vocabulary projections, SAE codes, "
+                    "attribution graphs, edits.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if mod.name.startswith("cmd_"):
-            importlib.import_module(f"{__name__}.{mod.name}").register(sub)
+    for ep in command_entry_points():
+        ep.load()(sub)
     return parser
 
 

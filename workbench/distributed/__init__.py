@@ -2,8 +2,9 @@
 
 Modules: sharding (token-window shards), merge (exact top-k and float64 sum merges), harvest
 (FFN memory top-k per shard), stats (ROME key moments, SAE activation statistics as sums),
-ray_backend (worker actors, retries, checkpoints), jobs (driver entry points), battery
-(probes and model x probe grids as Ray tasks), cli (the --ray flag).
+ray_backend (worker actors, retries, checkpoints), jobs (driver entry points), cli (the --ray
+flag). Batteries on Ray live with the batteries (`probes.ray_battery`); ROME key statistics
+from Ray sums with the editor (`editing.ray_stats`).
 
 Ray is optional (``pip install 'ffn-workbench[ray]'``); sharding and merging work without it.
 Names are imported lazily, so ``import workbench.distributed`` (the CLI does) costs nothing.
@@ -19,12 +20,11 @@ _NAMES = {
                  "rows_per_batch"],
     "harvest": ["harvest_shard", "merge_harvests", "pack_keys", "unpack_keys"],
     "stats": ["ActivationStats", "activation_stats_from_sums", "activation_sums",
-              "key_moment_sums", "key_stats_from_sums"],
+              "key_moment_sums"],
     "ray_backend": ["DistributedError", "RayConfig", "RayUnavailableError", "init_ray",
                     "load_named_session", "ray_map_shards", "release_workers", "require_ray"],
-    "jobs": ["WorkerModel", "ray_activation_stats", "ray_harvest", "ray_key_stats", "run_sharded",
+    "jobs": ["WorkerModel", "ray_activation_stats", "ray_harvest", "ray_key_moment_sums", "run_sharded",
              "shard_plan"],
-    "battery": ["ray_run_battery"],
 }
 _WHERE = {name: mod for mod, names in _NAMES.items() for name in names}
 

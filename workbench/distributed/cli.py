@@ -15,7 +15,7 @@ import argparse
 
 from .ray_backend import RayConfig, require_ray
 
-__all__ = ["add_ray_args", "ray_config", "battery_on_ray"]
+__all__ = ["add_ray_args", "ray_config"]
 
 LOCAL = "local"
 
@@ -37,24 +37,3 @@ def ray_config(args) -> RayConfig:
     require_ray()
     addr = None if args.ray in (None, LOCAL) else args.ray
     return RayConfig(address=addr, workers=getattr(args, "ray_workers", None))
-
-
-def battery_on_ray(args, spec) -> tuple[list[str], int]:
-    """``workbench battery run SPEC --ray``: probes (x models) as Ray tasks.
-
-    Returns (summary lines for the command to print, exit status: 1 when a probe failed).
-    """
-    from .battery import ray_run_battery
-
-    cfg = ray_config(args)
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    out = ray_run_battery(spec, args.out, cfg, models=models, force=args.force,
-                          progress=not args.no_progress)
-    r = out["ray"]
-    lines = [f"ray: {r['submitted']} probe tasks ran, {r['skipped']} reused, {r['failed']} "
-             f"failed in {r['seconds']:.1f} s"]
-    for (model, res), d in zip(out["results"].items(), r["out_dirs"]):
-        c = res["counts"]
-        lines.append(f"{model}: {c['cached'] + c['ran']} finished, {c['failed']} failed -> {d}")
-        lines += [f"  {p['name']}: {p['error']}" for p in res["probes"] if p["status"] == "failed"]
-    return lines, int(r["failed"] > 0)

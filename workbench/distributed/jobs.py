@@ -1,7 +1,7 @@
 """Driver-side entry points: plan shards, run them on Ray workers, merge exactly.
 
-    from workbench.distributed import RayConfig, ray_key_stats
-    st = ray_key_stats(WorkerModel.of(s), 5, corpus, RayConfig(), n_tokens=1_000_000)
+    from workbench.distributed import RayConfig, ray_harvest
+    merged, timing = ray_harvest(WorkerModel.of(s), corpus, RayConfig(), max_tokens=1_000_000)
 
 Workers load the model by name (`WorkerModel.name`, see `load_named_session`), so the driver
 needs no model of its own: only the corpus token stream (shipped once to Ray's object store)
@@ -25,12 +25,11 @@ from .stats import (
     activation_stats_from_sums,
     activation_sums,
     key_moment_sums,
-    key_stats_from_sums,
 )
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WorkerModel", "shard_plan", "run_sharded", "ray_key_stats", "ray_activation_stats",
+__all__ = ["WorkerModel", "shard_plan", "run_sharded", "ray_key_moment_sums", "ray_activation_stats",
            "ray_harvest"]
 
 
@@ -73,20 +72,20 @@ def run_sharded(model: WorkerModel, fn, corpus: Corpus, cfg: RayConfig, shards: 
     return [{k: v for k, v in r.items() if not k.startswith("_")} for r in res], timing
 
 
-def ray_key_stats(model: WorkerModel, layer: int, corpus: Corpus, cfg: RayConfig | None = None,
-                  n_tokens: int = 100_000, window: int = 128, tokens_per_batch: int = 8192,
-                  shards_per_worker: int = 2, session=None):
-    """`editing.covariance.key_stats` sharded over Ray workers (no cache read or written).
+def ray_key_moment_sums(model: WorkerModel, layer: int, corpus: Corpus, cfg: RayConfig | None = None,
+                        n_tokens: int = 100_000, window: int = 128, tokens_per_batch: int = 8192,
+                        shards_per_worker: int = 2) -> dict:
+    """`key_moment_sums` sharded over Ray workers: ``{"sum_kk": [d_mlp d_mlp] float64, "n"}``.
 
-    Returns the same `KeyStats` (C = S_kk / n): the shards' float64 sums are merged exactly
-    as sums, then divided once.
+    The shards' float64 sums are merged exactly as sums; `editing.ray_stats.ray_key_stats`
+    turns them into the `KeyStats` that `editing.covariance.key_stats` gives.
     """
     cfg = cfg or RayConfig()
     shards = shard_plan(cfg, corpus, model, window, tokens_per_batch, n_tokens, shards_per_worker)
     parts, _ = run_sharded(model, key_moment_sums, corpus, cfg, shards,
                            dict(layer=layer, n_tokens=n_tokens, window=window,
                                 tokens_per_batch=tokens_per_batch))
-    return key_stats_from_sums(merge_sums(parts), layer, corpus, session, n_tokens)
+    return merge_sums(parts)
 
 
 def ray_activation_stats(model: WorkerModel, corpus: Corpus, site: str, cfg: RayConfig | None = None,

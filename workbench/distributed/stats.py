@@ -21,11 +21,11 @@ import torch
 
 from .._types import Float, Tensor
 from ..capture import capture_tokens
-from ..errors import CorpusError, WorkbenchError
+from ..errors import CorpusError
 from ..hooks import Site, parse_site
 from ..session import TokenBatch
 
-__all__ = ["key_moment_sums", "key_stats_from_sums", "activation_sums", "ActivationStats",
+__all__ = ["key_moment_sums", "activation_sums", "ActivationStats",
            "activation_stats_from_sums"]
 
 
@@ -49,21 +49,6 @@ def key_moment_sums(session, corpus, layer: int, n_tokens: int = 100_000, window
         acc += k.T @ k
         n += k.shape[0]
     return {"sum_kk": acc.cpu(), "n": n}
-
-
-def key_stats_from_sums(sums: dict, layer: int, corpus, session=None, n_tokens: int | None = None):
-    """An `editing.covariance.KeyStats` from merged sums (C = S_kk / n, stored as float32).
-
-    With `session` and `n_tokens`, the cache key is the one `key_stats` uses, so the result
-    can be written to its cache.
-    """
-    from editing.covariance import KeyStats, stats_key
-
-    n = int(sums["n"])
-    if n == 0:
-        raise WorkbenchError(f"corpus {corpus.name!r} gave no tokens for the key statistics")
-    key = stats_key(session, layer, corpus, n_tokens) if session is not None and n_tokens else ""
-    return KeyStats(layer, (sums["sum_kk"].double() / n).float(), n, corpus.name, key)
 
 
 @torch.no_grad()

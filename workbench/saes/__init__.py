@@ -58,6 +58,7 @@ from .splice import (
     splice_hook,
     steer_feature,
 )
+from .steering import SteerOutcome, steer_outcome
 from .tasks import TASKS, CircuitTask, TaskUnavailable, load_task
 from .topk import TopKSAE
 from .train import TrainResult, train_sae
@@ -73,5 +74,5 @@ __all__ = [
     "ReconstructionMetrics", "SpliceMetrics", "next_token_ce", "reconstruction_metrics",
     "splice_metrics", "SAE_CLASSES", "make_sae", "ReluSAE", "check_sae_site", "site_d_in",
     "to_vectors", "SAEEvaluation", "evaluate_sae", "FeatureEdit", "FeatureOutOfRange", "ablate_feature", "set_feature", "splice",
-    "splice_hook", "steer_feature", "TopKSAE", "TrainResult", "train_sae",
+    "splice_hook", "steer_feature", "SteerOutcome", "steer_outcome", "TopKSAE", "TrainResult", "train_sae",
 ]

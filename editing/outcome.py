@@ -1,0 +1,96 @@
+"""What one applied rank-one edit did at its own prompt: p before / after, the units it moved.
+
+    delta_rel = ||u r^T||_F / ||W_out||_F,   unit i moved by |u_i| ||r||,   r read through W_U
+
+`apply_and_measure` is the edit studio's step: it measures the unedited model, applies the
+update (`editing.apply`, the only writer of weights), measures again and returns the outcome with
+the restore handle; if measuring the edited model fails, the edit is undone before the error
+propagates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from workbench.session import Session
+from workbench.vocab import next_tokens
+
+from ._prompts import locate_subject, target_id
+from .apply import RestoreHandle, apply
+from .requests import RankOneUpdate
+
+__all__ = ["EditOutcome", "apply_and_measure"]
+
+
+@dataclass(frozen=True)
+class EditOutcome:
+    """A rank-one edit applied: what changed at its prompt, and by how much.
+
+    Args:
+        prompt, subject, target: the request; layer: the edited FFN.
+        answer: the model's top-1 answer before the edit.
+        p_before, p_after: {"target": p, "answer": p} at the prompt's last token.
+        top_before, top_after: [k] (token, p) next tokens before / after.
+        gen_before, gen_after: greedy continuations of the prompt.
+        delta_rel: ||u r^T||_F / ||W_out||_F.
+        units: [k] (unit, |u_i| ||r||): the rows of W_out the update moves most.
+        r_promotes: [k] tokens r (the value change) pushes up, read through W_U.
+        active: whether the edit is still applied.
+    """
+
+    prompt: str
+    subject: str
+    target: str
+    layer: int
+    answer: str
+    p_before: dict
+    p_after: dict
+    top_before: tuple[tuple[str, float], ...]
+    top_after: tuple[tuple[str, float], ...]
+    gen_before: str
+    gen_after: str
+    delta_rel: float
+    units: tuple[tuple[int, float], ...]
+    r_promotes: tuple[str, ...]
+    active: bool = True
+
+
+@torch.no_grad()
+def _probs(session: Session, text: str, ids: dict[str, int]) -> dict[str, float]:
+    p = torch.softmax(session.last_logits(text)[0].float(), -1)
+    return {name: float(p[i]) for name, i in ids.items()}
+
+
+def apply_and_measure(session: Session, update: RankOneUpdate, gen_tokens: int = 12,
+                      k: int = 5) -> tuple[EditOutcome, RestoreHandle]:
+    """Measure, apply `update`, measure again; returns (outcome, handle that undoes the edit)."""
+    s = session
+    req = update.request
+    sp = locate_subject(s, req.prompt, req.subject)
+    ids = {"target": target_id(s, sp.text, req.target),
+           "answer": int(s.last_logits(sp.text)[0].argmax())}
+    p_before, top_before = _probs(s, sp.text, ids), next_tokens(s, sp.text, k)
+    gen_before = s.generate(sp.text, max_new_tokens=gen_tokens)
+    handle = apply(s, update)
+    try:
+        p_after, top_after = _probs(s, sp.text, ids), next_tokens(s, sp.text, k)
+        gen_after = s.generate(sp.text, max_new_tokens=gen_tokens)
+    except BaseException:
+        handle.undo()
+        raise
+    layer = update.layer
+    W = s.model.blocks[layer].mlp.W_out.detach().float()
+    u, r = update.u.float().cpu(), update.r.float().cpu()
+    rel = float(u.norm() * r.norm() / W.norm().cpu())
+    top_units = (u.abs() * r.norm()).topk(min(8, u.numel()))
+    promotes = (r.to(s.W_U.device, s.W_U.dtype) @ s.W_U).float().topk(8).indices.tolist()
+    out = EditOutcome(
+        prompt=sp.text, subject=req.subject, target=req.target, layer=int(layer),
+        answer=s.tokenizer.decode([ids["answer"]]), p_before=p_before, p_after=p_after,
+        top_before=top_before, top_after=top_after, gen_before=gen_before, gen_after=gen_after,
+        delta_rel=rel, units=tuple(zip(top_units.indices.tolist(), top_units.values.tolist())),
+        r_promotes=tuple(s.tokenizer.decode([t]) for t in promotes),
+    )
+    return out, handle

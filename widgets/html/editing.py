@@ -1,0 +1,42 @@
+"""HTML and figures of an edit's outcome (p before / after, continuations, the edit diff)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from editing.outcome import EditOutcome
+
+from .figures import short
+from .report import escape
+from .tables import table_html
+
+__all__ = ["edit_bars", "compare_html"]
+
+
+def edit_bars(out: EditOutcome) -> go.Figure:
+    """p(old answer) and p(new target) before and after the edit."""
+    names = [f"answer {out.answer!r}", f"target {out.target!r}"]
+    fig = go.Figure([
+        go.Bar(x=names, y=[out.p_before["answer"], out.p_before["target"]], name="before",
+               marker_color="#b8bfcc"),
+        go.Bar(x=names, y=[out.p_after["answer"], out.p_after["target"]], name="after edit",
+               marker_color="#d62728"),
+    ])
+    fig.update_layout(title=f"Edit at layer {out.layer}{'' if out.active else ' (undone)'}",
+                      barmode="group", yaxis=dict(title="p", range=[0, 1]), height=300,
+                      margin=dict(l=50, r=20, t=50, b=40))
+    return fig
+
+
+def compare_html(out: EditOutcome) -> str:
+    state = "applied" if out.active else "undone: weights restored exactly"
+    rows = [{"": "greedy continuation", "before": out.gen_before, "after": out.gen_after},
+            {"": "top next tokens", "before": ", ".join(f"{short(t, 12)} {p:.2f}" for t, p in out.top_before),
+             "after": ", ".join(f"{short(t, 12)} {p:.2f}" for t, p in out.top_after)}]
+    diff = [{"unit": u, "|u_i| |r|": v} for u, v in out.units]
+    return (f"<p><b>Edit</b> {escape(out.subject)!s} → {escape(out.target)} at layer "
+            f"{out.layer} ({state}); ‖ΔW‖/‖W‖ = {out.delta_rel:.4f}</p>"
+            + table_html(rows, ["", "before", "after"])
+            + "<p><b>Edit diff</b> W' = W + u rᵀ: rows of W_out moved most; r promotes "
+            + escape(", ".join(repr(t) for t in out.r_promotes)) + "</p>"
+            + table_html(diff, ["unit", "|u_i| |r|"]))
