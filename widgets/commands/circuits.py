@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workbench.arguments import add_model_args, load_session
+from workbench.arguments import add_model_args, check_model, load_session
 from workbench.provenance import meta, write_json
 
 
@@ -41,6 +41,7 @@ def run(args) -> int:
     from workbench.saes.tasks import TaskUnavailable, load_task
 
     cfg = CircuitConfig(d_sae=args.d_sae, k=args.k, steps=args.steps, n_true=args.n_true)
+    check_model(args)
     s = load_session(args)
     out = Path(args.out)
     rep = HtmlReport("Circuits from discrete SAE codes", f"model {s.name}")

@@ -1,6 +1,7 @@
 """``workbench lens``: logit lens of a prompt and the top FFN sub-updates (Geva et al. 2022).
 
     workbench lens "The Eiffel Tower is in the city of" --target " Paris" --out out/lens
+    workbench lens --prompt "The Eiffel Tower is in the city of"       # same; OUT defaults to out/lens
 
 Reads the residual stream (resid_pre, resid_mid, resid_post of every layer) in the vocabulary
 with the model's final norm and unembedding, follows the target's rank and probability across
@@ -13,10 +14,18 @@ ranked by |m_i| ||v_i|| and by their effect on the target's logit. Writes OUT/le
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from workbench.arguments import add_model_args, load_session
-from workbench.errors import EmptyPromptError, ShapeError
+from workbench.arguments import (
+    add_model_args,
+    add_prompt_args,
+    check_layers,
+    check_model,
+    check_positive,
+    load_session,
+    prompt_of,
+)
 from workbench.provenance import meta, write_json
 
 
@@ -24,8 +33,8 @@ def register(sub) -> None:
     p = sub.add_parser("lens", help="logit lens + top FFN sub-updates for a prompt",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
-    p.add_argument("prompt", help="the prompt")
-    p.add_argument("--out", required=True, help="output folder (lens.json, lens.html)")
+    add_prompt_args(p)
+    p.add_argument("--out", default="out/lens", help="output folder (lens.json, lens.html)")
     p.add_argument("--target", default=None, help="a single token to follow (default: the top prediction)")
     p.add_argument("--layer", type=int, action="append",
                    help="layer whose sub-updates are listed in full (repeatable; default: the 3 layers "
@@ -46,19 +55,21 @@ def _sub(r) -> dict:
 
 
 def run(args) -> int:
+    prompt = prompt_of(args)
+    check_positive(k=args.k, top=args.top)
+    check_layers(check_model(args), args.layer)      # all before the model loads (and torch)
+
     from widgets.html.figures_vocab import logit_lens_heatmap, sub_update_bars, target_curve
     from widgets.html.report import HtmlReport
     from workbench.vocab import ffn_sub_updates, logit_lens
 
-    if not args.prompt.strip():
-        raise EmptyPromptError("the prompt is empty; give some text")
-    if args.k <= 0 or args.top <= 0:
-        raise ShapeError(f"--k={args.k} and --top={args.top} must be >= 1")
     s = load_session(args)
+    args.prompt = prompt
     if args.target is not None:
         s.token_id(args.target)          # one clear TokenError before any work
-    for layer in args.layer or []:
-        s.check_layer(layer)
+        note = target_note(s, args.target)
+        if note:
+            print(note, file=sys.stderr)
     lens = logit_lens(s, args.prompt, [args.target] if args.target else None, k=args.top)
     target = lens.targets[0]
     per_layer = ffn_effects(s, args.prompt, target)
@@ -106,6 +117,17 @@ def run(args) -> int:
           f"layers listed: {chosen}")
     print(f"json: {out / 'lens.json'}\nhtml: {out / 'lens.html'}")
     return 0
+
+
+def target_note(s, target: str) -> str | None:
+    """A note when `target` lacks the leading space the model writes after a word (and the spaced
+    form is one token too): names both tokens, so "--target Paris" is not followed silently."""
+    spaced = " " + target
+    if target.startswith((" ", "\n")) or len(s.tokenizer.encode(spaced, add_special_tokens=False)) != 1:
+        return None
+    return (f"note: --target {target!r} is token {target!r} (id {s.token_id(target)}); after a word "
+            f"the model writes {spaced!r} (id {s.token_id(spaced)}); following {target!r} as given "
+            f"(pass --target {spaced!r} for the other)")
 
 
 def ffn_effects(s, prompt: str, target: str, n_tokens: int = 5) -> list[dict]:

@@ -17,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from workbench.arguments import add_model_args, load_session
+from workbench.arguments import add_model_args, check_layers, check_model, check_path, load_session
 from workbench.errors import ShapeError, WorkbenchError
 from workbench.provenance import meta, write_json
 
@@ -91,10 +91,13 @@ def run(args) -> int:
     from workbench.vocab import value_tokens
 
     check_args(args)
+    if args.layers is not None and not args.layers:
+        raise WorkbenchError("--layers is empty")
+    if not str(args.corpus).startswith("hf:"):
+        check_path(args.corpus, "--corpus")
+    check_layers(check_model(args), args.layers, "--layers")   # all before the model loads
     s = load_session(args)
     layers = None if args.layers is None else [s.check_layer(x) for x in args.layers]
-    if layers is not None and not layers:
-        raise WorkbenchError("--layers is empty")
     corpus = Corpus.load(args.corpus, s.tokenizer, max_tokens=args.max_tokens)
     corpus.source = str(args.corpus)
     if len(corpus) < args.window:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workbench.arguments import add_model_args, load_session
+from workbench.arguments import add_model_args, check_model, check_path, load_session
 from workbench.provenance import meta, write_json
 
 
@@ -66,6 +66,15 @@ def register(sub) -> None:
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
+def _check(args, sae_dir: bool = False) -> None:
+    """Paths and the model, before the model loads."""
+    if sae_dir:
+        check_path(args.sae, "SAE", "dir")
+    if not str(args.corpus).startswith("hf:"):
+        check_path(args.corpus, "--corpus")
+    check_model(args)
+
+
 def _corpus(session, path, max_tokens=None):
     from workbench.corpus import Corpus
 
@@ -77,6 +86,8 @@ def cmd_train(args) -> int:
     from workbench.saes import SAEConfig, TrainConfig, evaluate_sae, train_sae
     from workbench.saes.sites import site_d_in
 
+    parse_site(args.site)
+    _check(args)
     s = load_session(args)
     d_in = site_d_in(s, parse_site(args.site).check(s), args.head)
     scfg = SAEConfig(args.arch, d_in, args.expansion * d_in, site=args.site, head=args.head,
@@ -107,6 +118,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from workbench.saes import evaluate_sae, load_sae
 
+    _check(args, sae_dir=True)
     s = load_session(args)
     sae = load_sae(args.sae, session=s, device=s.device)
     ev = evaluate_sae(s, sae, _corpus(s, args.corpus), max_tokens=args.tokens, window=args.window,
@@ -125,6 +137,7 @@ def cmd_eval(args) -> int:
 def cmd_features(args) -> int:
     from workbench.saes import load_sae
 
+    _check(args, sae_dir=True)
     s = load_session(args)
     sae = load_sae(args.sae, session=s, device=s.device)
     feats = [int(x) for x in args.features.split(",")] if args.features else None

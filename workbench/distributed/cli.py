@@ -12,8 +12,10 @@ naming the extra: ``pip install 'ffn-workbench[ray]'``.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from .ray_backend import RayConfig, require_ray
+if TYPE_CHECKING:
+    from .ray_backend import RayConfig
 
 __all__ = ["add_ray_args", "ray_config"]
 
@@ -34,6 +36,8 @@ def add_ray_args(p: argparse.ArgumentParser, grid: bool = False) -> None:
 
 def ray_config(args) -> RayConfig:
     """The RayConfig the flags ask for; fails at once (before any model loads) without Ray."""
+    from .ray_backend import RayConfig, require_ray
+
     require_ray()
     addr = None if args.ray in (None, LOCAL) else args.ray
     return RayConfig(address=addr, workers=getattr(args, "ray_workers", None))
