@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -45,6 +44,7 @@ from ._types import Int, Tensor
 from .errors import WorkbenchError, choices
 from .generic import Capture, generic_capture
 from .hooks import Intervention, Site, head_outputs, parse_site
+from .memplan import free_bytes
 from .pure import pure_model
 from .session import Session, TokenBatch
 
@@ -367,17 +367,6 @@ def plan_chunks(n_rows: int, row_bytes: int, budget_bytes: int) -> list[tuple[in
     n_chunks = -(-n_rows // per)
     per = -(-n_rows // n_chunks)  # balance the chunks
     return [(i, min(i + per, n_rows)) for i in range(0, n_rows, per)]
-
-
-def free_bytes(device: torch.device) -> int:
-    """Memory a capture may still use on `device` (free + cached-but-unused on CUDA)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 8 << 30
 
 
 # ---------------------------------------------------------------- throughput: torch.compile

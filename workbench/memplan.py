@@ -64,10 +64,16 @@ class MemoryPlan:
 
 
 def free_bytes(device: torch.device) -> int:
-    """Memory a job may still use on `device` (free + cached-but-unused on CUDA)."""
+    """Memory a job may still use on `device`: on CUDA free + cached-but-unused, within the
+    process's cap (`torch.cuda.set_per_process_memory_fraction`); on the CPU available RAM."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+        free, total = torch.cuda.mem_get_info(device)
+        allocated = torch.cuda.memory_allocated(device)
+        avail = free + torch.cuda.memory_reserved(device) - allocated
+        get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+        if get_fraction is not None:
+            avail = min(avail, int(total * get_fraction(device)) - allocated)
+        return int(max(avail, 0))
     import os
 
     try:

@@ -86,3 +86,46 @@ def _ffn_identity(s):
         ref = c[f"mlp_out:{layer}"][c.mask]
         rel = (rebuilt - ref).norm() / ref.norm()
         assert rel < 1e-4, f"layer {layer}: relative error {rel:.2e}"
+
+
+# ---------------------------------------------------------------- the default path (issue 14)
+FAST = sorted(k for k in SITE_KINDS if k != "attn_pattern")
+
+
+@pytest.mark.parametrize("gemma", [False, True])
+def test_default_path_equals_generic_on_every_supported_site(tiny, tiny_gemma, gemma):
+    s = tiny_gemma if gemma else tiny
+    sites = [wb.Site(k, layer) for k in FAST for layer in range(s.n_layers)]
+    prompts = ["The quick brown fox jumps", "Paris"]
+    fast = wb.capture(s, prompts, sites)
+    ref = wb.capture(s, prompts, sites, backend="generic")
+    assert (fast.path, ref.path) == ("eager", "generic")      # the CPU default: the pure trunk
+    for site in sites:
+        for i in range(len(prompts)):
+            torch.testing.assert_close(fast.row(site, i), ref.row(site, i), atol=1e-5, rtol=1e-4)
+
+
+def test_default_path_falls_back_to_generic(tiny):
+    assert wb.capture(tiny, "Paris is", ["attn_pattern:0", "mlp_post:0"]).path == "generic"
+    assert wb.capture(tiny, "Paris is", ["mlp_post:0"], logits=True).path == "generic"
+    zero = wb.zero_neurons(0, [1, 2])
+    c = wb.capture(tiny, "Paris is", ["mlp_post:0"], interventions=[zero])
+    assert c.path == "generic" and (c["mlp_post:0"][..., [1, 2]] == 0).all()
+    with tiny.hooks([("blocks.0.hook_resid_pre", lambda a, hook: None)]):
+        assert wb.capture(tiny, "Paris is", ["mlp_post:0"]).path == "generic"
+    with pytest.raises(wb.WorkbenchError, match="backend"):
+        wb.capture(tiny, "Paris is", ["mlp_post:0"], backend="fastest")
+
+
+@pytest.mark.parametrize("backend", ["generic", "auto"])
+def test_last_layer_capture_never_unembeds(tiny, backend):
+    def boom(act, hook=None):
+        raise AssertionError("the unembedding ran")
+
+    last = tiny.n_layers - 1
+    ref = wb.capture(tiny, "Paris is", [f"resid_post:{last}"], logits=True)
+    with tiny.hooks([("unembed.hook_in", boom)]):         # active hooks: the generic path
+        got = wb.capture(tiny, "Paris is", [f"resid_post:{last}", f"mlp_post:{last}"], backend=backend)
+    assert got.path == "generic" and got.logits is None
+    torch.testing.assert_close(got[f"resid_post:{last}"], ref[f"resid_post:{last}"])
+    assert _n_hooks(tiny) == 0

@@ -96,3 +96,103 @@ def test_cached_directory_is_safetensors(smollm):
     d = cached_model_dir("smollm2-135m")
     assert list(d.glob("*.safetensors")) and not list(d.glob("*.bin"))
     assert (d / "tokenizer.json").exists() or (d / "tokenizer_config.json").exists()
+
+
+# ---------------------------------------------------------------- loading defaults (issue 14)
+@pytest.mark.parametrize(("arch", "tok_bos", "saved", "bos"), [
+    ("llama", False, torch.float32, False),    # SmolLM2-style: the tokenizer adds no BOS
+    ("llama", True, torch.bfloat16, True),     # Llama-3-style: the tokenizer puts BOS first
+    ("gemma", False, torch.bfloat16, True),    # Gemma: the family wants BOS whatever the tokenizer
+])
+def test_load_directory_default_dtype_and_bos(tmp_path, arch, tok_bos, saved, bos):
+    from workbench.testing import tiny_model_dir
+
+    d = tiny_model_dir(tmp_path / arch, arch, add_bos=tok_bos, dtype=saved)
+    s = wb.Session.load(str(d), device="cpu")
+    assert s.dtype == torch.float32                     # auto on the CPU
+    assert s.prepend_bos is bos
+    ids = s.encode("Paris")
+    assert (ids[0] == s.tokenizer.bos_token_id) is bos
+    assert ids.count(s.tokenizer.bos_token_id) == int(bos)   # never twice
+    assert wb.Session.load(str(d), device="cpu", prepend_bos=not bos).prepend_bos is (not bos)
+
+
+def test_resolve_dtype_auto(monkeypatch):
+    from types import SimpleNamespace
+
+    from workbench.session import resolve_dtype
+
+    cuda = torch.device("cuda")
+    cfg = {n: SimpleNamespace(dtype=getattr(torch, n)) for n in ("float32", "bfloat16", "float16")}
+    assert resolve_dtype("auto", torch.device("cpu"), cfg["bfloat16"]) == torch.float32
+    assert resolve_dtype("float16", torch.device("cpu"), None) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_dtype("auto", cuda, cfg["float32"]) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_dtype("auto", cuda, cfg["float32"]) == torch.float32
+    assert resolve_dtype("auto", cuda, cfg["float16"]) == torch.float16
+    assert resolve_dtype("auto", cuda, cfg["bfloat16"]) == torch.bfloat16
+
+
+def test_load_rejects_a_non_gguf_file(tmp_path):
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"x")
+    with pytest.raises(wb.UnknownModelError, match="gguf"):
+        wb.Session.load(str(f))
+
+
+# ---------------------------------------------------------------- lifetime (issue 14)
+def test_close_drops_the_session_and_everything_it_owns(tok_dir):
+    import gc
+    import weakref
+
+    from workbench.session import SessionClosedError
+    from workbench.testing import tiny_session
+
+    s = tiny_session("llama", tokenizer_dir=tok_dir)
+    cap = wb.capture(s, "Paris is", ["mlp_post:1"])          # makes a fast-path object in s.owned
+    assert s.owned and cap.path == "eager"
+    from workbench.pure import pure_view
+
+    view = weakref.ref(pure_view(s))
+    model = weakref.ref(s.model)
+    with s:
+        pass                                                  # leaving the block closes it
+    assert s.closed and not s.owned
+    with pytest.raises(SessionClosedError, match="closed"):
+        s.logits("Paris")
+    gc.collect()
+    assert view() is None and model() is None
+    assert cap["mlp_post:1"].shape[-1] == 256                 # results outlive the session
+    s2 = tiny_session("llama", tokenizer_dir=tok_dir)
+    wb.capture(s2, "Paris is", ["mlp_post:1"])
+    ref = weakref.ref(s2)
+    del s2                                                    # dropped without close(): no cache holds it
+    gc.collect()
+    assert ref() is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_memory_returns_to_pre_load_level():
+    import gc
+
+    from workbench.testing import random_session
+
+    def allocated():
+        gc.collect()
+        torch.cuda.synchronize()
+        return torch.cuda.memory_allocated()
+
+    before = allocated()
+    s = random_session(device="cuda", dtype=torch.bfloat16)
+    loaded = allocated()
+    assert loaded - before > 200 << 20                          # the weights (~270 MB) are there
+    sites = wb.sites("mlp_post", session=s)
+    assert wb.capture(s, "The Eiffel Tower is in", sites).path == "graph"
+    assert wb.capture(s, s.tokenize(["word " * 600] * 8), sites).path == "compiled"
+    s.close()
+    assert allocated() - before < 16 << 20
+    s = random_session(device="cuda", dtype=torch.bfloat16)     # dropped, not closed
+    wb.capture(s, "The Eiffel Tower is in", sites)
+    del s
+    assert allocated() - before < 16 << 20
