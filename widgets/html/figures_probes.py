@@ -69,10 +69,31 @@ def first_top1_figure(result: dict) -> go.Figure:
 
 
 def layer_table_figure(rows: Sequence[dict], columns: Sequence[str], title: str) -> go.Figure:
-    """Per-layer lines for the numeric `columns` of `rows` (each row has a 'layer')."""
-    fig = go.Figure()
+    """Per-layer lines for the numeric `columns` of `rows` (each row has a 'layer').
+
+    Columns whose magnitudes differ (counts next to shares, say) get panels of their own: a
+    column shares a panel only with columns whose largest |value| is within 10x of its own.
+    """
+    from plotly.subplots import make_subplots
+
     x = [r["layer"] for r in rows]
-    for c in columns:
-        fig.add_scatter(x=x, y=[r.get(c) for r in rows], name=c, mode="lines+markers")
-    fig.update_layout(title=title, height=320, xaxis_title="layer", margin={"t": 40, "b": 40})
+    scale = {c: max((abs(float(r[c])) for r in rows if r.get(c) is not None), default=0.0)
+             for c in columns}
+    panels: list[list[str]] = []
+    for c in sorted(columns, key=lambda c: -scale[c]):
+        for panel in panels:
+            top = scale[panel[0]]
+            if top == 0 and scale[c] == 0 or (scale[c] > 0 and top / scale[c] <= 10):
+                panel.append(c)
+                break
+        else:
+            panels.append([c])
+    panels.sort(key=lambda pnl: min(columns.index(c) for c in pnl))
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.06)
+    for i, panel in enumerate(panels, start=1):
+        for c in panel:
+            fig.add_scatter(x=x, y=[r.get(c) for r in rows], name=c, mode="lines+markers", row=i, col=1)
+        fig.update_yaxes(title_text=panel[0] if len(panel) == 1 else "", row=i, col=1)
+    fig.update_xaxes(title_text="layer", row=len(panels), col=1)
+    fig.update_layout(title=title, height=220 + 160 * len(panels), margin={"t": 40, "b": 40})
     return fig

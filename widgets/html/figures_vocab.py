@@ -43,23 +43,30 @@ def logit_lens_heatmap(lens, kind: str = "resid_post", target: int | None = 0) -
 
 
 def target_curve(lens, target: int = 0, pos: int = -1) -> go.Figure:
-    """The target's probability (left axis) and rank (right axis, log) across layers and sublayers."""
+    """The target's probability (top panel) and rank (bottom panel, log scale, 1 = top) across
+    layers and sublayers: two quantities of different scale never share an axis."""
+    from plotly.subplots import make_subplots
+
     n_layers = lens.n_layers
-    fig = go.Figure()
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        row_heights=[0.55, 0.45])
     x = np.arange(n_layers)
     for ki, kind in enumerate(lens.kinds):
         off = {"resid_pre": -1 / 3, "resid_mid": 0.0, "resid_post": 1 / 3}.get(kind, 0.0)
         fig.add_trace(go.Scatter(x=round4(x + off), y=round4(lens.target_probs[ki, :, pos, target].numpy()),
-                                 mode="lines+markers", name=f"p {kind}"))
+                                 mode="lines+markers", name=f"p {kind}"), row=1, col=1)
     ki = lens.kinds.index("resid_post") if "resid_post" in lens.kinds else len(lens.kinds) - 1
-    fig.add_trace(go.Scatter(x=x, y=lens.target_ranks[ki, :, pos, target].numpy() + 1, yaxis="y2",
-                             mode="lines", line=dict(dash="dot", color="#888"), name="rank (post)"))
+    ranks = [int(r) + 1 for r in lens.target_ranks[ki, :, pos, target].tolist()]
+    fig.add_trace(go.Scatter(x=x.tolist(), y=ranks, mode="lines+markers", line=dict(color="#555"),
+                             name="rank (resid_post)"), row=2, col=1)
+    decades = [10 ** e for e in range(0, len(str(max(ranks))) + 1)]
+    fig.update_yaxes(title_text="probability", range=[0, 1], row=1, col=1)
+    fig.update_yaxes(title_text="rank (1 = top)", type="log", autorange="reversed",
+                     tickvals=decades, ticktext=[f"{d:,}" for d in decades], row=2, col=1)
+    fig.update_xaxes(title_text="layer", row=2, col=1)
     fig.update_layout(title=f"Target {short(lens.targets[target], 14)!r} across layers",
-                      xaxis_title="layer", yaxis=dict(title="probability", range=[0, 1]),
-                      yaxis2=dict(title="rank (1 = top)", overlaying="y", side="right", type="log",
-                                  autorange="reversed"),
-                      height=360, margin=dict(l=50, r=60, t=50, b=50),
-                      legend=dict(orientation="h", y=1.15, x=1, xanchor="right"))
+                      height=460, margin=dict(l=60, r=20, t=60, b=50),
+                      legend=dict(orientation="h", y=1.12, x=1, xanchor="right"))
     return fig
 
 

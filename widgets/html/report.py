@@ -38,6 +38,7 @@ th{background:#f3f5f9}td.num{text-align:right;font-variant-numeric:tabular-nums}
 code,pre{background:#f6f8fa;border-radius:4px;padding:.1rem .3rem;font-size:.88rem}
 pre{padding:.6rem;overflow:auto}.muted{color:#6a7385}.tok{background:#fff3bf;border-radius:3px}
 details{margin:.5rem 0}.figure{margin:.8rem 0}
+.scroll{overflow-x:auto;max-width:100%}td{max-width:40rem;overflow-wrap:anywhere}
 """
 
 
@@ -83,7 +84,7 @@ class HtmlReport:
         rows = list(rows)
         if columns is None:
             columns = list(rows[0].keys()) if rows and isinstance(rows[0], dict) else []
-        out = ["<table>"]
+        out = ["<div class='scroll'><table>"]
         if caption:
             out.append(f"<caption>{escape(caption)}</caption>")
         if columns:
@@ -91,7 +92,7 @@ class HtmlReport:
         for r in rows:
             vals = [r.get(c, "") for c in columns] if isinstance(r, dict) else list(r)
             out.append("<tr>" + "".join(_cell(v, digits) for v in vals) + "</tr>")
-        out.append("</table>")
+        out.append("</table></div>")
         self._parts.append("".join(out))
         return self
 

@@ -43,7 +43,7 @@ def table_html(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = N
     rows = list(rows)
     if columns is None:
         columns = list(rows[0]) if rows else []
-    out = ["<table class='wb-table'>"]
+    out = ["<div style='overflow-x:auto;max-width:100%'><table class='wb-table'>"]
     if caption:
         out.append(f"<caption>{escape(caption)}</caption>")
     out.append("<tr>" + "".join(f"<th>{escape(c)}</th>" for c in columns) + "</tr>")
@@ -58,5 +58,5 @@ def table_html(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = N
             else:
                 cells.append(f"<td>{escape(v)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</table>")
+    out.append("</table></div>")
     return "".join(out)
