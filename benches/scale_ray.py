@@ -12,7 +12,7 @@ On CUDA each worker gets one GPU and a random-init model of SmolLM2-135M's shape
 the tiny test model. The corpus is the project's corpus, its token stream repeated to
 --tokens tokens.
 
-    python benches/scale.py --device auto --tokens 4000000 [--out out/bench/scale.json]
+    python benches/scale_ray.py --device auto --tokens 4000000 [--out out/bench/scale_ray.json]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main() -> int:
     ap.add_argument("--tokens-per-batch", type=int, default=None)
     ap.add_argument("--shards-per-worker", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2, help="the scaled-out configuration")
-    ap.add_argument("--out", default="out/bench/scale.json")
+    ap.add_argument("--out", default="out/bench/scale_ray.json")
     args = ap.parse_args()
 
     from workbench.corpus import Corpus

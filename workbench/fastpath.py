@@ -515,9 +515,10 @@ def choose_path(session: Session, batch: TokenBatch, sites: Sequence[Site], *, l
     active bridge hooks (`session.hooks`), a site kind outside `FAST_KINDS` (attention
     patterns), or a model layout the taps do not know. Otherwise a forced `backend` is
     honoured, and ``auto`` picks: on CUDA the graph for at most `GRAPH_MAX_ROWS` rows of at
-    most `GRAPH_MAX_WIDTH` tokens, the compiled trunk from `COMPILE_MIN_TOKENS` tokens on, the
-    eager trunk between; elsewhere the eager trunk (no graphs; compiling costs more than it
-    saves on a CPU).
+    most `GRAPH_MAX_WIDTH` tokens, the compiled trunk from `COMPILE_MIN_TOKENS` tokens on once
+    the same padded shape comes a second time (a stream of batches: compiling costs 10-60 s,
+    which a one-off request would not win back), the eager trunk otherwise; elsewhere the
+    eager trunk (no graphs; compiling costs more than it saves on a CPU).
     """
     check_backend(backend)
     if backend == "generic" or logits or interventions or not sites:
@@ -531,7 +532,12 @@ def choose_path(session: Session, batch: TokenBatch, sites: Sequence[Site], *, l
     n, w = batch.tokens.shape
     if n <= GRAPH_MAX_ROWS and w <= GRAPH_MAX_WIDTH:
         return "graph"
-    return "compiled" if n * w >= COMPILE_MIN_TOKENS else "eager"
+    if n * w < COMPILE_MIN_TOKENS:
+        return "eager"
+    seen = session.owned.setdefault(("shapes", tuple(sites)), {})
+    shape = (-(-n // 8) * 8, -(-w // 128) * 128)        # the compiled path's padded shape
+    seen[shape] = seen.get(shape, 0) + 1
+    return "compiled" if seen[shape] >= 2 else "eager"
 
 
 def _owned(session: Session, key: tuple, make):

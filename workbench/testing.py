@@ -102,6 +102,9 @@ def tiny_model_dir(directory: str | Path, arch: str = "llama", add_bos: bool = F
 
 
 SHAPES: dict[str, tuple[str, dict]] = {
+    "tiny-gemma": ("gemma", dict(vocab_size=512, hidden_size=64, intermediate_size=256, num_hidden_layers=4,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                 sliding_window=32, max_position_embeddings=1024)),
     "smollm2-135m": ("llama", dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
                                    num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
                                    max_position_embeddings=8192, tie_word_embeddings=True,

@@ -189,7 +189,8 @@ def test_cuda_memory_returns_to_pre_load_level():
     assert loaded - before > 200 << 20                          # the weights (~270 MB) are there
     sites = wb.sites("mlp_post", session=s)
     assert wb.capture(s, "The Eiffel Tower is in", sites).path == "graph"
-    assert wb.capture(s, s.tokenize(["word " * 600] * 8), sites).path == "compiled"
+    long = s.tokenize(["word " * 600] * 8)
+    assert [wb.capture(s, long, sites).path for _ in range(2)] == ["eager", "compiled"]
     s.close()
     assert allocated() - before < 16 << 20
     s = random_session(device="cuda", dtype=torch.bfloat16)     # dropped, not closed
