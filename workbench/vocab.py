@@ -30,6 +30,7 @@ __all__ = [
     "value_tokens",
     "top_tokens",
     "next_tokens",
+    "written_tokens",
     "LogitLens",
     "logit_lens",
     "SubUpdate",
@@ -313,3 +314,25 @@ def next_tokens(session, prompt: str, k: int = 5) -> tuple[tuple[str, float], ..
     p = torch.softmax(session.last_logits(prompt)[0].float(), -1).topk(k)
     return tuple((session.tokenizer.decode([int(i)]), float(v))
                  for i, v in zip(p.indices.tolist(), p.values.tolist()))
+
+
+@torch.no_grad()
+def written_tokens(session, prompt: str, kind: str = "mlp_resid", position: int = -1,
+                   k: int = 5) -> list[tuple[TokenScore, ...]]:
+    """Per layer, the top tokens of what sublayer `kind` writes into the residual at `position`.
+
+    ``mlp_resid`` / ``attn_resid`` are what reaches the residual (after Gemma's post-norms), read
+    through the final norm and unembedding: top of unembed(y_l).
+    """
+    if kind not in ("mlp_resid", "attn_resid", "mlp_out", "attn_out"):
+        raise ShapeError(f"kind={kind!r}; choose mlp_resid, attn_resid, mlp_out or attn_out")
+    sites = [Site(kind, layer) for layer in range(session.n_layers)]
+    cap = capture(session, prompt, sites)
+    n = int(cap.batch.lengths[0])
+    pos = position + n if position < 0 else position
+    if not 0 <= pos < n:
+        raise PositionOutOfRange(f"position={position} is out of range for a prompt of {n} tokens "
+                                 f"(valid: {-n}..{n - 1})")
+    ys = torch.stack([cap[s][0, pos] for s in sites])
+    logits = session.unembed(ys).float()
+    return [top_tokens(session, row, k) for row in logits]

@@ -59,9 +59,15 @@ def run(args) -> int:
     check_positive(k=args.k, top=args.top)
     check_layers(check_model(args), args.layer)      # all before the model loads (and torch)
 
-    from widgets.html.figures_vocab import logit_lens_heatmap, sub_update_bars, target_curve
+    from widgets.html.figures_vocab import (
+        direct_effects_figure,
+        logit_lens_heatmap,
+        sub_update_bars,
+        target_curve,
+    )
     from widgets.html.report import HtmlReport
-    from workbench.vocab import ffn_sub_updates, logit_lens
+    from workbench.direct_effects import direct_effects
+    from workbench.vocab import ffn_sub_updates, logit_lens, written_tokens
 
     s = load_session(args)
     args.prompt = prompt
@@ -72,7 +78,11 @@ def run(args) -> int:
             print(note, file=sys.stderr)
     lens = logit_lens(s, args.prompt, [args.target] if args.target else None, k=args.top)
     target = lens.targets[0]
-    per_layer = ffn_effects(s, args.prompt, target)
+    effects = direct_effects(s, args.prompt, target)          # what reaches the residual
+    written = written_tokens(s, args.prompt, "mlp_resid", -1, 5)
+    per_layer = [{"layer": layer, "ffn_target_effect": effects.ffn[layer],
+                  "attn_target_effect": effects.attn[layer],
+                  "top_promoted": [t.token for t in written[layer]]} for layer in range(s.n_layers)]
     chosen = args.layer or [r["layer"] for r in sorted(per_layer, key=lambda r: -r["ffn_target_effect"])[:3]]
     subs_all = {layer: ffn_sub_updates(s, args.prompt, layer, -1, target, k=args.k) for layer in chosen}
     kinds = list(lens.kinds)
@@ -93,6 +103,7 @@ def run(args) -> int:
                                   "prob": float(lens.top_probs[post, layer, -1, j])} for j in range(args.top)]}
                  for layer in range(s.n_layers)],
         "ffn_layers": per_layer,
+        "direct_effects": effects.to_dict(),
         "sub_updates": [{"layer": layer, "position": subs_all[layer].position, "token": subs_all[layer].token,
                          "by_magnitude": [_sub(r) for r in subs_all[layer].by_magnitude],
                          "by_target": [_sub(r) for r in subs_all[layer].by_target],
@@ -105,9 +116,15 @@ def run(args) -> int:
                 f"{data['first_top1_layer']}")
     rep.figure(target_curve(lens))
     rep.figure(logit_lens_heatmap(lens))
-    rep.heading("FFN effect on the target's logit per layer (direct, through the frozen final norm)")
-    rep.table([{"layer": r["layer"], "effect": r["ffn_target_effect"],
-                "update promotes": " ".join(r["top_promoted"])} for r in per_layer])
+    rep.heading("Direct effect on the target's logit per layer (what each sublayer writes into the "
+                "residual, through the frozen final norm)")
+    rep.text(f"Embedding {effects.embedding:+.2f} + attention {sum(effects.attn):+.2f} + FFN "
+             f"{sum(effects.ffn):+.2f} + bias {effects.bias:+.2f} = {effects.total:+.2f}; the model's "
+             f"logit is {effects.logit:+.2f}.")
+    rep.figure(direct_effects_figure(effects))
+    rep.table([{"layer": r["layer"], "FFN effect": r["ffn_target_effect"],
+                "attention effect": r["attn_target_effect"],
+                "FFN update promotes": " ".join(r["top_promoted"])} for r in per_layer])
     for layer in chosen:
         rep.heading(f"Layer {layer}", 3)
         rep.figure(sub_update_bars(subs_all[layer], "target"))
@@ -128,31 +145,3 @@ def target_note(s, target: str) -> str | None:
     return (f"note: --target {target!r} is token {target!r} (id {s.token_id(target)}); after a word "
             f"the model writes {spaced!r} (id {s.token_id(spaced)}); following {target!r} as given "
             f"(pass --target {spaced!r} for the other)")
-
-
-def ffn_effects(s, prompt: str, target: str, n_tokens: int = 5) -> list[dict]:
-    """Per layer, the FFN output's direct effect on the target's logit at the last position,
-
-        effect_l = W_U[:, t] . (g * FFN_l(x) / rms(h)),  h = final residual, g = final norm scale,
-
-    the sum over units of `ffn_sub_updates`' target effects (plus the output bias), and the
-    tokens the whole update promotes."""
-    import torch
-
-    from workbench.capture import capture
-    from workbench.hooks import Site
-    from workbench.vocab import top_tokens
-
-    last = s.n_layers - 1
-    sites = [Site("mlp_out", layer) for layer in range(s.n_layers)] + [Site("resid_post", last)]
-    cap = capture(s, prompt, sites)
-    pos = int(cap.batch.lengths[0]) - 1
-    h = cap[Site("resid_post", last)][0, pos].float()
-    direction = torch.nan_to_num(s.final_norm(h).float() / h)
-    u_t = s.W_U[:, s.token_id(target)].float().to(h.device)
-    rows = []
-    for layer in range(s.n_layers):
-        y = cap[Site("mlp_out", layer)][0, pos].float()
-        rows.append({"layer": layer, "ffn_target_effect": float((direction * y) @ u_t),
-                     "top_promoted": [t.token for t in top_tokens(s, s.unembed(y).float(), n_tokens)]})
-    return rows

@@ -132,3 +132,18 @@ def expert_share_figure(shares) -> go.Figure:
                       xaxis_title="experts (largest first)", yaxis=dict(title="share", range=[0, 1]),
                       height=340, margin=dict(l=50, r=20, t=50, b=50))
     return fig
+
+
+def direct_effects_figure(effects) -> go.Figure:
+    """Per layer, the attention and FFN direct effects on the target's logit (grouped bars)."""
+    layers = list(range(len(effects.ffn)))
+    fig = go.Figure([
+        go.Bar(x=layers, y=round4(list(effects.attn)), name="attention", marker_color="#1f77b4"),
+        go.Bar(x=layers, y=round4(list(effects.ffn)), name="FFN", marker_color="#ff7f0e"),
+    ])
+    fig.update_layout(title=f"Direct effects on the logit of {short(effects.target, 14)!r} "
+                            f"(embedding {effects.embedding:+.2f})", barmode="group",
+                      xaxis_title="layer", yaxis_title="logit contribution", height=340,
+                      margin=dict(l=50, r=20, t=50, b=40),
+                      legend=dict(orientation="h", y=1.12, x=1, xanchor="right"))
+    return fig
