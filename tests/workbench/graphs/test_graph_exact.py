@@ -1,0 +1,81 @@
+"""The frozen local linear model and its edges: exact identities, checked independently."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench.graphs import GraphConfig, build_graph, freeze, run
+from workbench.graphs.build import attribute
+from workbench.graphs.graph import logit_nodes
+
+PROMPT = "The Eiffel Tower is in the city of"
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny_gemma"])
+def test_frozen_forward_reproduces_real_model(name, request):
+    s = request.getfixturevalue(name)
+    fz = freeze(s, PROMPT)
+    r = run(fz)
+    real = s.last_logits(PROMPT)[0].float()
+    assert (r.logits - real).abs().max() < 1e-5 * real.abs().max().clamp_min(1)
+    assert torch.allclose(r.reads, fz.coeffs, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny_gemma"])
+def test_every_row_is_the_sum_of_its_edges(name, request):
+    """With every unit selected, each unit's read and each logit equals its row sum + bias."""
+    s = request.getfixturevalue(name)
+    fz = freeze(s, PROMPT)
+    n_units = fz.n_layers * fz.n_pos * fz.weights.d_mlp
+    cfg = GraphConfig(max_nodes=n_units, faithfulness_nodes=0)
+    raw = attribute(fz, logit_nodes(s, fz, None, cfg), cfg, progress=False)
+    M, P = raw.n_units, raw.n_tokens
+    rows = torch.cat([torch.arange(M), M + P + torch.arange(len(raw.logits))])
+    total = raw.adjacency[rows].double().sum(1) + raw.bias[rows].double()
+    values = raw.values[rows].double()
+    # values are recomputed independently by the frozen forward; relative error per row,
+    # against the row's own scale for near-zero units
+    rel = (total - values).abs() / values.abs().clamp_min(1e-2 * values.abs().max())
+    assert rel.max() < 1e-4
+    assert (raw.adjacency[rows].abs().sum(1) / raw.total_abs[rows] - 1).abs().max() < 1e-4
+    # the logits are the real model's
+    frozen_logits = raw.values[M + P:]
+    real = s.last_logits(PROMPT)[0, list(raw.logits.ids)].float()
+    assert torch.allclose(frozen_logits, real, atol=1e-5)
+
+
+def test_vjp_edges_equal_perturbing_one_unit(tiny):
+    """Column s of the adjacency equals the change of every target when unit s alone moves."""
+    fz = freeze(tiny, PROMPT)
+    cfg = GraphConfig(max_nodes=60, faithfulness_nodes=0)
+    raw = attribute(fz, logit_nodes(tiny, fz, None, cfg), cfg, progress=False)
+    M, P = raw.n_units, raw.n_tokens
+    base = run(fz, sources=fz.coeffs)
+    low = [j for j in range(M) if int(raw.units[j, 0]) == 0][:3]
+    assert low, "expected layer-0 units among the candidates"
+    for j in low:
+        lay, pos, idx = raw.units[j].tolist()
+        src = fz.coeffs.clone()
+        delta = 0.5 * float(src[lay, pos, idx]) + 0.1
+        src[lay, pos, idx] += delta
+        pert = run(fz, sources=src)
+        d_reads = (pert.reads - base.reads)[raw.units[:, 0], raw.units[:, 1], raw.units[:, 2]]
+        d_logits = (pert.logits - base.logits)[list(raw.logits.ids)]
+        want = torch.cat([d_reads, d_logits])
+        got = raw.adjacency[torch.cat([torch.arange(M), M + P + torch.arange(len(raw.logits))]), j]
+        got = got * delta / raw.unit_act[j]
+        assert torch.allclose(got, want, atol=1e-6 * want.abs().max().clamp_min(1e-3), rtol=1e-3)
+        assert want.abs().max() > 0
+
+
+@pytest.mark.parametrize("name", ["smollm", "gemma"])
+def test_real_model_graph_is_exact(name, request):
+    s = request.getfixturevalue(name)
+    fz = freeze(s, "The capital of France is")
+    real = s.last_logits("The capital of France is")[0].float()
+    assert (run(fz).logits - real).abs().max() < 1e-3
+    g = build_graph(s, "The capital of France is", max_nodes=48, faithfulness_nodes=0, progress=False)
+    assert g.summary["exactness_max_rel_error"] < 1e-4
+    assert g.summary["nodes"] == len(g.nodes) > 0
+    assert 0 < g.summary["completeness"] <= 1

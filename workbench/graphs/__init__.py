@@ -1,0 +1,29 @@
+"""Circuits as graphs: exact attribution graphs over FFN memories (issue 19).
+
+    from workbench.graphs import build_graph
+    g = build_graph(s, "The Eiffel Tower is located in the city of", target=" Paris")
+    g.summary, g.to_dict()                      # graph.json
+
+Modules: weights (the model as tensors), frozen (the frozen local linear model), edges (batched
+VJPs through its transpose), build (candidate selection and adjacency), prune (influence,
+pruning, completeness / replacement), result (the frozen `AttributionGraph`), graph
+(`build_graph`), faithfulness (ablations in the real model), contrastive (clean / corrupt
+pairs), cards (memory cards of unit nodes), diff (graphs before / after an edit).
+"""
+
+from .build import LogitNodes, RawGraph, attribute
+from .config import BASES, GraphConfig, GraphConfigError, UnknownBasisError
+from .faithfulness import Faithfulness, faithfulness, predicted_effects, spearman
+from .frozen import Frozen, FrozenRun, PromptTooLongError, freeze, run
+from .graph import build_graph, logit_nodes
+from .prune import PruneResult, influence, normalized, prune, scores
+from .result import SUMMARY_KEYS, AttributionGraph, GraphNode
+from .weights import ModelWeights, UnsupportedModelError, model_weights
+
+__all__ = [
+    "LogitNodes", "RawGraph", "attribute", "BASES", "GraphConfig", "GraphConfigError", "UnknownBasisError",
+    "Faithfulness", "faithfulness", "predicted_effects", "spearman", "Frozen", "FrozenRun",
+    "PromptTooLongError", "freeze", "run", "build_graph", "logit_nodes", "PruneResult", "influence",
+    "normalized", "prune", "scores", "SUMMARY_KEYS", "AttributionGraph", "GraphNode", "ModelWeights",
+    "UnsupportedModelError", "model_weights",
+]

@@ -1,0 +1,256 @@
+"""Attribution over FFN units: pick candidate nodes by influence, then all edges among them.
+
+Two passes through the frozen model's transpose (`edges.backward`):
+
+1. Selection. Rows of the logit nodes first, over every source (all units at all positions and
+   the tokens). A running influence estimate I over all sources starts at
+   I = sum_t w_t |A_t,.| / sum_s |A_t,s| (w = the chosen logits' weights); then, block by block,
+   the unvisited units of largest I get their rows computed and pass their own I on the same
+   way (circuit-tracer's greedy order). Each row's absolute total over ALL sources is kept (the
+   normaliser of the pruning step, so that mass from sources left out of the graph counts as
+   missing) and its exactness is checked: value_t = sum_s A_t,s + bias_t in the frozen model.
+2. Adjacency. The rows of the selected units and the logits again, read out only at the
+   selected units and the tokens: the dense matrix A [n n] (rows targets, columns sources;
+   order: units, tokens, logits).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .._types import Float, Int, Tensor
+from .config import GraphConfig
+from .edges import Seeds, backward, logit_seeds, unit_seeds
+from .frozen import Frozen
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LogitNodes", "RawGraph", "attribute"]
+
+
+@dataclass(frozen=True)
+class LogitNodes:
+    """The output nodes: a read direction on the final normed residual each (a W_U row, or a
+    difference of rows for a logit-difference metric), with the influence weights pruning uses."""
+
+    labels: tuple[str, ...]
+    ids: tuple[int, ...]
+    directions: Float[Tensor, "K d_model"]
+    bias: Float[Tensor, " K"]
+    probs: Float[Tensor, " K"]
+    weights: Float[Tensor, " K"]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class RawGraph:
+    """The unpruned graph over the selected units, the tokens and the logits.
+
+    Args:
+        units: [M 3] (layer, pos, index) of the selected units, in selection order.
+        unit_act: [M] their activations as used on edges; token_act: [P d_model] token outputs.
+        adjacency: [n n] A[t, s] = direct edge s -> t, n = M + P + K.
+        total_abs: [n] sum of |A[t, s]| over ALL sources of row t (0 for token rows).
+        values: [n] the frozen model's value of each target row (NaN for tokens).
+        exact_err: [n] |value - sum_s A[t, s] - bias| / |value| per target row (NaN for tokens).
+        bias: [n] the constant term of each row.
+    """
+
+    units: Int[Tensor, "M 3"]
+    unit_act: Float[Tensor, " M"]
+    adjacency: Float[Tensor, "n n"]
+    total_abs: Float[Tensor, " n"]
+    values: Float[Tensor, " n"]
+    exact_err: Float[Tensor, " n"]
+    bias: Float[Tensor, " n"]
+    n_tokens: int
+    logits: LogitNodes
+
+    @property
+    def n_units(self) -> int:
+        return int(self.units.shape[0])
+
+
+def _block_size(cfg: GraphConfig, fz: Frozen) -> int:
+    per_row = fz.n_layers * fz.n_pos * fz.weights.d_mlp * 4
+    return max(1, min(cfg.batch, (cfg.memory_mb << 20) // per_row))
+
+
+def _full_rows(fz: Frozen, seeds: Seeds, act: Tensor, embed_act: Tensor):
+    """Rows over every source: |unit edges| [B L Q D], token edges [B Q], bias [B], and each
+    row's sum with the real activations in float64 (the exactness check)."""
+    w = fz.weights
+    Q = int(seeds.pos.max()) + 1
+    absE = torch.zeros(len(seeds), w.n_layers, Q, w.d_mlp, device=seeds.vec.device, dtype=seeds.vec.dtype)
+    real = torch.zeros(len(seeds), dtype=torch.float64, device=seeds.vec.device)
+    same = act is fz.coeffs
+
+    def on_ffn(layer, g_f, rows):
+        d = g_f @ w.layers[layer].W_down
+        e = d * act[layer, :Q]
+        r = slice(None) if rows is None else rows
+        real_part = (d * fz.coeffs[layer, :Q]).sum((1, 2)) if not same else e.sum((1, 2))
+        real[r] += real_part.double()
+        if rows is None:
+            torch.abs(e, out=absE[:, layer])
+        else:
+            absE[rows, layer] = e.abs()
+
+    g0, bias = backward(fz, seeds, on_ffn)
+    tok = (g0 * embed_act[:Q]).sum(-1)
+    real.add_((tok if same else (g0 * fz.embed[:Q]).sum(-1)).double().sum(1))
+    return absE, tok, bias, real + bias.double()
+
+
+def _rel(err: Tensor, value: Tensor) -> Tensor:
+    return err.abs() / value.abs().clamp_min(1e-30)
+
+
+def attribute(fz: Frozen, logits: LogitNodes, cfg: GraphConfig, unit_act: Tensor | None = None,
+              embed_act: Tensor | None = None, progress: bool = True) -> RawGraph:
+    """Select up to cfg.max_nodes units by influence and build the adjacency among them.
+
+    Args:
+        unit_act: [L P d_mlp] source activations on edges (default: the real coefficients;
+            contrastive graphs pass clean - corrupt differences).
+        embed_act: [P d_model] token-node outputs on edges (default: the embeddings).
+    """
+    w = fz.weights
+    L, P, D = fz.n_layers, fz.n_pos, w.d_mlp
+    act = fz.coeffs if unit_act is None else unit_act
+    e_act = fz.embed if embed_act is None else embed_act
+    dev = fz.embed.device
+    from .frozen import run
+
+    frun = run(fz)
+    frozen_logits = logits.directions @ (frun.resid[-1] * fz.r_final[-1] * w.ln_final.w) + logits.bias
+    inf = torch.zeros(L, P, D, device=dev)
+    visited = torch.zeros(L, P, D, dtype=torch.bool, device=dev)
+    order: list[Tensor] = []
+    row_tot: list[Tensor] = []
+    row_err: list[Tensor] = []
+    row_val: list[Tensor] = []
+    row_bias: list[Tensor] = []
+
+    def spread(seeds: Seeds, weights: Tensor, values: Tensor):
+        absE, tok, bias, real = _full_rows(fz, seeds, act, e_act)
+        Q = absE.shape[2]
+        tot = absE.sum((1, 2, 3)) + tok.abs().sum(1)
+        coef = weights / tot.clamp_min(1e-30)
+        inf[:, :Q] += (coef @ absE.view(len(coef), -1)).view(L, Q, D)
+        row_tot.append(tot)
+        row_err.append(_rel(real - values.double(), values.double()).float())
+        row_val.append(values.float())
+        row_bias.append(bias)
+
+    B = _block_size(cfg, fz)
+    lg_seeds = logit_seeds(fz, logits.directions, logits.bias)
+    for i in range(0, len(logits), B):
+        sl = slice(i, i + B)
+        spread(Seeds(lg_seeds.slot[sl], lg_seeds.pos[sl], lg_seeds.vec[sl], lg_seeds.bias[sl]),
+               logits.weights[sl].to(dev), frozen_logits[sl])
+    logit_stats = (torch.cat(row_tot), torch.cat(row_err), torch.cat(row_val), torch.cat(row_bias))
+    row_tot.clear(), row_err.clear(), row_val.clear(), row_bias.clear()
+
+    flat_inf, flat_vis = inf.view(-1), visited.view(-1)
+    n_sel = 0
+    bar = tqdm(total=cfg.max_nodes, desc="graph: select", unit="node", disable=not progress, leave=False)
+    while n_sel < cfg.max_nodes:
+        score = flat_inf.masked_fill(flat_vis, -1.0)
+        k = min(B, cfg.max_nodes - n_sel)
+        top = score.topk(k)
+        pick = top.indices[top.values > 0]
+        if len(pick) == 0:
+            break
+        flat_vis[pick] = True
+        weights = flat_inf[pick].clone()
+        layer, rest = pick // (P * D), pick % (P * D)
+        pos, idx = rest // D, rest % D
+        order.append(torch.stack([layer, pos, idx], 1))
+        spread(unit_seeds(fz, layer, pos, idx), weights, frun.reads[layer, pos, idx])
+        n_sel += len(pick)
+        bar.update(len(pick))
+    bar.close()
+    units = torch.cat(order) if order else torch.zeros(0, 3, dtype=torch.long, device=dev)
+    M, K = len(units), len(logits)
+    n = M + P + K
+
+    def cat(xs, dt):
+        return torch.cat(xs) if xs else torch.zeros(0, device=dev, dtype=dt)
+
+    total_abs = torch.cat([cat(row_tot, torch.float32), torch.zeros(P, device=dev), logit_stats[0]])
+    nan = torch.full((P,), float("nan"), device=dev)
+    exact = torch.cat([cat(row_err, torch.float32), nan, logit_stats[1]])
+    values = torch.cat([cat(row_val, torch.float32), nan, logit_stats[2]])
+    biases = torch.cat([cat(row_bias, torch.float32), torch.zeros(P, device=dev), logit_stats[3]])
+    adjacency = _adjacency(fz, units, logits, act, e_act, B, n, progress)
+    u_act = act[units[:, 0], units[:, 1], units[:, 2]] if M else torch.zeros(0, device=dev)
+    return RawGraph(units, u_act, adjacency, total_abs, values, exact, biases, P, logits)
+
+
+def _adjacency(fz: Frozen, units: Tensor, logits: LogitNodes, act: Tensor, e_act: Tensor, B: int,
+               n: int, progress: bool) -> Tensor:
+    """Rows of the selected units and the logits, read out at the selected units and tokens."""
+    w = fz.weights
+    M, P = len(units), fz.n_pos
+    dev = fz.embed.device
+    A = torch.zeros(n, n, device=dev)
+    groups: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
+    for (lay, pos), cols in _group(units).items():
+        idx = units[cols, 2]
+        groups[(lay, pos)] = (cols, idx)
+    by_layer: dict[int, list[tuple[int, Tensor, Tensor]]] = {}
+    for (lay, pos), (cols, idx) in groups.items():
+        by_layer.setdefault(lay, []).append((pos, cols, idx))
+    # target rows sorted by (slot, pos) so blocks share a short pass
+    u_seeds = unit_seeds(fz, units[:, 0], units[:, 1], units[:, 2]) if M else None
+    l_seeds = logit_seeds(fz, logits.directions, logits.bias)
+    rows = torch.cat([torch.arange(M, device=dev), M + P + torch.arange(len(logits), device=dev)])
+    slot = torch.cat([units[:, 0], l_seeds.slot]) if M else l_seeds.slot
+    pos = torch.cat([units[:, 1], l_seeds.pos]) if M else l_seeds.pos
+    vec = torch.cat([u_seeds.vec, l_seeds.vec]) if M else l_seeds.vec
+    bias = torch.cat([u_seeds.bias, l_seeds.bias]) if M else l_seeds.bias
+    order = torch.argsort(slot * (P + 1) + pos)
+    bar = tqdm(total=len(order), desc="graph: edges", unit="row", disable=not progress, leave=False)
+    for i in range(0, len(order), B):
+        o = order[i:i + B]
+        seeds = Seeds(slot[o], pos[o], vec[o], bias[o])
+        Q = int(seeds.pos.max()) + 1
+        block = torch.zeros(len(o), n, device=dev)
+
+        on_ffn = _sel_readout(w, by_layer, act, block, Q)
+        g0, _ = backward(fz, seeds, on_ffn)
+        block[:, M:M + Q] = (g0 * e_act[:Q]).sum(-1)
+        A[rows[o]] = block
+        bar.update(len(o))
+    bar.close()
+    return A
+
+
+def _sel_readout(w, by_layer, act, block, Q):
+    """Read d t / d m only at the selected units of each layer, grouped by position."""
+
+    def on_ffn(layer, g_f, r):
+        W = w.layers[layer].W_down
+        for p, cols, idx in by_layer.get(layer, ()):
+            if p < Q:
+                vals = (g_f[:, p] @ W[:, idx]) * act[layer, p, idx]
+                if r is None:
+                    block[:, cols] = vals
+                else:
+                    block[r[:, None], cols[None, :]] = vals
+
+    return on_ffn
+
+
+def _group(units: Tensor) -> dict[tuple[int, int], Tensor]:
+    out: dict[tuple[int, int], list[int]] = {}
+    for j, (lay, pos) in enumerate(units[:, :2].tolist()):
+        out.setdefault((lay, pos), []).append(j)
+    return {k: torch.tensor(v, device=units.device) for k, v in out.items()}

@@ -1,0 +1,76 @@
+"""Settings of an attribution graph, validated on construction; the graphs' own errors."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ..errors import WorkbenchError
+
+__all__ = ["BASES", "GraphConfig", "GraphConfigError", "UnknownBasisError"]
+
+BASES = ("units", "transcoder")
+
+
+class GraphConfigError(WorkbenchError):
+    """A graph setting out of its valid range."""
+
+
+class UnknownBasisError(WorkbenchError):
+    """A node basis the graph builder does not know."""
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    """How a graph is built and pruned.
+
+    Args:
+        basis: ``units`` (FFN units, exact, no error nodes) or ``transcoder`` (one per layer,
+            with an error node per (layer, position)).
+        keep: node share: keep the smallest set of nodes whose influence on the chosen logits
+            reaches this share of all nodes' influence (circuit-tracer's node threshold).
+        edge_keep: edge share, the same rule over edges among kept nodes.
+        max_nodes: candidate nodes whose incoming edges are computed, picked greedily by their
+            estimated influence (bounds time: one backward row per candidate).
+        max_logits: at most this many output-logit nodes (top tokens by probability) ...
+        logit_prob: ... until their probabilities sum to this share (a named target is added).
+        batch: targets per backward pass.
+        memory_mb: budget for one block's full edge rows (batch is cut to fit).
+        faithfulness_nodes: top unit nodes ablated in the real model for the faithfulness
+            check (0 = skip it).
+    """
+
+    basis: str = "units"
+    keep: float = 0.8
+    edge_keep: float = 0.98
+    max_nodes: int = 500
+    max_logits: int = 10
+    logit_prob: float = 0.95
+    batch: int = 64
+    memory_mb: int = 512
+    faithfulness_nodes: int = 20
+
+    def __post_init__(self):
+        if self.basis not in BASES:
+            raise UnknownBasisError(f"basis={self.basis!r} is unknown; valid bases are "
+                                    f"{', '.join(map(repr, BASES))}")
+        for name in ("keep", "edge_keep", "logit_prob"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
+                raise GraphConfigError(f"{name}={v!r} is out of range; valid range is (0, 1]")
+        for name, lo in (("max_nodes", 1), ("max_logits", 1), ("batch", 1), ("memory_mb", 1),
+                         ("faithfulness_nodes", 0)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise GraphConfigError(f"{name}={v!r} must be an integer >= {lo}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GraphConfig:
+        names = {f.name for f in fields(cls)}
+        bad = sorted(set(d) - names)
+        if bad:
+            raise GraphConfigError(f"unknown graph settings {bad}; valid: {sorted(names)}")
+        return cls(**d)

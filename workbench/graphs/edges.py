@@ -1,0 +1,135 @@
+"""Edges by batched vector-Jacobian products through the frozen model (one backward per block).
+
+A target t reads the residual linearly: a unit (l, p, i) reads h_l'[p] (after attention, before
+the FFN) along e_t = G_l[p, i] r_f[l, p] (w_f * u_i); a logit node reads h_L[last] along
+e_t = r_F[last] (w_F * W_U[t]). Its cotangent e_t is injected at that point and carried down
+the frozen model's transpose, which holds every unit as a node (a stop-gradient: paths go only
+through the residual stream and the frozen attention OV circuits, never through another unit):
+
+    FFN of layer l     g_f = post_f^T g;  d t / d m_{l, p, i} = g_f[p] . v_i   (source read-out)
+    attention layer l  g <- g + r_a w_a * W_v^T sum_q P_l[., q, k] (W_o^T post_a^T g)[q]
+    tokens             d t / d h_0[p] = g[p]
+
+The direct edge s -> t is then a_s * (d t / d a_s) with a_s the source's activation (m_s, or 1
+for a token node with the embedding as output vector). A block of B targets shares one pass:
+g is [B P d_model]; targets only see positions <= their own, so the pass is cut to the block's
+largest position and starts at its highest layer. Biases (none on Llama / Gemma) are carried
+as one constant per target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .._types import Float, Int, Tensor
+from .frozen import Frozen
+
+__all__ = ["Seeds", "unit_seeds", "logit_seeds", "backward"]
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """A block of B targets as cotangents on the residual.
+
+    Args:
+        slot: [B] the layer whose FFN input the target reads (n_layers: the final residual).
+        pos: [B] the position it reads.
+        vec: [B d_model] the read direction e_t on the residual.
+        bias: [B] the constant part of the target's value (up-projection / unembedding bias).
+    """
+
+    slot: Int[Tensor, " B"]
+    pos: Int[Tensor, " B"]
+    vec: Float[Tensor, "B d_model"]
+    bias: Float[Tensor, " B"]
+
+    def __len__(self) -> int:
+        return int(self.slot.shape[0])
+
+
+def unit_seeds(fz: Frozen, layer: Tensor, pos: Tensor, index: Tensor) -> Seeds:
+    """Seeds of unit targets (layer, pos, index) [B]: e_t = G r_f (w_f * u_i)."""
+    w = fz.weights
+    vecs, bias = [], []
+    for j in range(len(layer)):
+        lw = w.layers[int(layer[j])]
+        g = fz.gate[layer[j], pos[j], index[j]] * fz.r_ffn[layer[j], pos[j]]
+        vecs.append(g * lw.ln_ffn.w * lw.W_up[index[j]])
+        b = lw.b_up[index[j]] * fz.gate[layer[j], pos[j], index[j]] if lw.b_up is not None else g * 0
+        bias.append(b)
+    return Seeds(layer.clone(), pos.clone(), torch.stack(vecs), torch.stack(bias).float())
+
+
+def logit_seeds(fz: Frozen, directions: Float[Tensor, "B d_model"], bias: Tensor | None = None) -> Seeds:
+    """Seeds of logit-like targets at the last position: e_t = r_F (w_F * direction)."""
+    w = fz.weights
+    B, last = directions.shape[0], fz.n_pos - 1
+    vec = directions * (fz.r_final[last] * w.ln_final.w)
+    b = bias if bias is not None else torch.zeros(B, device=vec.device)
+    return Seeds(torch.full((B,), w.n_layers, dtype=torch.long, device=vec.device),
+                 torch.full((B,), last, dtype=torch.long, device=vec.device), vec, b.float())
+
+
+FFNReadout = Callable[[int, Float[Tensor, "b Q d_model"], "Tensor | None"], None]
+
+
+def backward(fz: Frozen, seeds: Seeds, on_ffn: FFNReadout) -> tuple[Float[Tensor, "B Q d_model"], Float[Tensor, " B"]]:
+    """Carry a block of target cotangents down the frozen model's transpose.
+
+    `on_ffn(layer, g_f, rows)` is called for each layer below the block's highest slot with g_f
+    [b Q d_model] the gradient on that layer's raw FFN output for the block rows `rows` (None:
+    all B rows) that read above this layer (Q = block's largest position + 1); `g_f @ W_down`
+    gives d t / d m for every unit of the layer. Returns the gradient on the token
+    embeddings [B Q d_model] and each target's constant term [B].
+    """
+    w = fz.weights
+    B = len(seeds)
+    Q = int(seeds.pos.max()) + 1
+    top = int(seeds.slot.max())
+    rep = w.n_heads // w.n_kv_heads
+    dev, dt = seeds.vec.device, seeds.vec.dtype
+    g = torch.zeros(B, Q, w.W_E.shape[1], device=dev, dtype=dt)
+    rows = torch.arange(B, device=dev)
+    bias = seeds.bias.clone().float()
+    at_top = seeds.slot == w.n_layers
+    if at_top.any():
+        g[rows[at_top], seeds.pos[at_top]] += seeds.vec[at_top]
+    for layer in range(min(top, w.n_layers - 1), -1, -1):
+        lw = w.layers[layer]
+        # rows injected below this layer carry no gradient here yet: skip them
+        live = seeds.slot > layer
+        if live.any():  # units of this layer are sources for targets above it
+            r = None if bool(live.all()) else live.nonzero().flatten()
+            gl = g if r is None else g[r]
+            g_f = gl * (fz.r_post_ffn[layer, :Q, None] * lw.post_ffn.w) if lw.post_ffn is not None else gl
+            if lw.b_down is not None:
+                bias.index_add_(0, rows if r is None else r, (g_f.sum(1) @ lw.b_down).float())
+            on_ffn(layer, g_f, r)
+        here = seeds.slot == layer
+        if here.any():
+            g[rows[here], seeds.pos[here]] += seeds.vec[here]
+        live = seeds.slot >= layer
+        r = None if bool(live.all()) else live.nonzero().flatten()
+        gl = g if r is None else g[r]
+        nb = gl.shape[0]
+        g_o = gl * (fz.r_post_attn[layer, :Q, None] * lw.post_attn.w) if lw.post_attn is not None else gl
+        if lw.b_o is not None:
+            bias.index_add_(0, rows if r is None else r, (g_o.sum(1) @ lw.b_o).float())
+        g_z = (g_o @ lw.W_o).unflatten(-1, (w.n_heads, w.d_head))                  # [b Q H dh]
+        # g_v[b, k, j] = sum_{h in group j} sum_q P[h, q, k] g_z[b, q, h]: one bmm per KV group,
+        # the group's heads and query positions contracted together
+        kv = w.n_kv_heads
+        pt = fz.pattern[layer, :, :Q, :Q].view(kv, rep, Q, Q).permute(0, 3, 1, 2).reshape(kv, Q, rep * Q)
+        gz = g_z.permute(2, 1, 0, 3).reshape(kv, rep * Q, nb * w.d_head)          # [kv rep*q b*dh]
+        g_v = (pt @ gz).view(kv, Q, nb, w.d_head).permute(2, 1, 0, 3).reshape(nb, Q, kv * w.d_head)
+        if lw.b_v is not None:
+            bias.index_add_(0, rows if r is None else r, (g_v.sum(1) @ lw.b_v).float())
+        upd = (g_v @ lw.W_v) * (fz.r_attn[layer, :Q, None] * lw.ln_attn.w)
+        if r is None:
+            g = g + upd
+        else:
+            g[r] += upd
+    return g, bias

@@ -1,0 +1,199 @@
+"""The frozen local linear model of one forward pass (attention, norms and gates held fixed).
+
+One real forward fixes, per layer l and position p: the attention pattern P_l [head q k], every
+RMSNorm's factor r = 1/sqrt(mean(x^2) + eps) (pre-attention, pre-FFN, final, and Gemma's
+post-attention / post-FFN norms), and each gated unit's gate G_l[p, i] = act(x . g_i). Then
+
+    h_0      = E[tok] * embed_scale                                     (token nodes)
+    o_l      = post_a( sum_k P_l[., q, k] (r_a h_{l}[k] * w_a) W_v^T  W_o^T )
+    h_l'     = h_l + o_l
+    m_l[p,i] = G_l[p, i] * ((r_f h_l'[p] * w_f) . u_i)                  (unit nodes, read)
+    h_{l+1}  = h_l' + post_f( sum_i m_l[., i] v_i )                      (unit nodes, written)
+    logit_t  = (r_F h_L[last] * w_F) . W_U[t]                            (logit nodes)
+
+is linear in the embeddings and the unit coefficients (plus biases, zero on Llama and Gemma),
+so every unit coefficient and logit is exactly the sum of its direct contributions. `freeze`
+captures the fixed quantities; `run` is the frozen forward (differentiable, batched), used to
+check the freeze against the real logits and to perturb single units in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .._types import Float, Int, Tensor
+from ..errors import EmptyPromptError, WorkbenchError
+from .weights import ModelWeights, model_weights
+
+__all__ = ["PromptTooLongError", "Frozen", "FrozenRun", "freeze", "run", "prompt_ids"]
+
+
+class PromptTooLongError(WorkbenchError):
+    """A prompt longer than the model's context."""
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """The fixed quantities of one prompt's forward pass (P = prompt length, L = layers).
+
+    Args:
+        weights: the model's weights (views).
+        tokens: [P] ids; str_tokens: their strings.
+        embed: [P d_model] h_0, the scaled token embeddings.
+        pattern: [L head P P] attention probabilities.
+        r_attn, r_ffn: [L P] pre-attention / pre-FFN norm factors; r_final: [P].
+        r_post_attn, r_post_ffn: [L P] post-sublayer norm factors (Gemma) or None.
+        gate: [L P d_mlp] act(x . g_i).
+        coeffs: [L P d_mlp] the real coefficients m_i (site mlp_post).
+        logits: [d_vocab] the real logits at the last position.
+    """
+
+    weights: ModelWeights
+    tokens: Int[Tensor, " P"]
+    str_tokens: tuple[str, ...]
+    embed: Float[Tensor, "P d_model"]
+    pattern: Float[Tensor, "L head P P"]
+    r_attn: Float[Tensor, "L P"]
+    r_post_attn: Float[Tensor, "L P"] | None
+    r_ffn: Float[Tensor, "L P"]
+    gate: Float[Tensor, "L P d_mlp"]
+    r_post_ffn: Float[Tensor, "L P"] | None
+    r_final: Float[Tensor, " P"]
+    coeffs: Float[Tensor, "L P d_mlp"]
+    logits: Float[Tensor, " d_vocab"]
+
+    @property
+    def n_pos(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def n_layers(self) -> int:
+        return self.weights.n_layers
+
+
+def prompt_ids(session, prompt: str | Sequence[int]) -> list[int]:
+    """Token ids of one prompt (BOS per the session), checked against the model's context."""
+    ids = session.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+    if not ids:
+        raise EmptyPromptError("prompt has no tokens; give at least one")
+    n_ctx = int(getattr(session.hf_model.config, "max_position_embeddings", 0) or 0)
+    if n_ctx and len(ids) > n_ctx:
+        raise PromptTooLongError(f"prompt is {len(ids)} tokens; the model's context is {n_ctx} "
+                                 f"(valid lengths 1..{n_ctx})")
+    return ids
+
+
+@torch.no_grad()
+def freeze(session, prompt: str | Sequence[int], weights: ModelWeights | None = None) -> Frozen:
+    """Run `prompt` once in the real model and capture what the local linear model holds fixed.
+
+    Reads the residual entering each norm and the attention patterns through scoped hooks (the
+    session is left as found).
+    """
+    w = weights or model_weights(session)
+    ids = prompt_ids(session, prompt)
+    tokens = torch.tensor([ids], device=session.device)
+    L, gemma = w.n_layers, w.layers[0].post_attn is not None
+    grab: dict[str, Tensor] = {}
+
+    def keep(name):
+        def fn(act, hook=None):
+            grab[name] = act.detach()[0]
+        return fn
+
+    names = ["ln_final.hook_in"]
+    for layer in range(L):
+        names += [f"blocks.{layer}.ln1.hook_in", f"blocks.{layer}.attn.hook_pattern",
+                  f"blocks.{layer}.ln2.hook_in", f"blocks.{layer}.mlp.hook_post"]
+        if gemma:
+            names += [f"blocks.{layer}.ln1_post.hook_in", f"blocks.{layer}.ln2_post.hook_in"]
+    with session.hooks([(n, keep(n)) for n in names]):
+        logits = session.model(tokens, return_type="logits")[0, -1]
+    missing = [n for n in names if n not in grab]
+    if missing:
+        raise WorkbenchError(f"hooks {missing[:3]} did not fire; the bridge layout is not the expected one")
+    dt = w.W_down.dtype if hasattr(w, "W_down") else w.layers[0].W_down.dtype
+    h_pre = [grab[f"blocks.{i}.ln1.hook_in"].to(dt) for i in range(L)]
+    h_mid = [grab[f"blocks.{i}.ln2.hook_in"].to(dt) for i in range(L)]
+    r_attn = torch.stack([w.layers[i].ln_attn.scale(h_pre[i]) for i in range(L)])
+    r_ffn = torch.stack([w.layers[i].ln_ffn.scale(h_mid[i]) for i in range(L)])
+    gate = []
+    for i, lw in enumerate(w.layers):
+        x = h_mid[i] * (r_ffn[i][:, None] * lw.ln_ffn.w)
+        pre = x @ lw.W_gate.T
+        if lw.b_gate is not None:
+            pre = pre + lw.b_gate
+        gate.append(lw.act(pre))
+    r_pa = r_pf = None
+    if gemma:
+        r_pa = torch.stack([w.layers[i].post_attn.scale(grab[f"blocks.{i}.ln1_post.hook_in"].to(dt))
+                            for i in range(L)])
+        r_pf = torch.stack([w.layers[i].post_ffn.scale(grab[f"blocks.{i}.ln2_post.hook_in"].to(dt))
+                            for i in range(L)])
+    h_L = grab["ln_final.hook_in"].to(dt)
+    embed = w.W_E[tokens[0]] * torch.tensor(w.embed_scale, dtype=w.W_E.dtype)
+    str_tokens = tuple(session.to_str_tokens(ids))
+    return Frozen(w, tokens[0], str_tokens, embed, torch.stack([grab[f"blocks.{i}.attn.hook_pattern"].to(dt)
+                                                               for i in range(L)]),
+                  r_attn, r_pa, r_ffn, torch.stack(gate), r_pf, w.ln_final.scale(h_L),
+                  torch.stack([grab[f"blocks.{i}.mlp.hook_post"].to(dt) for i in range(L)]), logits.float())
+
+
+@dataclass(frozen=True)
+class FrozenRun:
+    """Output of the frozen forward: unit reads [... L P d_mlp], final residual, last logits."""
+
+    reads: Float[Tensor, "... L P d_mlp"]
+    resid: Float[Tensor, "... P d_model"]
+    logits: Float[Tensor, "... d_vocab"]
+
+
+def run(fz: Frozen, embed: Tensor | None = None, sources: Tensor | None = None) -> FrozenRun:
+    """The frozen forward. Batched over any leading dims of `embed` / `sources`.
+
+    Args:
+        embed: [... P d_model] token-node outputs (default: the prompt's h_0).
+        sources: [... L P d_mlp] unit coefficients written into the residual; None uses each
+            unit's own read m = G * (x . u) (then the run reproduces the real forward). With
+            `sources` given, reads are what each unit would compute, all units held as nodes.
+    Returns:
+        reads, the final residual and the pre-soft-cap logits at the last position.
+    """
+    w = fz.weights
+    h = fz.embed if embed is None else embed
+    rep = w.n_heads // w.n_kv_heads
+    reads = []
+    for layer, lw in enumerate(w.layers):
+        a = h * (fz.r_attn[layer][:, None] * lw.ln_attn.w)
+        v = a @ lw.W_v.T
+        if lw.b_v is not None:
+            v = v + lw.b_v
+        v = v.unflatten(-1, (w.n_kv_heads, w.d_head)).repeat_interleave(rep, dim=-2)
+        z = torch.einsum("hqk,...khd->...qhd", fz.pattern[layer], v)
+        o = z.flatten(-2) @ lw.W_o.T
+        if lw.b_o is not None:
+            o = o + lw.b_o
+        if lw.post_attn is not None:
+            o = o * (fz.r_post_attn[layer][:, None] * lw.post_attn.w)
+        h = h + o
+        x = h * (fz.r_ffn[layer][:, None] * lw.ln_ffn.w)
+        u = x @ lw.W_up.T
+        if lw.b_up is not None:
+            u = u + lw.b_up
+        m = fz.gate[layer] * u
+        reads.append(m)
+        src = m if sources is None else sources[..., layer, :, :]
+        f = src @ lw.W_down.T
+        if lw.b_down is not None:
+            f = f + lw.b_down
+        if lw.post_ffn is not None:
+            f = f * (fz.r_post_ffn[layer][:, None] * lw.post_ffn.w)
+        h = h + f
+    y = h[..., -1, :] * (fz.r_final[-1] * w.ln_final.w)
+    logits = y @ w.W_U.T
+    if w.b_U is not None:
+        logits = logits + w.b_U
+    return FrozenRun(torch.stack(reads, dim=-3), h, logits)
