@@ -42,7 +42,7 @@ def test_fast_equals_generic_every_fast_site(arch, request):
     ss = all_fast_sites(s)
     gc = GraphCapture(s, ss)
     assert gc.fast
-    ref, cap = capture(s, PROMPTS, ss), gc(PROMPTS)
+    ref, cap = capture(s, PROMPTS, ss, backend="generic"), gc(PROMPTS)
     assert_same(cap, ref, ss)  # padding positions too: same pad tokens, causal attention
     assert cap.batch.tokens.equal(ref.batch.tokens)
 
@@ -59,7 +59,7 @@ def test_unsupported_site_uses_generic(tiny):
     ss = ["attn_pattern:1", "mlp_post:0"]
     gc = GraphCapture(tiny, ss)
     assert not gc.fast
-    assert_same(gc(PROMPTS), capture(tiny, PROMPTS, ss), [Site("attn_pattern", 1), Site("mlp_post", 0)])
+    assert_same(gc(PROMPTS), capture(tiny, PROMPTS, ss, backend="generic"), [Site("attn_pattern", 1), Site("mlp_post", 0)])
 
 
 def test_active_intervention_is_respected(tiny):
@@ -68,7 +68,7 @@ def test_active_intervention_is_respected(tiny):
     plain = gc(PROMPTS)
     with intervene(tiny, zero_neurons(1, list(range(0, 256, 2)))):
         edited = gc(PROMPTS)
-        ref = capture(tiny, PROMPTS, ss)
+        ref = capture(tiny, PROMPTS, ss, backend="generic")
     assert_same(edited, ref, ss)
     assert not torch.allclose(edited["mlp_out:1"], plain["mlp_out:1"])
 
@@ -81,7 +81,7 @@ def test_in_place_weight_edit_is_seen(tiny):
         with torch.no_grad():
             w.mul_(2.0)
         doubled = gc(PROMPTS)["mlp_out:0"]
-        ref = capture(tiny, PROMPTS, ["mlp_out:0"])["mlp_out:0"]
+        ref = capture(tiny, PROMPTS, ["mlp_out:0"], backend="generic")["mlp_out:0"]
     finally:
         with torch.no_grad():
             w.copy_(saved)
@@ -91,7 +91,7 @@ def test_in_place_weight_edit_is_seen(tiny):
 
 def test_capture_backend_opt_in(tiny):
     ss = ["mlp_post:0", "resid_mid:1"]
-    ref = capture(tiny, PROMPTS, ss)
+    ref = capture(tiny, PROMPTS, ss, backend="generic")
     for backend in ("graph", "compiled"):
         assert_same(capture(tiny, PROMPTS, ss, backend=backend), ref, [Site("mlp_post", 0), Site("resid_mid", 1)])
     with pytest.raises(WorkbenchError, match="backend='turbo'"):
@@ -125,7 +125,7 @@ def test_compiled_capture_chunks_under_a_small_budget(tiny):
     cc = CompiledCapture(tiny, ss, compile=False, budget_bytes=3 * (out + work))
     cap = cc(batch)
     assert len(cc.last_plan) > 1 and cc.last_plan[-1][1] == len(batch)
-    assert_same(cap, capture(tiny, batch, ss), ss)
+    assert_same(cap, capture(tiny, batch, ss, backend="generic"), ss)
     streamed = list(cc.chunks(batch))
     assert sum(len(c.batch) for c in streamed) == len(batch)
     with pytest.raises(MemoryBudgetError):
@@ -149,7 +149,7 @@ def test_out_of_memory_halves_the_chunk(tiny, monkeypatch):
     batch = tiny.tokenize(PROMPTS * 2)
     cap = cc(batch)
     assert seen[:2] == [6, 3] and sum(done) == 6 and max(done) <= 2  # 6 -> 3 + 3 -> (1 + 2) * 2
-    assert_same(cap, capture(tiny, batch, ss), [Site("mlp_post", 1)])
+    assert_same(cap, capture(tiny, batch, ss, backend="generic"), [Site("mlp_post", 1)])
 
 
 def test_bad_arguments(tiny):
@@ -172,10 +172,10 @@ def test_graph_replay_equals_generic_on_cuda(tok_dir):
     medium = ["word " * 10]
     assert [len(s.encode(p)) for p in (*PROMPTS, *medium)] == [6, 11, 2, 50]
     for prompts in (PROMPTS, PROMPTS[:1], medium):  # 3 rows in 2 replays; three buckets
-        assert_same(gc(prompts), capture(s, prompts, ss), ss, atol=1e-4)
+        assert_same(gc(prompts), capture(s, prompts, ss, backend="generic"), ss, atol=1e-4)
     assert set(gc._graphs) == {8, 16, 64}
     long = ["word " * 30]  # 150 tokens, beyond the largest bucket: eager pure trunk
-    assert_same(gc(long), capture(s, long, ss), ss, atol=1e-4)
+    assert_same(gc(long), capture(s, long, ss, backend="generic"), ss, atol=1e-4)
 
 
 @cuda
@@ -185,4 +185,25 @@ def test_compiled_capture_on_cuda(tok_dir):
     s = tiny_session("llama", tokenizer_dir=tok_dir, device="cuda")
     ss = sites("mlp_post", session=s)
     batch = s.tokenize(PROMPTS)
-    assert_same(CompiledCapture(s, ss)(batch), capture(s, batch, ss), ss, atol=1e-4)
+    assert_same(CompiledCapture(s, ss)(batch), capture(s, batch, ss, backend="generic"), ss, atol=1e-4)
+
+
+@cuda
+def test_default_capture_on_cuda_equals_generic(tok_dir):
+    from workbench.testing import tiny_session
+
+    s = tiny_session("gemma", tokenizer_dir=tok_dir, device="cuda")
+    ss = all_fast_sites(s)
+    small, large = PROMPTS, ["word " * 200] * 24          # 24 rows x ~1000 tokens >= COMPILE_MIN_TOKENS
+    ref = capture(s, small, ss, backend="generic")
+    got = capture(s, small, ss)
+    assert got.path == "graph"
+    assert_same(got, ref, ss, atol=1e-4)
+    ref = capture(s, large, ss, backend="generic")
+    paths = []
+    for _ in range(2):
+        got = capture(s, large, ss)
+        paths.append(got.path)
+        assert_same(got, ref, ss, atol=1e-4)
+    assert paths == ["eager", "compiled"]
+    s.close()
