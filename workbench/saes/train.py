@@ -162,7 +162,8 @@ def train_sae(session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | None = Non
             yield from kept
 
     total_steps = max(1, cfg.total_tokens // cfg.batch_size)
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
+                           fused=device.type == "cuda")  # one kernel for all parameters
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda st: lr_factor(st, total_steps, cfg.warmup_steps, cfg.decay_fraction))
     use_amp = bool(cfg.amp and device.type == "cuda")
