@@ -208,7 +208,7 @@ def run_shape(shape: str, dev, dtype, args, table: Table) -> None:
         cfg = RomeConfig(steps=25, stop_nll=0.0)
         context_prefixes(s, cfg)
         req = EditRequest(PROMPT, SUBJECT, "France")
-        w = s.hf_model.get_submodule(f"model.layers.{layer}.mlp.down_proj").weight
+        w = pure_view(s).get_submodule(f"model.layers.{layer}.mlp.down_proj").weight
         w0 = w.detach().clone() if dev.type == "cpu" or w.numel() < 2**28 else None
         sec, peak, up = measure(dev, lambda: compute_rome_update(s, req, state["stats"], cfg))
         t0 = time.perf_counter()
