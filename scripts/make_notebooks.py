@@ -76,6 +76,25 @@ target = lens.next_ids[0]
 p_after = dict(zip(knocked.next_ids.tolist(), knocked.next_probs.tolist())).get(int(target), 0.0)
 print(f"p({lens.prediction!r}): {lens.next_probs[0]:.3f} -> {p_after:.3f} with {len(edits)} sub-updates zeroed")
 print("new top tokens:", list(knocked.next_strs[:5]))"""),
+        ("md", """The probability *rises* (0.70 to 0.83 on SmolLM2): the largest sub-updates by size are not the
+ones that write the answer, and some of them push it down. Ranking by the effect on the
+target's logit instead (`by_target`: each sub-update's direct contribution through the frozen
+final norm) picks the memories that carry the fact; knocking out five of those in the layer
+that writes the answer most lowers it:"""),
+        ("code", """from workbench import ffn_sub_updates, intervene, zero_neurons
+from workbench.direct_effects import direct_effects
+
+answer = lens.prediction
+effects = direct_effects(s, prompt, answer)
+best = max(range(s.n_layers), key=lambda l: effects.ffn[l])
+units = [u.neuron for u in ffn_sub_updates(s, prompt, best, target=answer, k=5).by_target]
+p = lambda: float(s.last_logits(prompt)[0].float().softmax(-1)[s.token_id(answer)])
+before = p()
+with intervene(s, zero_neurons(best, units, positions=[-1])):
+    after = p()
+print(f"layer {best} writes {answer!r} most (direct effect {effects.ffn[best]:+.2f} logits); "
+      f"zeroing its 5 strongest memories for it: p {before:.3f} -> {after:.3f}")
+assert after < before"""),
         ("md", """## Memories: what triggers a key, what its value writes
 `workbench.memories.harvest` streams a corpus once and keeps, per FFN key, the prefixes with
 the largest coefficient $m_i$ at their last token; `workbench.vocab.value_tokens` reads the
