@@ -12,7 +12,10 @@ pairs), cards (memory cards of unit nodes), diff (graphs before / after an edit)
 """
 
 from .build import LogitNodes, RawGraph, attribute
+from .cards import MemoryCard, memory_card, memory_cards
 from .config import BASES, GraphConfig, GraphConfigError, UnknownBasisError
+from .contrastive import contrastive_faithfulness, contrastive_graph
+from .diff import EdgeChange, GraphDiff, NodeChange, graph_diff
 from .faithfulness import Faithfulness, faithfulness, predicted_effects, spearman
 from .frozen import Frozen, FrozenRun, PromptTooLongError, freeze, run
 from .graph import build_graph, logit_nodes
@@ -25,5 +28,6 @@ __all__ = [
     "Faithfulness", "faithfulness", "predicted_effects", "spearman", "Frozen", "FrozenRun",
     "PromptTooLongError", "freeze", "run", "build_graph", "logit_nodes", "PruneResult", "influence",
     "normalized", "prune", "scores", "SUMMARY_KEYS", "AttributionGraph", "GraphNode", "ModelWeights",
-    "UnsupportedModelError", "model_weights",
+    "UnsupportedModelError", "model_weights", "MemoryCard", "memory_card", "memory_cards",
+    "contrastive_faithfulness", "contrastive_graph", "EdgeChange", "GraphDiff", "NodeChange", "graph_diff",
 ]

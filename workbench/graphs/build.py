@@ -60,6 +60,8 @@ class RawGraph:
         values: [n] the frozen model's value of each target row (NaN for tokens).
         exact_err: [n] |value - sum_s A[t, s] - bias| / |value| per target row (NaN for tokens).
         bias: [n] the constant term of each row.
+        edge_sums: [n] sum_s A[t, s] over ALL sources of row t, with the edge activations (equal
+            to value - bias for plain graphs; the attribution-patching estimate in contrastive ones).
     """
 
     units: Int[Tensor, "M 3"]
@@ -69,6 +71,7 @@ class RawGraph:
     values: Float[Tensor, " n"]
     exact_err: Float[Tensor, " n"]
     bias: Float[Tensor, " n"]
+    edge_sums: Float[Tensor, " n"]
     n_tokens: int
     logits: LogitNodes
 
@@ -89,6 +92,7 @@ def _full_rows(fz: Frozen, seeds: Seeds, act: Tensor, embed_act: Tensor):
     Q = int(seeds.pos.max()) + 1
     absE = torch.zeros(len(seeds), w.n_layers, Q, w.d_mlp, device=seeds.vec.device, dtype=seeds.vec.dtype)
     real = torch.zeros(len(seeds), dtype=torch.float64, device=seeds.vec.device)
+    est = torch.zeros(len(seeds), dtype=torch.float64, device=seeds.vec.device)
     same = act is fz.coeffs
 
     def on_ffn(layer, g_f, rows):
@@ -97,6 +101,7 @@ def _full_rows(fz: Frozen, seeds: Seeds, act: Tensor, embed_act: Tensor):
         r = slice(None) if rows is None else rows
         real_part = (d * fz.coeffs[layer, :Q]).sum((1, 2)) if not same else e.sum((1, 2))
         real[r] += real_part.double()
+        est[r] += e.sum((1, 2)).double()
         if rows is None:
             torch.abs(e, out=absE[:, layer])
         else:
@@ -105,7 +110,8 @@ def _full_rows(fz: Frozen, seeds: Seeds, act: Tensor, embed_act: Tensor):
     g0, bias = backward(fz, seeds, on_ffn)
     tok = (g0 * embed_act[:Q]).sum(-1)
     real.add_((tok if same else (g0 * fz.embed[:Q]).sum(-1)).double().sum(1))
-    return absE, tok, bias, real + bias.double()
+    est.add_(tok.double().sum(1))
+    return absE, tok, bias, real + bias.double(), est
 
 
 def _rel(err: Tensor, value: Tensor) -> Tensor:
@@ -137,9 +143,10 @@ def attribute(fz: Frozen, logits: LogitNodes, cfg: GraphConfig, unit_act: Tensor
     row_err: list[Tensor] = []
     row_val: list[Tensor] = []
     row_bias: list[Tensor] = []
+    row_est: list[Tensor] = []
 
     def spread(seeds: Seeds, weights: Tensor, values: Tensor):
-        absE, tok, bias, real = _full_rows(fz, seeds, act, e_act)
+        absE, tok, bias, real, est = _full_rows(fz, seeds, act, e_act)
         Q = absE.shape[2]
         tot = absE.sum((1, 2, 3)) + tok.abs().sum(1)
         coef = weights / tot.clamp_min(1e-30)
@@ -148,6 +155,7 @@ def attribute(fz: Frozen, logits: LogitNodes, cfg: GraphConfig, unit_act: Tensor
         row_err.append(_rel(real - values.double(), values.double()).float())
         row_val.append(values.float())
         row_bias.append(bias)
+        row_est.append(est.float())
 
     B = _block_size(cfg, fz)
     lg_seeds = logit_seeds(fz, logits.directions, logits.bias)
@@ -155,8 +163,10 @@ def attribute(fz: Frozen, logits: LogitNodes, cfg: GraphConfig, unit_act: Tensor
         sl = slice(i, i + B)
         spread(Seeds(lg_seeds.slot[sl], lg_seeds.pos[sl], lg_seeds.vec[sl], lg_seeds.bias[sl]),
                logits.weights[sl].to(dev), frozen_logits[sl])
-    logit_stats = (torch.cat(row_tot), torch.cat(row_err), torch.cat(row_val), torch.cat(row_bias))
-    row_tot.clear(), row_err.clear(), row_val.clear(), row_bias.clear()
+    logit_stats = (torch.cat(row_tot), torch.cat(row_err), torch.cat(row_val), torch.cat(row_bias),
+                   torch.cat(row_est))
+    for lst in (row_tot, row_err, row_val, row_bias, row_est):
+        lst.clear()
 
     flat_inf, flat_vis = inf.view(-1), visited.view(-1)
     n_sel = 0
@@ -189,9 +199,10 @@ def attribute(fz: Frozen, logits: LogitNodes, cfg: GraphConfig, unit_act: Tensor
     exact = torch.cat([cat(row_err, torch.float32), nan, logit_stats[1]])
     values = torch.cat([cat(row_val, torch.float32), nan, logit_stats[2]])
     biases = torch.cat([cat(row_bias, torch.float32), torch.zeros(P, device=dev), logit_stats[3]])
+    sums = torch.cat([cat(row_est, torch.float32), torch.zeros(P, device=dev), logit_stats[4]])
     adjacency = _adjacency(fz, units, logits, act, e_act, B, n, progress)
     u_act = act[units[:, 0], units[:, 1], units[:, 2]] if M else torch.zeros(0, device=dev)
-    return RawGraph(units, u_act, adjacency, total_abs, values, exact, biases, P, logits)
+    return RawGraph(units, u_act, adjacency, total_abs, values, exact, biases, sums, P, logits)
 
 
 def _adjacency(fz: Frozen, units: Tensor, logits: LogitNodes, act: Tensor, e_act: Tensor, B: int,

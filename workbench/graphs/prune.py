@@ -115,6 +115,7 @@ def scores(A: Tensor, total_abs: Tensor, logit_w: Tensor, node_mask: Tensor, n_u
     present = node_mask.clone()
     present[n_units:n_units + n_errors] = False  # input from error nodes counts as missing
     missing = 1.0 - (N * present[None, :]).sum(1)
+    missing = torch.where(total_abs > 0, missing, torch.zeros_like(missing))  # token rows: no inputs
     Nk = N * node_mask[None, :]
     inf = influence(Nk, logit_w)
     out = (inf + logit_w) * node_mask
