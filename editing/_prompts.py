@@ -97,9 +97,13 @@ def target_ids(session, prompt: str, target: str) -> tuple[int, ...]:
     another string (characters outside the vocabulary, an unknown-token id).
     """
     text = target_text(prompt, target)
-    ids = tuple(session.tokenizer(text, add_special_tokens=False)["input_ids"])
+    try:
+        ids = tuple(session.tokenizer(text, add_special_tokens=False)["input_ids"])
+        back = session.tokenizer.decode(list(ids))
+    except (TypeError, ValueError, UnicodeError) as e:
+        raise TokenError(f"target={target!r} cannot be produced by this tokenizer "
+                         f"({type(e).__name__}: {e}); give plain text") from None
     unk = session.tokenizer.unk_token_id
-    back = session.tokenizer.decode(list(ids))
     if not ids or (unk is not None and unk in ids) or back != text:
         raise TokenError(f"target={target!r} cannot be produced by this tokenizer: {text!r} "
                          f"encodes to {list(ids)}, which decodes to {back!r}")

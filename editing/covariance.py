@@ -26,7 +26,7 @@ from workbench.hooks import Site
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KeyStats", "key_stats", "cache_dir", "stats_key"]
+__all__ = ["KeyStats", "key_stats", "layers_key_stats", "cache_dir", "stats_key"]
 
 
 @dataclass(frozen=True)
@@ -124,3 +124,55 @@ def key_stats(session, layer: int, corpus, n_tokens: int = 100_000, window: int 
         tmp.replace(f)
         log.info("key stats L%d: %d tokens, cached at %s", layer, n, f)
     return KeyStats(layer, moment, n, corpus.name, key)
+
+
+@torch.no_grad()
+def layers_key_stats(session, layers, corpus, n_tokens: int = 100_000, window: int = 128,
+                     tokens_per_batch: int = 8192, use_cache: bool = True,
+                     directory: str | Path | None = None, progress: bool = True) -> dict[int, KeyStats]:
+    """`key_stats` of several layers, the missing ones from ONE pass over the corpus (MEMIT's
+    layer range costs one forward sweep, not one per layer). Same cache files as `key_stats`."""
+    from safetensors.torch import load_file, save_file
+
+    from workbench.session import TokenBatch
+
+    layers = [session.check_layer(layer) for layer in layers]
+    if n_tokens < 1:
+        raise WorkbenchError(f"n_tokens={n_tokens} must be >= 1")
+    path = Path(directory) if directory is not None else cache_dir()
+    out: dict[int, KeyStats] = {}
+    todo = []
+    for layer in layers:
+        key = stats_key(session, layer, corpus, n_tokens)
+        f = path / f"{key}.safetensors"
+        if use_cache and f.exists():
+            d = load_file(str(f))
+            out[layer] = KeyStats(layer, d["moment"], int(d["n_tokens"]), corpus.name, key)
+        else:
+            todo.append((layer, key, f))
+    if todo:
+        sites = [Site("mlp_post", layer) for layer, _, _ in todo]
+        acc = [torch.zeros(session.d_mlp, session.d_mlp, dtype=torch.float64, device=session.device)
+               for _ in todo]
+        n = 0
+        for wb in corpus.batches(session, window=window, tokens_per_batch=tokens_per_batch,
+                                 max_tokens=n_tokens, progress=progress,
+                                 desc=f"key stats L{[t[0] for t in todo]}"):
+            lengths = torch.full((wb.tokens.shape[0],), wb.tokens.shape[1], device=wb.tokens.device)
+            cap = capture_tokens(session, TokenBatch(wb.tokens, lengths), sites)
+            for a, site in zip(acc, sites):
+                k = cap[site][:, int(wb.bos):].reshape(-1, session.d_mlp).double()
+                a += k.T @ k
+            n += wb.tokens.shape[0] * (wb.tokens.shape[1] - int(wb.bos))
+        if n == 0:
+            raise WorkbenchError(f"corpus {corpus.name!r} gave no tokens for the key statistics")
+        for (layer, key, f), a in zip(todo, acc):
+            moment = (a / n).float().cpu()
+            if use_cache:
+                path.mkdir(parents=True, exist_ok=True)
+                tmp = f.with_suffix(".tmp")
+                save_file({"moment": moment, "n_tokens": torch.tensor(n)}, str(tmp),
+                          metadata={"model": session.name, "layer": str(layer), "corpus": corpus.name})
+                tmp.replace(f)
+            out[layer] = KeyStats(layer, moment, n, corpus.name, key)
+    return {layer: out[layer] for layer in layers}

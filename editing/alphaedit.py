@@ -1,0 +1,148 @@
+"""AlphaEdit (Fang et al. 2025): MEMIT updates projected onto the null space of preserved keys.
+
+Preserved knowledge at layer l is summarised by C_l = E[k k^T] over a corpus. With the
+eigendecomposition C_l = V diag(s) V^T, the projector onto the directions the preserved keys
+(almost) never take is
+
+    P_l = V_0 V_0^T,   V_0 = eigenvectors with s < tol * max(s)           [d_mlp d_mlp]
+
+so k P_l ~ 0 for every preserved key. The update of a batch with keys K [n d_mlp] and residuals
+R [n d_model] (as in MEMIT, `editing.memit`) is
+
+    D_l = (P_l (K^T K + K_p^T K_p) + l2 I)^{-1} P_l K^T R                [d_mlp d_model]
+
+where K_p are the keys of earlier sequential batches (their sum K_p^T K_p is kept in
+`AlphaEditState`). (P A + l2 I) D = P B gives l2 D = P (B - A D): D lies in the range of P, so
+k D = 0 for any key k with k P = 0: the preserved keys' outputs do not move (to float
+tolerance), and earlier edits' keys are held by the K_p^T K_p term.
+
+Sequential use: ``state = AlphaEditState.from_stats(stats)``; for each batch,
+``up = compute_alphaedit_update(s, batch, state)``, ``apply(s, up)``, ``state = state.after(up)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from workbench._types import Float, Tensor
+from workbench.errors import WorkbenchError
+
+from ._prompts import EditError
+from .covariance import KeyStats
+from .memit import MemitConfig, _check_stats, check_requests, spread_update
+from .requests import EditRequest, LayerUpdate
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AlphaEditConfig", "AlphaEditState", "null_space_projector", "alphaedit_solve",
+           "compute_alphaedit_update"]
+
+
+@dataclass(frozen=True)
+class AlphaEditConfig(MemitConfig):
+    """MEMIT's settings plus the projection's.
+
+    Args:
+        null_tol: eigenvalues of C below ``null_tol * max eigenvalue`` span the null space.
+        l2: ridge l2 of the projected solve (AlphaEdit's L2).
+        (the rest as `MemitConfig`; ``lam`` is not used: P C ~ 0 replaces the C term.)
+    """
+
+    null_tol: float = 1e-2
+    l2: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.null_tol < 1:
+            raise WorkbenchError(f"null_tol={self.null_tol} must be in (0, 1)")
+        if not self.l2 > 0:
+            raise WorkbenchError(f"l2={self.l2} must be > 0")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AlphaEditConfig:
+        d = dict(d)
+        for k in ("layers", "prefix_lengths"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+def null_space_projector(C: Float[Tensor, "d_mlp d_mlp"], tol: float = 1e-2
+                         ) -> tuple[Float[Tensor, "d_mlp d_mlp"], int]:
+    """(P = V_0 V_0^T onto the eigenvectors of C with eigenvalue < tol * max, its rank)."""
+    s, V = torch.linalg.eigh(C.double())
+    keep = s < tol * s.max()
+    V0 = V[:, keep]
+    return (V0 @ V0.T).float(), int(keep.sum())
+
+
+@dataclass(frozen=True)
+class AlphaEditState:
+    """Per layer: the null-space projector P_l, and K_p^T K_p of the earlier batches' keys.
+
+    Args:
+        projectors: layer -> [d_mlp d_mlp] P_l.
+        preserved: layer -> [d_mlp d_mlp] sum of K^T K over the batches applied so far.
+        ranks: layer -> dimension of the null space.
+        batches: how many batches `preserved` holds.
+    """
+
+    projectors: dict[int, Tensor]
+    preserved: dict[int, Tensor]
+    ranks: dict[int, int] = field(default_factory=dict)
+    batches: int = 0
+
+    @classmethod
+    def from_stats(cls, stats: Mapping[int, KeyStats], null_tol: float = 1e-2) -> AlphaEditState:
+        P, ranks = {}, {}
+        for layer, st in stats.items():
+            P[layer], ranks[layer] = null_space_projector(st.moment, null_tol)
+            log.info("AlphaEdit L%d: null space of dimension %d", layer, ranks[layer])
+        pres = {layer: torch.zeros_like(p, dtype=torch.float64) for layer, p in P.items()}
+        return cls(P, pres, ranks, 0)
+
+    def after(self, update: LayerUpdate) -> AlphaEditState:
+        """The state once `update` is applied: its keys join the preserved set."""
+        pres = dict(self.preserved)
+        for layer, K in update.keys.items():
+            if layer not in pres:
+                raise EditError(f"update keys at layer {layer}; the state has layers {sorted(pres)}")
+            pres[layer] = pres[layer] + K.double().T @ K.double()
+        return AlphaEditState(self.projectors, pres, self.ranks, self.batches + 1)
+
+
+def alphaedit_solve(P: Tensor, preserved: Tensor, K: Float[Tensor, "n d_mlp"],
+                    R: Float[Tensor, "n d_model"], l2: float) -> Float[Tensor, "d_mlp d_model"]:
+    """D = (P (K^T K + preserved) + l2 I)^{-1} P K^T R in float64."""
+    P, K, R = P.double(), K.double(), R.double()
+    A = P @ (K.T @ K + preserved.double()) + l2 * torch.eye(P.shape[0], dtype=P.dtype)
+    return torch.linalg.solve(A, P @ K.T @ R)
+
+
+def compute_alphaedit_update(session, requests: Sequence[EditRequest], state: AlphaEditState,
+                             config: AlphaEditConfig | None = None, progress: bool = False) -> LayerUpdate:
+    """The AlphaEdit update of a batch on the current model; weights untouched.
+
+    Layers: `config.layers`, else those of `state`. Errors as `compute_memit_update`.
+    """
+    cfg = config or AlphaEditConfig()
+    layers = tuple(cfg.layers) if cfg.layers is not None else tuple(sorted(state.projectors))
+    if not layers:
+        raise EditError("no layers to edit: the state holds no projector")
+    missing = [layer for layer in layers if layer not in state.projectors]
+    if missing:
+        raise EditError(f"no null-space projector for layers {missing}; have {sorted(state.projectors)}")
+    fake = {layer: KeyStats(layer, state.projectors[layer], 0, "", "") for layer in layers}
+    _check_stats(session, layers, fake)
+    check_requests(session, requests)
+
+    def solve(layer, K, R):
+        return alphaedit_solve(state.projectors[layer], state.preserved[layer], K, R, cfg.l2)
+
+    up = spread_update(session, requests, layers, cfg, solve, "alphaedit", progress)
+    up.info["null_space_dims"] = {int(k): state.ranks.get(k) for k in layers}
+    return up

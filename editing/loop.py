@@ -1,0 +1,277 @@
+"""THE edit-evaluation loop: cases -> edit -> evaluate -> undo -> rows + summary.
+
+Every face (CLI ``workbench edit``, the ``edit`` probe, benches, widgets) calls `run_edits`.
+
+Two modes:
+
+* fresh state (``sequential=False``; ROME and MEMIT by default): the cases are cut into batches
+  of `batch_size` (ROME: 1); each batch is edited on the unedited model, its cases scored, and
+  the edit undone (bitwise) before the next batch.
+* sequential (``sequential=True``; AlphaEdit by default): the batches are applied one after
+  another through an `editing.ledger.Ledger` and kept; each batch is scored right after its edit
+  (``at_edit``) and every case again once all are applied (the reported figures, as AlphaEdit
+  reports them), with ``first_batch_efficacy_at_end`` = efficacy of the first batch's cases at
+  the end. The ledger is undone at the end (also on error).
+
+Scores (`editing.evaluate`): efficacy, paraphrase, neighbourhood in percent with the probability
+gaps (multi-token objects by their per-token geometric mean probability), fluency when
+``gen_tokens > 0``. General capability (`editing.capability`): perplexity on `held` windows and
+known-fact accuracy, before and after (fresh mode: mean over the first `capability_batches`
+edited states). Blast radius (`editing.blast`): before each edit, the reach of the update on
+each case's neighbourhood prompt; ``blast_auroc`` ranks the prompts that broke (neighbourhood
+success lost) against those that held.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from workbench.errors import WorkbenchError
+
+from ._prompts import EditError
+from .alphaedit import AlphaEditConfig, AlphaEditState, compute_alphaedit_update
+from .apply import apply
+from .blast import auroc, prompt_reach
+from .capability import known_accuracy, perplexity
+from .covariance import KeyStats
+from .evaluate import (
+    EditCase,
+    case_target_ids,
+    generate_texts,
+    generation_entropy,
+    score_cases,
+    summarize,
+    usable_cases,
+)
+from .ledger import Ledger
+from .memit import MemitConfig, compute_memit_update
+from .requests import EditRequest
+from .rome import RomeConfig, compute_rome_update
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EditRun", "run_edits", "METHODS"]
+
+METHODS = ("rome", "memit", "alphaedit")
+
+
+@dataclass(frozen=True)
+class EditRun:
+    """Result of `run_edits`.
+
+    Args:
+        rows: one dict per case: case_id, batch, subject, target_new, ground_truth, unedited and
+            edited (`CaseScores.to_dict()`), at_edit (sequential), reach, edit_seconds.
+        summary: efficacy, paraphrase, neighborhood, fluency, n (+ gaps), perplexity_before,
+            perplexity_after, known_accuracy_before/after, first_batch_efficacy_at_end
+            (sequential; else None), efficacy_at_edit (sequential), blast_auroc, unedited (the
+            same scores before editing), method, batch_size, n_batches, sequential, layers,
+            skipped, seconds, edit_seconds, seconds_per_edit.
+        ledger: the sequential run's ledger table (entries as dicts), else [].
+    """
+
+    rows: list[dict]
+    summary: dict
+    ledger: list[dict] = field(default_factory=list)
+
+
+def _request(c: EditCase) -> EditRequest:
+    return EditRequest(c.prompt, c.subject, c.target_new)
+
+
+def _fluency(session, cases, gen_tokens, seed) -> list[float | None]:
+    if gen_tokens <= 0:
+        return [None] * len(cases)
+    return [generation_entropy(generate_texts(session, [c.prompt], gen_tokens, seed=seed)) for c in cases]
+
+
+def run_edits(session, cases: Sequence[EditCase], stats: Mapping[int, KeyStats], *,
+              method: str = "rome", batch_size: int = 1, sequential: bool | None = None,
+              config: RomeConfig | MemitConfig | AlphaEditConfig | None = None,
+              held=None, known: Sequence[tuple[str, str]] = (), gen_tokens: int = 0,
+              capability_batches: int | None = 1, blast: bool = True, progress: bool = True,
+              on_row: Callable[[dict], None] | None = None, seed: int = 0) -> EditRun:
+    """Edit `cases` with `method` and evaluate (module docstring); the model ends as it began.
+
+    Args:
+        session: the model.
+        cases: CounterFact-format cases (`load_counterfact`, `load_zsre`); those whose objects
+            the tokenizer cannot produce (or whose new and true objects are equal) are skipped
+            and counted.
+        stats: layer -> `KeyStats` (`layers_key_stats`): ROME edits the one layer given; MEMIT
+            and AlphaEdit edit ``config.layers`` or else every layer given.
+        method: ``rome`` | ``memit`` | ``alphaedit``.
+        batch_size: requests per edit (ROME: 1).
+        sequential: keep each batch's edit (see module docstring); default True for AlphaEdit.
+        config: the method's config (`RomeConfig`, `MemitConfig`, `AlphaEditConfig`).
+        held: [n pos] token windows of held text for perplexity (`capability.held_windows`).
+        known: (prompt, answer) facts for known-fact accuracy.
+        gen_tokens: tokens generated per case for fluency (0: none).
+        capability_batches: fresh mode: edited states on which perplexity and known-fact
+            accuracy are measured (None: all).
+        blast: predict broken neighbourhood prompts from the update's reach; report AUROC.
+        on_row: called with each row as soon as it is scored (e.g. to append to a JSONL file).
+    """
+    t_start = time.perf_counter()
+    if method not in METHODS:
+        raise WorkbenchError(f"method={method!r}; choose one of {list(METHODS)}")
+    if batch_size < 1:
+        raise WorkbenchError(f"batch_size={batch_size} must be >= 1")
+    if method == "rome" and batch_size != 1:
+        raise WorkbenchError(f"batch_size={batch_size}: ROME edits one fact at a time; use "
+                             "method='memit' or 'alphaedit' for batches")
+    sequential = (method == "alphaedit") if sequential is None else bool(sequential)
+    if not stats:
+        raise EditError("no key statistics given; pass {layer: key_stats(...)}")
+    if method == "rome":
+        if len(stats) != 1:
+            raise EditError(f"ROME edits one layer; statistics given for layers {sorted(stats)}")
+        cfg = config or RomeConfig()
+        layers = [next(iter(stats))]
+    elif method == "memit":
+        cfg = config or MemitConfig()
+        layers = list(cfg.layers or sorted(stats))
+    else:
+        cfg = config or AlphaEditConfig()
+        if not isinstance(cfg, AlphaEditConfig):
+            raise WorkbenchError(f"method='alphaedit' needs an AlphaEditConfig, got {type(cfg).__name__}")
+        layers = list(cfg.layers or sorted(stats))
+    missing = [layer for layer in layers if layer not in stats]
+    if missing:
+        raise EditError(f"no key statistics for layers {missing}; have {sorted(stats)}")
+
+    usable, skipped = usable_cases(session, list(cases))
+    if not usable:
+        raise EditError(f"no usable case among {len(cases)} ({skipped} skipped: objects the "
+                        "tokenizer cannot produce, or new == true)")
+    ids = [case_target_ids(session, c) for c in usable]
+    batches = [list(range(i, min(i + batch_size, len(usable)))) for i in range(0, len(usable), batch_size)]
+    state = AlphaEditState.from_stats({k: stats[k] for k in layers}, cfg.null_tol) \
+        if method == "alphaedit" else None
+
+    def compute(idx):
+        reqs = [_request(usable[i]) for i in idx]
+        if method == "rome":
+            return compute_rome_update(session, reqs[0], stats[layers[0]], cfg)
+        if method == "memit":
+            return compute_memit_update(session, reqs, stats, cfg)
+        return compute_alphaedit_update(session, reqs, state, cfg)
+
+    base = score_cases(session, usable, ids)
+    flu_base = _fluency(session, usable, gen_tokens, seed)
+    ppl_before = perplexity(session, held) if held is not None else None
+    known_before = known_accuracy(session, list(known)) if known else None
+
+    edited: list = [None] * len(usable)
+    at_edit: list = [None] * len(usable)
+    reach: list = [None] * len(usable)
+    secs: list = [0.0] * len(usable)
+    ppl_after, known_after = [], []
+    ledger = Ledger(session) if sequential else None
+    bar = tqdm(total=len(usable), desc=f"{method} edits", unit="case", disable=not progress)
+    try:
+        for bi, idx in enumerate(batches):
+            t0 = time.perf_counter()
+            up = compute(idx)
+            sec = time.perf_counter() - t0
+            if blast:
+                r = prompt_reach(session, up, [usable[i].locality_prompt for i in idx])
+                for i, x in zip(idx, r.tolist()):
+                    reach[i] = x
+            for i in idx:
+                secs[i] = sec / len(idx)
+            sub = [usable[i] for i in idx]
+            if sequential:
+                entry = ledger.apply(up)
+                got = score_cases(session, sub, [ids[i] for i in idx])
+                for i, sc in zip(idx, got):
+                    at_edit[i] = sc
+                ledger.record(entry, **{k: v for k, v in summarize(got).items()
+                                        if k in ("efficacy", "paraphrase", "neighborhood", "n")})
+                if state is not None:
+                    state = state.after(up)
+            else:
+                with apply(session, up):
+                    got = score_cases(session, sub, [ids[i] for i in idx])
+                    flu = _fluency(session, sub, gen_tokens, seed)
+                    for i, sc, f in zip(idx, got, flu):
+                        edited[i] = _with_fluency(sc, f)
+                    if capability_batches is None or bi < capability_batches:
+                        if held is not None:
+                            ppl_after.append(perplexity(session, held))
+                        if known:
+                            known_after.append(known_accuracy(session, list(known)))
+                for i in idx:
+                    _emit(on_row, _row(usable[i], bi, base[i], flu_base[i], edited[i], None, reach[i], secs[i]))
+            bar.update(len(idx))
+        if sequential:
+            final = score_cases(session, usable, ids)
+            flu = _fluency(session, usable, gen_tokens, seed)
+            for i, (sc, f) in enumerate(zip(final, flu)):
+                edited[i] = _with_fluency(sc, f)
+            if held is not None:
+                ppl_after.append(perplexity(session, held))
+            if known:
+                known_after.append(known_accuracy(session, list(known)))
+            for bi, idx in enumerate(batches):
+                for i in idx:
+                    _emit(on_row, _row(usable[i], bi, base[i], flu_base[i], edited[i], at_edit[i], reach[i],
+                                       secs[i]))
+    finally:
+        bar.close()
+        table = ledger.table() if ledger is not None else []
+        if ledger is not None:
+            ledger.undo_all()
+
+    base_scores = [_with_fluency(b, f) for b, f in zip(base, flu_base)]
+    rows = [_row(usable[i], bi, base_scores[i], None, edited[i], at_edit[i], reach[i], secs[i])
+            for bi, idx in enumerate(batches) for i in idx]
+    summary = summarize(edited)
+    broken = [b.neighborhood and not e.neighborhood for b, e in zip(base, edited)]
+    first = [edited[i] for i in batches[0]]
+    edit_s = sum(secs)
+    summary.update({
+        "perplexity_before": ppl_before,
+        "perplexity_after": sum(ppl_after) / len(ppl_after) if ppl_after else None,
+        "known_accuracy_before": known_before,
+        "known_accuracy_after": sum(known_after) / len(known_after) if known_after else None,
+        "first_batch_efficacy_at_end": summarize(first)["efficacy"] if sequential else None,
+        "efficacy_at_edit": summarize([a for a in at_edit if a is not None])["efficacy"] if sequential else None,
+        "blast_auroc": auroc(reach, broken) if blast else None,
+        "n_broken_neighbours": sum(broken),
+        "unedited": summarize(base_scores),
+        "method": method, "batch_size": batch_size, "n_batches": len(batches), "sequential": sequential,
+        "layers": layers, "skipped": skipped, "config": cfg.to_dict(),
+        "seconds": time.perf_counter() - t_start, "edit_seconds": edit_s,
+        "seconds_per_edit": edit_s / len(usable),
+    })
+    log.info("%s x%d (batch %d%s): eff %.1f para %.1f nb %.1f", method, len(usable), batch_size,
+             ", sequential" if sequential else "", summary["efficacy"], summary["paraphrase"],
+             summary["neighborhood"])
+    return EditRun(rows, summary, table)
+
+
+def _with_fluency(sc, f):
+    import dataclasses
+
+    return sc if f is None else dataclasses.replace(sc, fluency=f)
+
+
+def _emit(on_row, row):
+    if on_row is not None:
+        on_row(row)
+
+
+def _row(case: EditCase, batch: int, base, flu_base, edited, at_edit, reach, sec) -> dict:
+    if flu_base is not None:
+        base = _with_fluency(base, flu_base)
+    return {"case_id": case.case_id, "batch": batch, "subject": case.subject,
+            "target_new": case.target_new, "ground_truth": case.ground_truth,
+            "unedited": base.to_dict(), "edited": edited.to_dict(),
+            "at_edit": at_edit.to_dict() if at_edit is not None else None,
+            "reach": reach, "edit_seconds": sec}

@@ -1,0 +1,159 @@
+"""Target residuals z_i for MEMIT and AlphaEdit: the residual after block L that says target t_i.
+
+For request i with prompts P_i (the bare prompt first, then context prefixes + prompt), target
+tokens t_i1..t_im and the essence prompt e_i ("{s_i} is a"), delta_i [d_model] is added to the
+residual after block L at the subject's last token of every row of request i and minimises
+
+    -mean_{p in P_i} mean_j log p(t_ij | p, t_i<j) + kl_factor * KL(p0_i || p_i)(e_i)
+    + weight_decay * (|delta_i| / |h_i|)^2,        |delta_i| <= clamp * |h_i|
+
+with h_i the unedited residual of the bare prompt there. z_i = h_i + delta_i. All requests of a
+chunk share one forward pass (row r carries delta of its request); the terms are independent, so
+one Adam over the stacked deltas equals n separate runs. A request whose NLL falls below
+`stop_nll` keeps the delta of that step and stops (ROME's early stop, per request).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from workbench._types import Float, Tensor
+
+from ._prompts import SubjectPrompt
+
+log = logging.getLogger(__name__)
+
+__all__ = ["target_residuals"]
+
+
+def _rows(session, prompts, ess, tids):
+    """Tokens of a chunk: each request's prompts (with its target tail), then its essence row."""
+    seqs, req, subj, tgt_rows, tgt_cols, tgt_ids, tgt_req, ess_rows, ess_cols, bare = \
+        [], [], [], [], [], [], [], [], [], []
+    for i, (sps, e, t) in enumerate(zip(prompts, ess, tids)):
+        for j, sp in enumerate(sps):
+            if j == 0:
+                bare.append(len(seqs))
+            for a, tok in enumerate(t):
+                tgt_rows.append(len(seqs))
+                tgt_cols.append(len(sp.ids) - 1 + a)
+                tgt_ids.append(tok)
+                tgt_req.append(i)
+            seqs.append(list(sp.ids) + list(t[:-1]))
+            req.append(i)
+            subj.append(sp.last)
+        ess_rows.append(len(seqs))
+        ess_cols.append(len(e.ids) - 1)
+        seqs.append(list(e.ids))
+        req.append(i)
+        subj.append(e.last)
+    width = max(len(s) for s in seqs)
+    tokens = torch.full((len(seqs), width), session.pad_id, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        tokens[r, : len(s)] = torch.tensor(s)
+    dev = session.device
+
+    def t_(x):
+        return torch.tensor(x, device=dev)
+
+    return (tokens.to(dev), t_(req), t_(subj), t_(tgt_rows), t_(tgt_cols), t_(tgt_ids), t_(tgt_req),
+            t_(ess_rows), t_(ess_cols), t_(bare))
+
+
+def target_residuals(session, last: int, prompts: Sequence[Sequence[SubjectPrompt]],
+                     ess: Sequence[SubjectPrompt], tids: Sequence[tuple[int, ...]], cfg,
+                     progress: bool = False) -> tuple[Float[Tensor, "n d_model"], dict]:
+    """z_i for every request (module docstring); returns (Z [n d_model] on CPU, info).
+
+    info: ``h0`` [n d_model] the unedited residuals, ``nll`` per request at its stop,
+    ``steps`` per request, ``delta_norm`` mean |delta_i|.
+    """
+    from workbench.pure import pure_view
+
+    hf = pure_view(session)
+    block = hf.base_model.layers[last]
+    head = hf.get_output_embeddings()
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    Z, H0, NLL, STEPS = [], [], [], []
+    n = len(prompts)
+    bar = tqdm(total=n, desc="z* targets", disable=not progress, leave=False)
+    for lo in range(0, n, cfg.chunk):
+        sl = slice(lo, lo + cfg.chunk)
+        (tokens, req, subj, t_rows, t_cols, t_ids, t_req, e_rows, e_cols, bare) = \
+            _rows(session, prompts[sl], ess[sl], tids[sl])
+        m = int(req.max()) + 1
+        delta = torch.zeros(m, session.d_model, device=session.device, requires_grad=True)
+        rows_all = torch.arange(len(req), device=req.device)
+        state: dict = {}
+
+        def add(module, inputs, out, delta=delta, state=state, rows_all=rows_all, subj=subj, req=req):
+            h = out[0] if isinstance(out, tuple) else out
+            if "h0" not in state:
+                state["h0"] = h[rows_all, subj].detach().float()
+            h = h.index_put((rows_all, subj), delta[req].to(h.dtype), accumulate=True)
+            return (h, *out[1:]) if isinstance(out, tuple) else h
+
+        def logits_at(rows, cols, tokens=tokens):
+            hidden = hf.base_model(input_ids=tokens, use_cache=False).last_hidden_state[rows, cols]
+            lg = head(hidden).float()
+            return torch.tanh(lg / cap) * cap if cap else lg
+
+        rows = torch.cat([t_rows, e_rows])
+        cols = torch.cat([t_cols, e_cols])
+        n_t = len(t_rows)
+        # per-request mean over its (prompt, token) terms
+        counts = torch.zeros(m, device=req.device).index_add_(0, t_req, torch.ones_like(t_req, dtype=torch.float))
+        handle = block.register_forward_hook(add)
+        try:
+            with torch.no_grad():
+                p0 = torch.log_softmax(logits_at(rows, cols)[n_t:], -1)
+            h0 = state["h0"][bare]                                       # [m d_model]
+            max_norm = cfg.clamp * h0.norm(dim=-1)
+            opt = torch.optim.Adam([delta], lr=cfg.lr)
+            done = torch.zeros(m, dtype=torch.bool, device=req.device)
+            nll_at = torch.zeros(m, device=req.device)
+            steps = torch.zeros(m, dtype=torch.long, device=req.device)
+            frozen = torch.zeros_like(delta)
+            for _ in range(cfg.steps):
+                opt.zero_grad(set_to_none=True)
+                with torch.enable_grad():
+                    logp = torch.log_softmax(logits_at(rows, cols), -1)
+                    tok_lp = logp[torch.arange(n_t, device=req.device), t_ids]
+                    nll = -torch.zeros(m, device=req.device).index_add(0, t_req, tok_lp) / counts
+                    kl = (p0.exp() * (p0 - logp[n_t:])).sum(-1)           # [m] KL(p0 || p)
+                    wd = (delta.norm(dim=-1) / h0.norm(dim=-1)) ** 2
+                    loss = (nll + cfg.kl_factor * kl + cfg.weight_decay * wd)[~done].sum()
+                with torch.no_grad():
+                    newly = (~done) & (nll.detach() < cfg.stop_nll)
+                    frozen[newly] = delta[newly]                           # this step's delta was good
+                    nll_at[~done] = nll.detach()[~done]
+                    steps[~done] += 1
+                    done |= newly
+                if bool(done.all()):
+                    break
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    scale = (max_norm / delta.norm(dim=-1).clamp(min=1e-12)).clamp(max=1.0)
+                    delta.mul_(scale[:, None])
+                    delta[done] = frozen[done]
+        finally:
+            handle.remove()
+        d = delta.detach()
+        Z.append((h0 + d).cpu())
+        H0.append(h0.cpu())
+        NLL += nll_at.tolist()
+        STEPS += steps.tolist()
+        bar.update(m)
+    bar.close()
+    Zt = torch.cat(Z)
+    h0 = torch.cat(H0)
+    info = {"h0": h0, "nll": NLL, "steps": STEPS, "mean_nll": sum(NLL) / len(NLL),
+            "delta_norm": float((Zt - h0).norm(dim=-1).mean())}
+    log.info("z*: mean NLL %.3f, mean |delta| %.3f, mean steps %.1f", info["mean_nll"],
+             info["delta_norm"], sum(STEPS) / len(STEPS))
+    return Zt, info
