@@ -292,7 +292,7 @@ def main(argv=None) -> int:
         args.rows, args.width = min(args.rows, 2), min(args.width, 128)
     if cuda and args.memory_gib:
         total = torch.cuda.get_device_properties(dev).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_gib * 2**30 / total), dev)
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_gib * 2**30 / total), dev.index or 0)
     meta = {"bench": "scale", "device": torch.cuda.get_device_name(dev) if cuda else "cpu",
             "torch": torch.__version__, "dtype": str(dtype), "memory_cap_gib": args.memory_gib,
             "compared_against": "bare forward of the pure HF trunk (no hooks, no unembed), same process",

@@ -176,10 +176,17 @@ def _finish(session: Session, sites: Sequence[Site], raw: dict[Site, Tensor]) ->
 
 
 def _hook_tables(session: Session) -> list[dict]:
-    """The forward-hook tables of every bridge hook point (checked before each fast call)."""
-    tables = []
-    for hp in session.model.hook_dict.values():
-        tables += [hp._forward_hooks, hp._forward_pre_hooks]
+    """The forward-hook tables of every bridge hook point (checked before each fast call).
+
+    Built once per session and kept in `session.owned` (the bridge's hook points are fixed;
+    walking them costs milliseconds, checking the tables microseconds).
+    """
+    tables = session.owned.get("hook_tables")
+    if tables is None:
+        tables = []
+        for hp in session.model.hook_dict.values():
+            tables += [hp._forward_hooks, hp._forward_pre_hooks]
+        session.owned["hook_tables"] = tables
     return tables
 
 
@@ -251,7 +258,13 @@ class GraphCapture:
         self._hook_points = _hook_tables(session)
         self.use_graphs = session.device.type == "cuda"
         self._graphs: dict[int, tuple] = {}
-        self._weights = _weights_key(session)
+        self._owners = [m for m in self._trunk.trunk.modules() if m._parameters]
+        self._weights = self._weights_key()
+
+    def _weights_key(self) -> tuple[int, ...]:
+        """Storage addresses of the trunk's Parameters (the pure tree shares the session's
+        parameter tables): changes when one is replaced rather than edited in place."""
+        return tuple(p.data_ptr() for m in self._owners for p in m._parameters.values() if p is not None)
 
     def release(self) -> None:
         """Drop the graphs and their memory pools (`Session.close()` calls this)."""
@@ -286,7 +299,7 @@ class GraphCapture:
 
     def _replay(self, tokens: Tensor) -> dict[Site, Tensor]:
         n, w = tokens.shape
-        key = _weights_key(self.session)
+        key = self._weights_key()
         if key != self._weights:  # a Parameter was replaced (not edited in place): recapture
             self._graphs.clear()
             self._weights = key
@@ -310,11 +323,6 @@ class GraphCapture:
         raw = chunks[0] if len(chunks) == 1 else {
             s: torch.cat([c[s] for c in chunks]) for s in self.sites}
         return Capture(batch, _finish(self.session, self.sites, raw), path="graph")
-
-
-def _weights_key(session: Session) -> tuple[int, ...]:
-    """Storage addresses of every Parameter: changes when one is replaced rather than edited."""
-    return tuple(p.data_ptr() for p in session.hf_model.parameters())
 
 
 def _numel(shape: tuple[int, ...]) -> int:

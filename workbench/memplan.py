@@ -72,7 +72,8 @@ def free_bytes(device: torch.device) -> int:
         avail = free + torch.cuda.memory_reserved(device) - allocated
         get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
         if get_fraction is not None:
-            avail = min(avail, int(total * get_fraction(device)) - allocated)
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            avail = min(avail, int(total * get_fraction(index)) - allocated)
         return int(max(avail, 0))
     import os
 
