@@ -10,6 +10,15 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Shapes written in signatures are enforced while the suite runs (`make test` sets
+# WORKBENCH_TYPECHECK=1): jaxtyping's import hook wraps every function of the library in
+# @jaxtyped(typechecker=beartype), so a Float[Tensor, "batch pos d_model"] that gets another
+# shape, dtype or type fails the test that passed it. Off outside the suite: no cost for users.
+if os.environ.get("WORKBENCH_TYPECHECK") == "1":
+    from jaxtyping import install_import_hook
+
+    install_import_hook(["workbench", "editing"], "beartype.beartype")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 

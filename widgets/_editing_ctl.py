@@ -7,38 +7,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
 from editing.outcome import EditOutcome, apply_and_measure
 
 from ._base import Progress
+from ._state import ControllerState
 
 log = logging.getLogger(__name__)
 
-PROJECT_CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus" / "tiny_corpus.txt"
 
-
-class EditingMixin:
+class EditingMixin(ControllerState):
     """Causal traces and rank-one edits with undo, for one session."""
 
-    session: object
-    lock: object
     trace_samples: int = 3
     stats_tokens: int = 20_000
-
-    def _corpus(self):
-        from workbench import Corpus
-
-        if getattr(self, "_corpus_obj", None) is None:
-            src = getattr(self, "corpus", None) or PROJECT_CORPUS
-            self._corpus_obj = (src if hasattr(src, "batches")
-                                else Corpus.load(src, self.session.tokenizer))
-        return self._corpus_obj
+    _noise_std: float | None = None
 
     def noise_std(self) -> float:
         from editing import embedding_std
 
-        if getattr(self, "_noise_std", None) is None:
+        if self._noise_std is None:
             with self.lock:
                 self._noise_std = embedding_std(self.session, self._corpus(), max_tokens=4096)
         return self._noise_std

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from workbench.memory_cards import MemoryHits, MemoryRecord, memory_record, search_memories
 
 from ._base import Progress
+from ._state import ControllerState
 
 
-class MemoryMixin:
+class MemoryMixin(ControllerState):
     """FFN key-value memories of the controller's session over its corpus."""
 
     def memory_index(self, layers: Sequence[int] | None = None, max_tokens: int = 8192,

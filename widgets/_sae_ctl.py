@@ -8,9 +8,10 @@ from __future__ import annotations
 from workbench.saes.steering import SteerOutcome, steer_outcome
 
 from ._base import Progress
+from ._state import ControllerState
 
 
-class SaeMixin:
+class SaeMixin(ControllerState):
     """SAE feature dashboards and steering on the controller's session and corpus."""
 
     def harvest(self, sae, max_tokens: int = 8192, features=None, k: int = 8,

@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable, Sequence
 
 from workbench.attention import MAX_ATTENTION_TOKENS, AttentionResult, attention_summary
@@ -54,18 +53,9 @@ class Controller(EditingMixin, SaeMixin, MemoryMixin):
     """
 
     def __init__(self, session: Session, top_k: int = 10, corpus=None):
-        self.session = session
-        self.corpus = corpus
-        self.edit_handles: list = []
+        super().__init__(session, corpus)
         self.top_k = int(top_k)
-        self.lock = threading.RLock()
         self._lens: dict[str, LensBase] = {}
-        self.history: list[object] = []  # results computed, newest last (for session export)
-
-    def _remember(self, result):
-        self.history.append(result)
-        del self.history[:-50]
-        return result
 
     # ------------------------------------------------------------------ attention
     def attention(self, prompt: str, layers: Sequence[int] | None = None,
@@ -89,12 +79,9 @@ class Controller(EditingMixin, SaeMixin, MemoryMixin):
                     progress: Progress | None = None) -> PromptLens:
         """`workbench.prompt_lens.prompt_lens` of `prompt` under FFN unit scalings `edits`
         (the unedited run of the prompt is cached, so a redraw costs one partial forward)."""
-        if isinstance(prompt, str) and prompt.strip():
-            base = self._base(prompt)
-        else:
-            base = prompt  # prompt_lens raises EmptyPromptError naming it
-        with self.lock:
-            return self._remember(prompt_lens(self.session, base, edits, self.top_k))
+        source: str | LensBase = self._base(prompt) if isinstance(prompt, str) and prompt.strip() else prompt
+        with self.lock:  # a blank prompt reaches prompt_lens, which names it in its error
+            return self._remember(prompt_lens(self.session, source, edits, self.top_k))
 
     def sub_updates(self, lens: PromptLens, layer: int, pos: int, k: int | None = None) -> SubUpdates:
         """`workbench.vocab.ffn_sub_updates` of `layer` at token `pos`, under the lens's scalings.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from workbench.arguments import (
     add_model_args,
@@ -80,7 +81,7 @@ def run(args) -> int:
     target = lens.targets[0]
     effects = direct_effects(s, args.prompt, target)          # what reaches the residual
     written = written_tokens(s, args.prompt, "mlp_resid", -1, 5)
-    per_layer = [{"layer": layer, "ffn_target_effect": effects.ffn[layer],
+    per_layer: list[dict[str, Any]] = [{"layer": layer, "ffn_target_effect": effects.ffn[layer],
                   "attn_target_effect": effects.attn[layer],
                   "top_promoted": [t.token for t in written[layer]]} for layer in range(s.n_layers)]
     chosen = args.layer or [r["layer"] for r in sorted(per_layer, key=lambda r: -r["ffn_target_effect"])[:3]]

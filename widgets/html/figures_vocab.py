@@ -88,7 +88,7 @@ def sub_update_bars(subs, by: str = "magnitude") -> go.Figure:
     return fig
 
 
-def _col(rows: Sequence[dict] | object, name: str):
+def _col(rows: Sequence[dict], name: str) -> list:
     return [r[name] for r in rows]
 
 

@@ -81,15 +81,15 @@ class HtmlReport:
               columns: Sequence[str] | None = None, caption: str | None = None,
               digits: int = 4) -> HtmlReport:
         """A table from dict rows (columns default to the first row's keys) or sequences."""
-        rows = list(rows)
+        items: list[Any] = list(rows)
         if columns is None:
-            columns = list(rows[0].keys()) if rows and isinstance(rows[0], dict) else []
+            columns = list(items[0].keys()) if items and isinstance(items[0], dict) else []
         out = ["<div class='scroll'><table>"]
         if caption:
             out.append(f"<caption>{escape(caption)}</caption>")
         if columns:
             out.append("<tr>" + "".join(f"<th>{escape(c)}</th>" for c in columns) + "</tr>")
-        for r in rows:
+        for r in items:
             vals = [r.get(c, "") for c in columns] if isinstance(r, dict) else list(r)
             out.append("<tr>" + "".join(_cell(v, digits) for v in vals) + "</tr>")
         out.append("</table></div>")
