@@ -24,7 +24,8 @@ from .labels import load_facts
 from .registry import Param, register_kind
 from .spec import PROJECT_ROOT
 
-__all__ = ["FactLens", "KnowledgeResult", "fact_lens", "run_knowledge", "default_facts_path"]
+__all__ = ["FactLens", "KnowledgeResult", "fact_lens", "run_knowledge", "default_facts_path",
+           "knowledge_note"]
 
 SHARED_FACTS = PROJECT_ROOT.parent / "shared" / "data" / "known_facts" / "known_1000.json"
 
@@ -142,4 +143,18 @@ def run_knowledge(ctx: ProbeContext, params: dict) -> dict:
     d["source"] = str(path) if path else "data/labels/facts.json"
     d["summary"] = {"accuracy": res.accuracy, "n_facts": len(res.facts),
                     "median_first_top1_correct": res.median_first_top1_correct}
+    d["note"] = knowledge_note(res, ctx.session.n_layers)
     return d
+
+
+def knowledge_note(res: KnowledgeResult, n_layers: int) -> str:
+    """One sentence on what the section shows, from the numbers themselves."""
+    n = len(res.facts)
+    what = f"The model's final prediction is right for {res.accuracy:.0%} of {n} facts"
+    m = res.median_first_top1_correct
+    if m is None:
+        return what + "; the answer never becomes the logit lens's top token before the last layer."
+    where = ("late, in the upper third of the layers" if m >= n_layers - n_layers // 3 else
+             "in the middle layers" if m >= n_layers // 3 else "early, in the lower third")
+    return (what + f"; for those, the answer first becomes the logit lens's top token at median "
+            f"layer {m:.0f} of {n_layers}: recalled {where}.")

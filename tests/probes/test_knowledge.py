@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probes.knowledge import fact_lens
+from probes.knowledge import fact_lens, knowledge_note
 from probes.labels import load_facts
 
 
@@ -56,3 +56,5 @@ def test_real_model_knows_capitals_and_the_answer_emerges_late(smollm):
     # the answer is not readable at the embedding end of the stack; it emerges in later layers
     assert all(f.first_top1_layer is not None and f.first_top1_layer >= smollm.n_layers // 3 for f in known)
     assert res.mean_p_curve[-1] > res.mean_p_curve[0]
+    note = knowledge_note(res, smollm.n_layers)
+    assert f"{res.accuracy:.0%}" in note and f"of {smollm.n_layers}" in note

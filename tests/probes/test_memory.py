@@ -61,3 +61,32 @@ def test_memory_probe_tables_match_direct_capture(tmp_path, tiny_model_dir):
         assert r["active_share"] == pytest.approx(act[r["layer"]] / n, abs=1e-4)
         assert 0 <= r["agreement"] <= 1 and 0 <= r["random_baseline"] <= 1
     assert "memories" in (tmp_path / "out" / "mem.html").read_text()
+
+
+def test_band_summary_and_note():
+    from probes.memory import agreement_note, band_summary
+
+    rows = [{"layer": i, "agreement": 0.02 + 0.01 * (i >= 6), "random_baseline": 0.01}
+            for i in range(9)]
+    b = band_summary(rows, 9)
+    assert b["upper_layers"] == [6, 7, 8] and b["lower_layers"] == [0, 1, 2]
+    assert b["upper_ratio"] == pytest.approx(3.0) and b["lower_ratio"] == pytest.approx(2.0)
+    note = agreement_note(b)
+    assert "6-8" in note and "3.0x" in note and "above chance" in note
+    flat = band_summary([{**r, "agreement": 0.011} for r in rows], 9)
+    assert "close to chance" in agreement_note(flat)
+    assert band_summary(rows[:3], 9)["upper_ratio"] is None     # upper third not harvested
+
+
+def test_memory_probe_reads_its_own_corpus(tmp_path, tiny_model_dir):
+    from probes.spec import PROJECT_ROOT
+
+    text = PROJECT_ROOT / "data" / "corpus" / "natural" / "python_reference.txt"
+    p = tmp_path / "mem.toml"
+    p.write_text(SPEC.format(model=tiny_model_dir).replace(
+        "composition_tokens = 128", f'composition_tokens = 0\ncorpus_path = "{text}"\nmax_tokens = 256'))
+    res = run_battery(p, tmp_path / "out", progress=False)
+    rec = res["probes"][0]
+    assert rec["status"] == "ran", rec["error"]
+    assert rec["result"]["corpus"] == str(text) and 128 <= rec["result"]["n_tokens"] <= 256
+    assert {"upper_ratio", "lower_ratio"} <= set(rec["result"]["summary"]) and rec["result"]["note"]
