@@ -17,6 +17,7 @@ top-1 accuracy on known facts (prompt -> first token of the answer) for several 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ __all__ = ["top_k_experts", "check_k", "k_for_share", "perplexity", "fact_accura
 
 def check_k(k: int, n_experts: int) -> int:
     """k as an int when 0 < k <= n_experts, else ShapeError naming the range."""
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or int(k) != k or not 0 < k <= n_experts:
+    if isinstance(k, bool) or not isinstance(k, numbers.Real) or int(k) != k or not 0 < k <= n_experts:
         raise ShapeError(f"k={k!r} experts is out of range; valid range is 1..{n_experts} "
                          f"(0 < k <= n_experts={n_experts})")
     return int(k)

@@ -56,8 +56,11 @@ def balanced_experts(session, layer: int, n_experts: int = 48, seed: int = 0,
     session.check_layer(layer)
     if not 1 <= n_experts <= session.d_mlp:
         raise ShapeError(f"n_experts={n_experts} must be in 1..{session.d_mlp}")
+    from threadpoolctl import threadpool_limits
+
     x = key_features(session, layer).numpy()
-    km = KMeans(n_clusters=n_experts, n_init=n_init, max_iter=max_iter, random_state=seed).fit(x)
+    with threadpool_limits(1):          # a 1536-point fit: threads cost more than they save
+        km = KMeans(n_clusters=n_experts, n_init=n_init, max_iter=max_iter, random_state=seed).fit(x)
     c = km.cluster_centers_
     dist = (x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None]    # [d_mlp E] squared
     cap = -(-len(x) // n_experts)
