@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .._types import Float, Int, Tensor
 from .config import GraphConfig
 from .edges import Seeds, backward, logit_seeds, unit_seeds
-from .frozen import Frozen
+from .frozen import Frozen, run
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _block_size(cfg: GraphConfig, fz: Frozen) -> int:
     return max(1, min(cfg.batch, (cfg.memory_mb << 20) // per_row))
 
 
-def _full_rows(fz: Frozen, seeds: Seeds, act: Tensor, embed_act: Tensor):
+def _full_rows(fz: Frozen, seeds: Seeds, act: Tensor, embed_act: Tensor, real_act: Tensor):
     """Rows over every source: |unit edges| [B L Q D], token edges [B Q], bias [B], and each
     row's sum with the real activations in float64 (the exactness check)."""
     w = fz.weights
@@ -93,13 +93,13 @@ def _full_rows(fz: Frozen, seeds: Seeds, act: Tensor, embed_act: Tensor):
     absE = torch.zeros(len(seeds), w.n_layers, Q, w.d_mlp, device=seeds.vec.device, dtype=seeds.vec.dtype)
     real = torch.zeros(len(seeds), dtype=torch.float64, device=seeds.vec.device)
     est = torch.zeros(len(seeds), dtype=torch.float64, device=seeds.vec.device)
-    same = act is fz.coeffs
+    same = act is real_act
 
     def on_ffn(layer, g_f, rows):
         d = g_f @ w.layers[layer].W_down
         e = d * act[layer, :Q]
         r = slice(None) if rows is None else rows
-        real_part = (d * fz.coeffs[layer, :Q]).sum((1, 2)) if not same else e.sum((1, 2))
+        real_part = (d * real_act[layer, :Q]).sum((1, 2)) if not same else e.sum((1, 2))
         real[r] += real_part.double()
         est[r] += e.sum((1, 2)).double()
         if rows is None:
@@ -123,18 +123,17 @@ def attribute(fz: Frozen, logits: LogitNodes, cfg: GraphConfig, unit_act: Tensor
     """Select up to cfg.max_nodes units by influence and build the adjacency among them.
 
     Args:
-        unit_act: [L P d_mlp] source activations on edges (default: the real coefficients;
-            contrastive graphs pass clean - corrupt differences).
+        unit_act: [L P d_mlp] source activations on edges (default: the frozen model's own
+            coefficients, the real ones up to rounding; contrastive graphs pass clean - corrupt).
         embed_act: [P d_model] token-node outputs on edges (default: the embeddings).
     """
     w = fz.weights
     L, P, D = fz.n_layers, fz.n_pos, w.d_mlp
-    act = fz.coeffs if unit_act is None else unit_act
+    frun = run(fz)
+    # the frozen model's own coefficients (the real ones up to rounding; float32 for bf16 models)
+    act = frun.reads if unit_act is None else unit_act
     e_act = fz.embed if embed_act is None else embed_act
     dev = fz.embed.device
-    from .frozen import run
-
-    frun = run(fz)
     frozen_logits = logits.directions @ (frun.resid[-1] * fz.r_final[-1] * w.ln_final.w) + logits.bias
     inf = torch.zeros(L, P, D, device=dev)
     visited = torch.zeros(L, P, D, dtype=torch.bool, device=dev)
@@ -146,7 +145,7 @@ def attribute(fz: Frozen, logits: LogitNodes, cfg: GraphConfig, unit_act: Tensor
     row_est: list[Tensor] = []
 
     def spread(seeds: Seeds, weights: Tensor, values: Tensor):
-        absE, tok, bias, real, est = _full_rows(fz, seeds, act, e_act)
+        absE, tok, bias, real, est = _full_rows(fz, seeds, act, e_act, frun.reads)
         Q = absE.shape[2]
         tot = absE.sum((1, 2, 3)) + tok.abs().sum(1)
         coef = weights / tot.clamp_min(1e-30)

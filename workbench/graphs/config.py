@@ -43,7 +43,7 @@ class GraphConfig:
     basis: str = "units"
     keep: float = 0.8
     edge_keep: float = 0.98
-    max_nodes: int = 500
+    max_nodes: int = 300
     max_logits: int = 10
     logit_prob: float = 0.95
     batch: int = 64

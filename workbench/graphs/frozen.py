@@ -115,7 +115,7 @@ def freeze(session, prompt: str | Sequence[int], weights: ModelWeights | None = 
     missing = [n for n in names if n not in grab]
     if missing:
         raise WorkbenchError(f"hooks {missing[:3]} did not fire; the bridge layout is not the expected one")
-    dt = w.W_down.dtype if hasattr(w, "W_down") else w.layers[0].W_down.dtype
+    dt = w.layers[0].W_down.dtype
     h_pre = [grab[f"blocks.{i}.ln1.hook_in"].to(dt) for i in range(L)]
     h_mid = [grab[f"blocks.{i}.ln2.hook_in"].to(dt) for i in range(L)]
     r_attn = torch.stack([w.layers[i].ln_attn.scale(h_pre[i]) for i in range(L)])
@@ -126,7 +126,7 @@ def freeze(session, prompt: str | Sequence[int], weights: ModelWeights | None = 
         pre = x @ lw.W_gate.T
         if lw.b_gate is not None:
             pre = pre + lw.b_gate
-        gate.append(lw.act(pre))
+        gate.append(lw.act(pre.to(torch.float32)).to(dt))
     r_pa = r_pf = None
     if gemma:
         r_pa = torch.stack([w.layers[i].post_attn.scale(grab[f"blocks.{i}.ln1_post.hook_in"].to(dt))
@@ -134,7 +134,9 @@ def freeze(session, prompt: str | Sequence[int], weights: ModelWeights | None = 
         r_pf = torch.stack([w.layers[i].post_ffn.scale(grab[f"blocks.{i}.ln2_post.hook_in"].to(dt))
                             for i in range(L)])
     h_L = grab["ln_final.hook_in"].to(dt)
-    embed = w.W_E[tokens[0]] * torch.tensor(w.embed_scale, dtype=w.W_E.dtype)
+    # the embedding scale is applied in the model's dtype (Gemma rounds sqrt(d) to it)
+    scale = torch.tensor(w.embed_scale, dtype=session.dtype).to(w.W_E.dtype)
+    embed = w.W_E[tokens[0]] * scale
     str_tokens = tuple(session.to_str_tokens(ids))
     return Frozen(w, tokens[0], str_tokens, embed, torch.stack([grab[f"blocks.{i}.attn.hook_pattern"].to(dt)
                                                                for i in range(L)]),

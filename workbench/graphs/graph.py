@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -119,13 +120,13 @@ def assemble(raw: RawGraph, fz: Frozen, cfg: GraphConfig, *, prompt: str, model:
                             sub.cpu(), cfg, summary, M)
 
 
-def build_graph(session, prompt: str, target: str | None = None, config: GraphConfig | dict | None = None,
+def build_graph(session, prompt: str | Sequence[int], target: str | None = None, config: GraphConfig | dict | None = None,
                 *, weights: ModelWeights | None = None, progress: bool = True, **overrides: Any) -> AttributionGraph:
     """The pruned attribution graph of `prompt` over FFN units (exact in the frozen model).
 
     Args:
         session: a loaded `Session` (left untouched: only scoped hooks and reads).
-        prompt: the text (BOS per the session's policy).
+        prompt: the text (BOS per the session's policy), or token ids used as they are.
         target: a token that must be exactly one token (e.g. " Paris"); pruning then follows
             its logit alone. None: the top logits by probability.
         config: `GraphConfig` or a dict; keyword overrides (``keep=0.9``) are applied on top.
@@ -143,7 +144,8 @@ def build_graph(session, prompt: str, target: str | None = None, config: GraphCo
     fz = freeze(session, prompt, weights)
     logits = logit_nodes(session, fz, target, cfg)
     raw = attribute(fz, logits, cfg, progress=progress)
-    g = assemble(raw, fz, cfg, prompt=prompt, model=session.name, target=target, seconds0=t0)
+    text = prompt if isinstance(prompt, str) else session.tokenizer.decode(list(prompt))
+    g = assemble(raw, fz, cfg, prompt=text, model=session.name, target=target, seconds0=t0)
     if cfg.faithfulness_nodes:
         from .faithfulness import faithfulness, with_faithfulness
 

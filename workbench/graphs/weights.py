@@ -49,7 +49,7 @@ class NormWeights:
         return torch.rsqrt(x.float().pow(2).mean(-1) + self.eps).to(x.dtype)
 
 
-def _norm(module, d_model: int) -> NormWeights:
+def _norm(module, d_model: int, dtype: torch.dtype) -> NormWeights:
     m = _orig(module)
     cls = type(m).__name__
     if "LayerNorm" in cls and "RMS" not in cls:
@@ -63,12 +63,16 @@ def _norm(module, d_model: int) -> NormWeights:
     with torch.no_grad():  # effective scale from the module itself: y(1) = w / sqrt(1 + eps)
         ones = torch.ones(1, d_model, dtype=torch.float32, device=m.weight.device)
         w = (m(ones.to(m.weight.dtype)).float() * (1.0 + eps) ** 0.5)[0]
-    return NormWeights(w.to(m.weight.dtype), float(eps))
+    return NormWeights(w.to(dtype), float(eps))
 
 
-def _bias(linear) -> Tensor | None:
+def _bias(linear, dtype: torch.dtype) -> Tensor | None:
     b = getattr(_orig(linear), "bias", None)
-    return b.detach() if b is not None else None
+    return b.detach().to(dtype) if b is not None else None
+
+
+def _w(linear, dtype: torch.dtype) -> Tensor:
+    return _orig(linear).weight.detach().to(dtype)
 
 
 @dataclass(frozen=True)
@@ -117,8 +121,12 @@ class ModelWeights:
         return int(self.layers[0].W_down.shape[1])
 
 
-def model_weights(session) -> ModelWeights:
-    """Read `session`'s weights for the frozen model (raises UnsupportedModelError)."""
+def model_weights(session, dtype: torch.dtype = torch.float32) -> ModelWeights:
+    """Read `session`'s weights for the frozen model (raises UnsupportedModelError).
+
+    Weights already in `dtype` are views; others (bf16 / fp16 sessions) are float32 copies, so
+    attribution always runs in float32.
+    """
     hf = session.hf_model
     if not session.gated:
         raise UnsupportedModelError(f"model {session.name!r} has a plain (ungated) MLP; the FFN-unit "
@@ -135,15 +143,15 @@ def model_weights(session) -> ModelWeights:
             raise UnsupportedModelError(f"MLP {type(mlp).__name__} lacks gate_proj/up_proj/down_proj/act_fn")
         gemma = hasattr(blk, "pre_feedforward_layernorm")
         layers.append(LayerWeights(
-            ln_attn=_norm(blk.input_layernorm, d),
-            W_v=_orig(attn.v_proj).weight.detach(), b_v=_bias(attn.v_proj),
-            W_o=_orig(attn.o_proj).weight.detach(), b_o=_bias(attn.o_proj),
-            post_attn=_norm(blk.post_attention_layernorm, d) if gemma else None,
-            ln_ffn=_norm(blk.pre_feedforward_layernorm if gemma else blk.post_attention_layernorm, d),
-            W_gate=_orig(mlp.gate_proj).weight.detach(), b_gate=_bias(mlp.gate_proj),
-            W_up=_orig(mlp.up_proj).weight.detach(), b_up=_bias(mlp.up_proj),
-            W_down=_orig(mlp.down_proj).weight.detach(), b_down=_bias(mlp.down_proj),
-            post_ffn=_norm(blk.post_feedforward_layernorm, d) if gemma else None,
+            ln_attn=_norm(blk.input_layernorm, d, dtype),
+            W_v=_w(attn.v_proj, dtype), b_v=_bias(attn.v_proj, dtype),
+            W_o=_w(attn.o_proj, dtype), b_o=_bias(attn.o_proj, dtype),
+            post_attn=_norm(blk.post_attention_layernorm, d, dtype) if gemma else None,
+            ln_ffn=_norm(blk.pre_feedforward_layernorm if gemma else blk.post_attention_layernorm, d, dtype),
+            W_gate=_w(mlp.gate_proj, dtype), b_gate=_bias(mlp.gate_proj, dtype),
+            W_up=_w(mlp.up_proj, dtype), b_up=_bias(mlp.up_proj, dtype),
+            W_down=_w(mlp.down_proj, dtype), b_down=_bias(mlp.down_proj, dtype),
+            post_ffn=_norm(blk.post_feedforward_layernorm, d, dtype) if gemma else None,
             act=_orig(mlp.act_fn),
         ))
     emb = _orig(base.embed_tokens)
@@ -155,8 +163,8 @@ def model_weights(session) -> ModelWeights:
     cfg = hf.config
     n_heads = int(cfg.num_attention_heads)
     return ModelWeights(
-        layers=tuple(layers), W_E=emb.weight.detach(), embed_scale=float(scale),
-        ln_final=_norm(base.norm, d), W_U=head.weight.detach(), b_U=_bias(hf.lm_head),
+        layers=tuple(layers), W_E=emb.weight.detach().to(dtype), embed_scale=float(scale),
+        ln_final=_norm(base.norm, d, dtype), W_U=head.weight.detach().to(dtype), b_U=_bias(hf.lm_head, dtype),
         softcap=getattr(cfg, "final_logit_softcapping", None),
         n_heads=n_heads, n_kv_heads=int(getattr(cfg, "num_key_value_heads", None) or n_heads),
         d_head=int(getattr(cfg, "head_dim", None) or d // n_heads),
