@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from workbench import Corpus, capture_tokens, sites  # noqa: E402
+from workbench.fastpath import COMPILE_AFTER_USES  # noqa: E402
 from workbench.memories import harvest  # noqa: E402
 from workbench.pure import pure_view  # noqa: E402
 from workbench.session import TokenBatch, resolve_device  # noqa: E402
@@ -104,7 +105,7 @@ def _batch(ids: torch.Tensor) -> TokenBatch:
     return TokenBatch(ids, torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long, device=ids.device))
 
 
-def run_shape(shape: str, dev, dtype, args, table: Table) -> None:
+def run_shape(shape: str, dev, dtype, args, table: Table) -> int:
     gc.collect()
     if dev.type == "cuda":
         torch.cuda.empty_cache()
@@ -127,11 +128,12 @@ def run_shape(shape: str, dev, dtype, args, table: Table) -> None:
         table.add(shape=shape, step=f"bare forward {n}x{w}", seconds=sec_b, peak_gib=gib(peak_b), ratio=1.0,
                   note=f"{n * w / sec_b:,.0f} tok/s (pure HF trunk, no unembed)")
         firsts = []
-        for _ in range(2):                                 # graph capture; compile on a shape's 2nd use
+        for i in range(COMPILE_AFTER_USES):                # graph capture; compile once a stream
             t0 = time.perf_counter()
             first = capture_tokens(s, batch, mp).path
             sync(dev)
-            firsts.append(f"{first} {time.perf_counter() - t0:.1f} s")
+            if i in (0, COMPILE_AFTER_USES - 1):
+                firsts.append(f"{first} {time.perf_counter() - t0:.1f} s")
         sec_d, peak_d, cap = measure(dev, lambda b=batch: capture_tokens(s, b, mp), reps, 1)
         table.add(shape=shape, step=f"capture {n}x{w} default", seconds=sec_d, peak_gib=gib(peak_d),
                   ratio=sec_b / sec_d, note=f"path {cap.path}; first calls {', '.join(firsts)}; "
@@ -260,7 +262,11 @@ def run_shape(shape: str, dev, dtype, args, table: Table) -> None:
 
     guarded(table, shape, "sae", do_sae)
     s.close()
-    s = trunk = None  # noqa: F841 - drop the last references before measuring
+    return before
+
+
+def after_close(dev, before: int, shape: str, table: Table) -> None:
+    """Allocated memory once the closed session and every bench result are gone."""
     gc.collect()
     after = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
     table.add(shape=shape, step="close: allocated - before load", seconds=None,
@@ -300,7 +306,10 @@ def main(argv=None) -> int:
     table = Table(Path(args.out), meta)
     print(f"{meta['device']}, {dtype}, cap {args.memory_gib} GiB")
     for shape in shapes:
-        guarded(table, shape, "all", lambda sh=shape: run_shape(sh, dev, dtype, args, table))
+        got = []
+        guarded(table, shape, "all", lambda sh=shape, got=got: got.append(run_shape(sh, dev, dtype, args, table)))
+        if got:
+            after_close(dev, got[0], shape, table)
     print(f"json: {args.out}")
     return 0
 

@@ -52,6 +52,7 @@ __all__ = [
     "FAST_KINDS", "BACKENDS", "GraphCapture", "CompiledCapture", "compiled_capture", "fast_capture",
     "fast_supported", "check_backend", "choose_path", "estimate_row_bytes", "plan_chunks",
     "MemoryBudgetError", "GRAPH_MAX_ROWS", "GRAPH_MAX_WIDTH", "COMPILE_MIN_TOKENS",
+    "COMPILE_AFTER_USES",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ FAST_KINDS = frozenset({
 })
 BACKENDS = ("auto", "generic", "eager", "graph", "compiled")
 GRAPH_MAX_ROWS, GRAPH_MAX_WIDTH = 8, 128   # auto on CUDA: at most this -> CUDA graph
-COMPILE_MIN_TOKENS = 4096                  # auto on CUDA: at least this many rows x width -> compiled
+COMPILE_MIN_TOKENS = 4096                  # auto on CUDA: at least this many rows x width -> compiled,
+COMPILE_AFTER_USES = 8                     # from the 8th request of the same padded shape (a stream)
 
 
 class MemoryBudgetError(WorkbenchError):
@@ -524,9 +526,10 @@ def choose_path(session: Session, batch: TokenBatch, sites: Sequence[Site], *, l
     patterns), or a model layout the taps do not know. Otherwise a forced `backend` is
     honoured, and ``auto`` picks: on CUDA the graph for at most `GRAPH_MAX_ROWS` rows of at
     most `GRAPH_MAX_WIDTH` tokens, the compiled trunk from `COMPILE_MIN_TOKENS` tokens on once
-    the same padded shape comes a second time (a stream of batches: compiling costs 10-60 s,
-    which a one-off request would not win back), the eager trunk otherwise; elsewhere the
-    eager trunk (no graphs; compiling costs more than it saves on a CPU).
+    the same padded shape has come `COMPILE_AFTER_USES` times (a stream of batches: compiling
+    cost 31 s at 8B and 61 s at 12B on an H200 for a 15-27% faster batch, docs/GPU.md, which
+    a one-off request or a short job never wins back), the eager trunk otherwise; elsewhere
+    the eager trunk (no graphs; compiling costs more than it saves on a CPU).
     """
     check_backend(backend)
     if backend == "generic" or logits or interventions or not sites:
@@ -545,7 +548,7 @@ def choose_path(session: Session, batch: TokenBatch, sites: Sequence[Site], *, l
     seen = session.owned.setdefault(("shapes", tuple(sites)), {})
     shape = (-(-n // 8) * 8, -(-w // 128) * 128)        # the compiled path's padded shape
     seen[shape] = seen.get(shape, 0) + 1
-    return "compiled" if seen[shape] >= 2 else "eager"
+    return "compiled" if seen[shape] >= COMPILE_AFTER_USES else "eager"
 
 
 def _owned(session: Session, key: tuple, make):

@@ -210,13 +210,16 @@ def test_cuda_memory_returns_to_pre_load_level(tok_dir):
     dropped = allocated() - before
     dropped_live = _live_cuda_tensors()
     before = allocated()
-    t = tiny_session("gemma", tokenizer_dir=tok_dir, device="cuda")   # compiled artefacts too
+    from workbench.fastpath import COMPILE_AFTER_USES
+
+    t = tiny_session("gemma", d_model=256, d_mlp=1024, tokenizer_dir=tok_dir, device="cuda")  # ~8 MB
     long = t.tokenize(["word " * 200] * 24)
-    paths += [wb.capture(t, long, wb.sites("mlp_post", session=t)).path for _ in range(2)]
+    paths += [wb.capture(t, long, wb.sites("mlp_post", session=t)).path for _ in range(COMPILE_AFTER_USES)][-2:]
     t.close()
     tiny = allocated() - before
     report = (f"loaded {loaded >> 20} MiB; after close {closed} B [{closed_live}]; after drop {dropped} B "
               f"[{dropped_live}]; tiny compiled after close {tiny} B; paths {paths}")
     print(report)
     assert loaded > 200 << 20 and paths == ["graph", "eager", "eager", "compiled"], report
-    assert closed < 8 << 20 and dropped < 8 << 20 and tiny < 64 << 10, report
+    # after a compile a few hundred kB stay with torch.compile's own caches (192 kB seen on an H200)
+    assert closed < 8 << 20 and dropped < 8 << 20 and tiny < 1 << 20, report
