@@ -7,9 +7,10 @@ One call, `capture`, picks the fastest path that gives the same result and says 
   attention patterns, interventions, logits, active `session.hooks`, and any model whose
   Hugging Face layout the fast paths do not know.
 - ``graph``: CUDA-graph replay of the pure HF trunk (small interactive requests on CUDA).
-- ``compiled``: torch.compile of the pure HF trunk, chunked by the memory plan (large batches
-  on CUDA).
-- ``eager``: the pure HF trunk without graph or compile (the CPU, and mid-size CUDA batches).
+- ``compiled``: torch.compile of the pure HF trunk, chunked by the memory plan (CUDA batches
+  of at least 4,096 tokens whose padded shape has been requested 8 times: a stream, which wins
+  back the 10-60 s compile).
+- ``eager``: the pure HF trunk without graph or compile (the CPU; CUDA requests in between).
 
 The fast paths are `workbench.fastpath`; they run the same weights with SDPA attention and
 agree with the generic path to float tolerance (tested on every supported site). Only the
