@@ -33,7 +33,7 @@ __all__ = ["harvest_shard", "pack_keys", "unpack_keys", "merge_harvests"]
 
 def harvest_shard(session, corpus, layers: Sequence[int] | None = None, k: int = 20,
                   window: int = 128, tokens_per_batch: int = 8192, max_tokens: int | None = None,
-                  backend: str = "generic", progress: bool = False) -> dict:
+                  backend: str = "auto", progress: bool = False) -> dict:
     """Top-k prefixes per FFN key over the corpus's windows (a shard's on a `ShardCorpus`).
 
     Runs `workbench.memories.harvest_topk` (the single-process harvest loop) and packs its

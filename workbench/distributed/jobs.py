@@ -108,7 +108,7 @@ def ray_activation_stats(model: WorkerModel, corpus: Corpus, site: str, cfg: Ray
 def ray_harvest(model: WorkerModel, corpus: Corpus, cfg: RayConfig | None = None,
                 layers: list[int] | None = None, k: int = 20, window: int = 128,
                 tokens_per_batch: int = 8192, max_tokens: int | None = None,
-                backend: str = "generic", shards_per_worker: int = 2,
+                backend: str = "auto", shards_per_worker: int = 2,
                 checkpoint: str | Path | None = None) -> tuple[dict, dict]:
     """The FFN memory harvest sharded over Ray workers, merged exactly on the driver.
 
