@@ -29,7 +29,7 @@ from .evaluate import (
     usable_cases,
 )
 from .ledger import Ledger, LedgerEntry
-from .loop import METHODS, EditRun, run_edits
+from .loop import METHODS, EditRun, default_layers, run_edits
 from .memit import MemitConfig, compute_memit_update, critical_layers
 from .requests import EditRequest, LayerUpdate, RankOneUpdate
 from .rome import RomeConfig, compute_rome_update, context_prefixes
@@ -46,7 +46,7 @@ __all__ = [
     "generation_entropy", "load_counterfact", "load_known", "load_zsre", "score_case", "score_cases",
     "summarize", "usable_cases",
     "Ledger", "LedgerEntry",
-    "METHODS", "EditRun", "run_edits",
+    "METHODS", "EditRun", "default_layers", "run_edits",
     "MemitConfig", "compute_memit_update", "critical_layers",
     "EditRequest", "LayerUpdate", "RankOneUpdate", "RomeConfig", "compute_rome_update", "context_prefixes",
     "TraceConfig", "TraceResult", "embedding_std", "ffn_peak_layer", "trace_fact",

@@ -55,7 +55,7 @@ from .rome import RomeConfig, compute_rome_update
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EditRun", "run_edits", "METHODS"]
+__all__ = ["EditRun", "run_edits", "default_layers", "METHODS"]
 
 METHODS = ("rome", "memit", "alphaedit")
 
@@ -78,6 +78,21 @@ class EditRun:
     rows: list[dict]
     summary: dict
     ledger: list[dict] = field(default_factory=list)
+
+
+def default_layers(session, method: str, corpus, n: int = 5, facts=None) -> tuple[tuple[int, ...], list[float]]:
+    """Layers to edit from the FFN causal trace (`ffn_peak_layer` on `facts`, default a few facts
+    every small LM knows): ROME the peak; MEMIT / AlphaEdit the `n` consecutive layers with the
+    largest summed indirect effect, below the last layer. Returns (layers, the mean curve)."""
+    from .memit import critical_layers
+    from .tracing import DEFAULT_FACTS, embedding_std, ffn_peak_layer
+
+    if method not in METHODS:
+        raise WorkbenchError(f"method={method!r}; choose one of {list(METHODS)}")
+    peak, curve = ffn_peak_layer(session, facts or DEFAULT_FACTS, embedding_std(session, corpus))
+    if method == "rome":
+        return (peak,), curve
+    return critical_layers(curve[: session.n_layers - 1], n), curve
 
 
 def _request(c: EditCase) -> EditRequest:

@@ -115,3 +115,15 @@ def test_auroc_known_values():
     assert auroc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
     assert auroc([0.5, 0.5], [True, False]) == 0.5
     assert auroc([0.5, 0.6], [True, True]) is None
+
+
+def test_default_layers_from_the_trace(tiny, small_corpus_path):
+    from editing import default_layers
+    from workbench.corpus import Corpus
+
+    corpus = Corpus.load(small_corpus_path, tiny.tokenizer, max_tokens=3000)
+    facts = [("The Eiffel Tower is located in the city of", "The Eiffel Tower")]
+    (peak,), curve = default_layers(tiny, "rome", corpus, facts=facts)
+    assert len(curve) == tiny.n_layers and peak == max(range(len(curve)), key=curve.__getitem__)
+    layers, _ = default_layers(tiny, "memit", corpus, facts=facts)
+    assert layers == (0,)                           # the window stops below the last layer
