@@ -51,16 +51,20 @@ class Seeds:
 
 
 def unit_seeds(fz: Frozen, layer: Tensor, pos: Tensor, index: Tensor) -> Seeds:
-    """Seeds of unit targets (layer, pos, index) [B]: e_t = G r_f (w_f * u_i)."""
+    """Seeds of unit targets (layer, pos, index) [B]: e_t = G r_f (w_f * u_i), bias G b_up_i."""
     w = fz.weights
-    vecs, bias = [], []
-    for j in range(len(layer)):
-        lw = w.layers[int(layer[j])]
-        g = fz.gate[layer[j], pos[j], index[j]] * fz.r_ffn[layer[j], pos[j]]
-        vecs.append(g * lw.ln_ffn.w * lw.W_up[index[j]])
-        b = lw.b_up[index[j]] * fz.gate[layer[j], pos[j], index[j]] if lw.b_up is not None else g * 0
-        bias.append(b)
-    return Seeds(layer.clone(), pos.clone(), torch.stack(vecs), torch.stack(bias).float())
+    B, d = len(layer), w.W_E.shape[1]
+    vec = torch.empty(B, d, device=fz.embed.device, dtype=fz.embed.dtype)
+    bias = torch.zeros(B, device=fz.embed.device)
+    g = fz.gate[layer, pos, index]
+    scale = g * fz.r_ffn[layer, pos]
+    for lay in layer.unique().tolist():  # one gather per layer
+        m = layer == lay
+        lw = w.layers[lay]
+        vec[m] = scale[m, None] * lw.ln_ffn.w * lw.W_up[index[m]]
+        if lw.b_up is not None:
+            bias[m] = (g[m] * lw.b_up[index[m]]).float()
+    return Seeds(layer.clone(), pos.clone(), vec, bias)
 
 
 def logit_seeds(fz: Frozen, directions: Float[Tensor, "B d_model"], bias: Tensor | None = None) -> Seeds:

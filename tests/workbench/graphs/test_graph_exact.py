@@ -80,3 +80,35 @@ def test_real_model_graph_is_exact(name, request):
     assert g.summary["exactness_max_rel_error"] < 1e-4
     assert g.summary["nodes"] == len(g.nodes) > 0
     assert 0 < g.summary["completeness"] <= 1
+
+
+def test_biases_are_the_constant_term(tok_dir):
+    """A Llama with attention and MLP biases: row sums + the carried bias still equal the value."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from workbench import Session
+    from workbench.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer(tok_dir)
+    torch.manual_seed(3)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      attention_bias=True, mlp_bias=True, tie_word_embeddings=True)
+    hf = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.05)
+    hf.config.architectures = ["LlamaForCausalLM"]
+    s = Session.from_hf(hf, tok, device="cpu")
+    fz = freeze(s, "The city of")
+    assert (run(fz).logits - s.last_logits("The city of")[0]).abs().max() < 1e-5
+    n_units = fz.n_layers * fz.n_pos * fz.weights.d_mlp
+    cfg_g = GraphConfig(max_nodes=n_units, faithfulness_nodes=0)
+    raw = attribute(fz, logit_nodes(s, fz, None, cfg_g), cfg_g, progress=False)
+    M, P = raw.n_units, raw.n_tokens
+    rows = torch.cat([torch.arange(M), M + P + torch.arange(len(raw.logits))])
+    assert raw.bias[rows].abs().max() > 1e-3
+    total = raw.adjacency[rows].double().sum(1) + raw.bias[rows].double()
+    values = raw.values[rows].double()
+    assert ((total - values).abs() / values.abs().clamp_min(1e-2 * values.abs().max())).max() < 1e-4
