@@ -27,7 +27,7 @@ import torch
 from .._types import Float, Int, Tensor
 from .frozen import Frozen
 
-__all__ = ["Seeds", "unit_seeds", "logit_seeds", "backward"]
+__all__ = ["Seeds", "unit_seeds", "logit_seeds", "backward", "total_derivatives"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,8 @@ def logit_seeds(fz: Frozen, directions: Float[Tensor, "B d_model"], bias: Tensor
 FFNReadout = Callable[[int, Float[Tensor, "b Q d_model"], "Tensor | None"], None]
 
 
-def backward(fz: Frozen, seeds: Seeds, on_ffn: FFNReadout) -> tuple[Float[Tensor, "B Q d_model"], Float[Tensor, " B"]]:
+def backward(fz: Frozen, seeds: Seeds, on_ffn: FFNReadout,
+             through_units: bool = False) -> tuple[Float[Tensor, "B Q d_model"], Float[Tensor, " B"]]:
     """Carry a block of target cotangents down the frozen model's transpose.
 
     `on_ffn(layer, g_f, rows)` is called for each layer below the block's highest slot with g_f
@@ -88,6 +89,10 @@ def backward(fz: Frozen, seeds: Seeds, on_ffn: FFNReadout) -> tuple[Float[Tensor
     all B rows) that read above this layer (Q = block's largest position + 1); `g_f @ W_down`
     gives d t / d m for every unit of the layer. Returns the gradient on the token
     embeddings [B Q d_model] and each target's constant term [B].
+
+    `through_units=True` removes the stop-gradient at the units: the cotangent also flows back
+    through every unit's read m = G (x . u) (gates still frozen), so d t / d m becomes the total
+    derivative of the frozen model (all paths), used to check graph predictions.
     """
     w = fz.weights
     B = len(seeds)
@@ -112,6 +117,13 @@ def backward(fz: Frozen, seeds: Seeds, on_ffn: FFNReadout) -> tuple[Float[Tensor
             if lw.b_down is not None:
                 bias.index_add_(0, rows if r is None else r, (g_f.sum(1) @ lw.b_down).float())
             on_ffn(layer, g_f, r)
+            if through_units:
+                dm = (g_f @ lw.W_down) * fz.gate[layer, :Q]
+                upd = (dm @ lw.W_up) * (fz.r_ffn[layer, :Q, None] * lw.ln_ffn.w)
+                if r is None:
+                    g = g + upd
+                else:
+                    g[r] += upd
         here = seeds.slot == layer
         if here.any():
             g[rows[here], seeds.pos[here]] += seeds.vec[here]
@@ -137,3 +149,16 @@ def backward(fz: Frozen, seeds: Seeds, on_ffn: FFNReadout) -> tuple[Float[Tensor
         else:
             g[r] += upd
     return g, bias
+
+
+def total_derivatives(fz: Frozen, direction: Float[Tensor, " d_model"]) -> Float[Tensor, "L P d_mlp"]:
+    """d (direction . final normed residual at the last position) / d m for every unit, along
+    all paths of the frozen model (gates, norms and attention fixed; units not cut)."""
+    w = fz.weights
+    out = torch.zeros(fz.n_layers, fz.n_pos, w.d_mlp, device=fz.embed.device, dtype=fz.embed.dtype)
+
+    def on_ffn(layer, g_f, rows):
+        out[layer] = (g_f[0] @ w.layers[layer].W_down)
+
+    backward(fz, logit_seeds(fz, direction[None]), on_ffn, through_units=True)
+    return out

@@ -86,6 +86,11 @@ def test_faithfulness_compares_with_real_ablations(tiny):
         with intervene(tiny, zero_neurons(u.layer, [u.index], positions=[u.pos])):
             after = tiny.last_logits(PROMPT)[0, tiny.token_id(" Paris")]
     assert float(f.measured[0]) == pytest.approx(float(after - base), abs=1e-5)
+    # the frozen model's all-path prediction equals ablating in the frozen model
+    fz = freeze(tiny, PROMPT)
+    tid = tiny.token_id(" Paris")
+    want = _ablate_frozen(fz, (u.layer, u.pos, u.index))[tid] - run(fz).logits[tid]
+    assert float(f.predicted_frozen[0]) == pytest.approx(float(want), rel=2e-3, abs=1e-6)
 
 
 def test_contrastive_metric_row_is_the_attribution_patching_estimate(tiny):
