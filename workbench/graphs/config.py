@@ -9,7 +9,8 @@ from ..errors import WorkbenchError
 
 __all__ = ["BASES", "GraphConfig", "GraphConfigError", "UnknownBasisError"]
 
-BASES = ("units", "transcoder")
+BASES = ("units",)
+PLANNED = ("transcoder", "sae")  # named in issue 19, not built yet
 
 
 class GraphConfigError(WorkbenchError):
@@ -25,8 +26,8 @@ class GraphConfig:
     """How a graph is built and pruned.
 
     Args:
-        basis: ``units`` (FFN units, exact, no error nodes) or ``transcoder`` (one per layer,
-            with an error node per (layer, position)).
+        basis: ``units`` (FFN units, exact, no error nodes). ``transcoder`` and ``sae`` bases
+            are planned (error nodes are already handled by `prune.prune` / `prune.scores`).
         keep: node share: keep the smallest set of nodes whose influence on the chosen logits
             reaches this share of all nodes' influence (circuit-tracer's node threshold).
         edge_keep: edge share, the same rule over edges among kept nodes.
@@ -52,7 +53,8 @@ class GraphConfig:
 
     def __post_init__(self):
         if self.basis not in BASES:
-            raise UnknownBasisError(f"basis={self.basis!r} is unknown; valid bases are "
+            what = "is not built yet" if self.basis in PLANNED else "is unknown"
+            raise UnknownBasisError(f"basis={self.basis!r} {what}; valid bases are "
                                     f"{', '.join(map(repr, BASES))}")
         for name in ("keep", "edge_keep", "logit_prob"):
             v = getattr(self, name)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .build import LogitNodes, RawGraph, attribute
-from .config import GraphConfig, UnknownBasisError
+from .config import GraphConfig, GraphConfigError
 from .frozen import Frozen, freeze
 from .prune import prune, scores
 from .result import AttributionGraph, GraphNode
@@ -36,7 +36,7 @@ def _config(config: GraphConfig | dict | None, **overrides: Any) -> GraphConfig:
     elif isinstance(config, dict):
         config = GraphConfig.from_dict(config)
     elif not isinstance(config, GraphConfig):
-        raise UnknownBasisError(f"config must be a GraphConfig or a dict, got {type(config).__name__}")
+        raise GraphConfigError(f"config must be a GraphConfig or a dict, got {type(config).__name__}")
     if overrides:
         config = GraphConfig.from_dict({**config.to_dict(), **overrides})
     return config
@@ -136,9 +136,6 @@ def build_graph(session, prompt: str | Sequence[int], target: str | None = None,
     """
     t0 = time.perf_counter()
     cfg = _config(config, **overrides)
-    if cfg.basis != "units":
-        raise UnknownBasisError(f"basis={cfg.basis!r} needs transcoders; call "
-                                "workbench.graphs.build_transcoder_graph(session, prompt, transcoders, ...)")
     if target is not None:
         session.token_id(target)  # one clear error before any work
     fz = freeze(session, prompt, weights)
