@@ -9,6 +9,7 @@ VJPs through its transpose), build (candidate selection and adjacency), prune (i
 pruning, completeness / replacement), result (the frozen `AttributionGraph`), graph
 (`build_graph`), faithfulness (ablations in the real model), contrastive (clean / corrupt
 pairs), cards (memory cards of unit nodes), diff (graphs before / after an edit).
+Transcoders (the planned second basis) train with `workbench.saes.transcoder.train_transcoder`.
 """
 
 from .build import LogitNodes, RawGraph, attribute
@@ -16,6 +17,7 @@ from .cards import MemoryCard, memory_card, memory_cards
 from .config import BASES, GraphConfig, GraphConfigError, UnknownBasisError
 from .contrastive import contrastive_faithfulness, contrastive_graph
 from .diff import EdgeChange, GraphDiff, NodeChange, graph_diff
+from .edges import total_derivatives
 from .faithfulness import Faithfulness, faithfulness, predicted_effects, spearman
 from .frozen import Frozen, FrozenRun, PromptTooLongError, freeze, run
 from .graph import build_graph, logit_nodes
@@ -29,5 +31,5 @@ __all__ = [
     "PromptTooLongError", "freeze", "run", "build_graph", "logit_nodes", "PruneResult", "influence",
     "normalized", "prune", "scores", "SUMMARY_KEYS", "AttributionGraph", "GraphNode", "ModelWeights",
     "UnsupportedModelError", "model_weights", "MemoryCard", "memory_card", "memory_cards",
-    "contrastive_faithfulness", "contrastive_graph", "EdgeChange", "GraphDiff", "NodeChange", "graph_diff",
+    "contrastive_faithfulness", "contrastive_graph", "total_derivatives", "EdgeChange", "GraphDiff", "NodeChange", "graph_diff",
 ]
