@@ -1,9 +1,10 @@
 """The ``edit`` probe kind: ROME edits on a case file, evaluated and undone (editing/).
 
-For each usable case (objects one token each), the model state before and after a rank-one
-edit of `layer`'s FFN is scored (`editing.evaluate`): efficacy, paraphrase and neighbourhood
-success in percent, the mean probability gaps, and optionally ROME's generation-entropy
-fluency. Every edit is undone (context manager) before the next case, also on error.
+Runs `editing.run_edits`, the project's one edit-evaluation loop: for each usable case (objects
+the tokenizer can produce; several tokens allowed), the model before and after a rank-one edit
+of `layer`'s FFN is scored: efficacy, paraphrase and neighbourhood success in percent, the mean
+probability gaps, and optionally ROME's generation-entropy fluency. Every edit is undone before
+the next case, also on error.
 """
 
 from __future__ import annotations
@@ -61,65 +62,31 @@ def _check(params: dict, where: str) -> None:
     check=_check,
 )
 def run_edit(ctx: ProbeContext, params: dict) -> dict:
-    import time
-
-    from editing import (
-        EditRequest,
-        RomeConfig,
-        apply,
-        case_token_ids,
-        compute_rome_update,
-        generate_texts,
-        generation_entropy,
-        key_stats,
-        load_counterfact,
-        score_case,
-        summarize,
-    )
-    from workbench.errors import TokenError
+    from editing import RomeConfig, key_stats, load_counterfact, run_edits, usable_cases
 
     s = ctx.session
     layer = s.check_layer(params["layer"])
     path = default_cases_path() if params["cases_path"] == "auto" else Path(params["cases_path"])
-    cases = load_counterfact(path)
+    usable, skipped = usable_cases(s, load_counterfact(path))
+    if not usable:
+        raise SpecError(f"no usable case in {path} (objects the tokenizer cannot produce; "
+                        f"{skipped} skipped)")
     stats = key_stats(s, layer, ctx.corpus, n_tokens=min(params["stats_tokens"], len(ctx.corpus)),
                       window=ctx.spec.window, progress=ctx.progress)
     seed = ctx.seed_for("edit")
     cfg = RomeConfig(steps=params["steps"], prefixes_per_length=params["prefixes"], seed=seed)
-    edited, base, rows, skipped = [], [], [], 0
-    for case in cases:
-        if len(edited) >= params["n_cases"]:
-            break
-        try:
-            ids = case_token_ids(s, case)
-        except TokenError:
-            skipped += 1
-            continue
-
-        def fluency(prompt: str):
-            if not params["gen_tokens"]:
-                return None
-            return generation_entropy(generate_texts(s, [prompt], params["gen_tokens"], seed=seed))
-
-        b = score_case(s, case, ids, fluency(case.prompt))
-        t0 = time.perf_counter()
-        upd = compute_rome_update(s, EditRequest(case.prompt, case.subject, case.target_new), stats, cfg)
-        sec = time.perf_counter() - t0
-        with apply(s, upd):
-            e = score_case(s, case, ids, fluency(case.prompt))
-        edited.append(e)
-        base.append(b)
-        rows.append({"case_id": case.case_id, "subject": case.subject, "target_new": case.target_new,
-                     "ground_truth": case.ground_truth, "p_new_before": b.p_new,
-                     "p_new_after": e.p_new, "p_true_after": e.p_true, "efficacy": e.efficacy,
-                     "paraphrase": e.paraphrase, "neighborhood": e.neighborhood,
-                     "edit_seconds": sec})
-    if not edited:
-        raise SpecError(f"no usable case in {path} (objects must be one token each; "
-                        f"{skipped} skipped)")
-    se, sb = summarize(edited), summarize(base)
+    run = run_edits(s, usable[: params["n_cases"]], {layer: stats}, method="rome", config=cfg,
+                    gen_tokens=params["gen_tokens"], blast=False, progress=ctx.progress, seed=seed)
+    rows = [{"case_id": r["case_id"], "subject": r["subject"], "target_new": r["target_new"],
+             "ground_truth": r["ground_truth"], "p_new_before": r["unedited"]["p_new"],
+             "p_new_after": r["edited"]["p_new"], "p_true_after": r["edited"]["p_true"],
+             "efficacy": r["edited"]["efficacy"], "paraphrase": r["edited"]["paraphrase"],
+             "neighborhood": r["edited"]["neighborhood"], "edit_seconds": r["edit_seconds"]}
+            for r in run.rows]
+    sb = run.summary["unedited"]                       # `editing.summarize` of the unedited scores
+    se = {k: run.summary[k] for k in sb}               # the same fields, edited
     return {"title": f"ROME edits at layer {layer}", "layer": layer, "cases_path": str(path),
-            "n_edited": len(edited), "n_skipped": skipped, "stats_tokens": stats.n_tokens,
+            "n_edited": se["n"], "n_skipped": skipped, "stats_tokens": stats.n_tokens,
             "edited": se, "unedited": sb,
             "tables": {"summary": [{"state": "edited", **se}, {"state": "unedited", **sb}],
                        "cases": rows},
