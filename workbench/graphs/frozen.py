@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .._types import Float, Int, Tensor
-from ..errors import EmptyPromptError, WorkbenchError
+from ..errors import EmptyPromptError, TokenError, WorkbenchError
 from .weights import ModelWeights, model_weights
 
 __all__ = ["PromptTooLongError", "Frozen", "FrozenRun", "freeze", "run", "prompt_ids"]
@@ -79,6 +79,9 @@ def prompt_ids(session, prompt: str | Sequence[int]) -> list[int]:
     ids = session.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
     if not ids:
         raise EmptyPromptError("prompt has no tokens; give at least one")
+    bad = [i for i in ids if not 0 <= i < session.d_vocab]
+    if bad:
+        raise TokenError(f"token ids {bad[:5]} are out of range; valid ids are 0..{session.d_vocab - 1}")
     n_ctx = int(getattr(session.hf_model.config, "max_position_embeddings", 0) or 0)
     if n_ctx and len(ids) > n_ctx:
         raise PromptTooLongError(f"prompt is {len(ids)} tokens; the model's context is {n_ctx} "
