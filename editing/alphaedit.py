@@ -4,12 +4,15 @@ Preserved knowledge at layer l is summarised by C_l = E[k k^T] over a corpus. Wi
 eigendecomposition C_l = V diag(s) V^T, the projector onto the directions the preserved keys
 (almost) never take is
 
-    P_l = V_0 V_0^T,   V_0 = eigenvectors with s < tol * max(s)           [d_mlp d_mlp]
+    P_l = V_0 V_0^T,   V_0 = eigenvectors of the smallest s with sum(s_0) <= energy * tr(C)
 
-so k P_l ~ 0 for every preserved key. The update of a batch with keys K [n d_mlp] and residuals
+so E|k P_l|^2 = sum(s_0) <= energy * E|k|^2: the preserved keys keep at most that share of their
+energy in the null space. (A threshold relative to the largest eigenvalue, AlphaEdit's absolute
+one in effect, fails on SmolLM2's layer 2, where one massive direction holds 89% of tr(C) and
+s < 1e-2 max(s) would call 1,534 of 1,536 directions null.) The update of a batch with keys K [n d_mlp] and residuals
 R [n d_model] (as in MEMIT, `editing.memit`) is
 
-    D_l = (P_l (K^T K + K_p^T K_p) + l2 I)^{-1} P_l K^T R                [d_mlp d_model]
+    D_l = (P_l (K^T K + K_p^T K_p) + l2 tr(C_l) I)^{-1} P_l K^T R         [d_mlp d_model]
 
 where K_p are the keys of earlier sequential batches (their sum K_p^T K_p is kept in
 `AlphaEditState`). (P A + l2 I) D = P B gives l2 D = P (B - A D): D lies in the range of P, so
@@ -47,18 +50,20 @@ class AlphaEditConfig(MemitConfig):
     """MEMIT's settings plus the projection's.
 
     Args:
-        null_tol: eigenvalues of C below ``null_tol * max eigenvalue`` span the null space.
-        l2: ridge l2 of the projected solve (AlphaEdit's L2).
+        null_energy: the null space holds at most this share of the preserved keys' energy
+            E|k|^2 (smallest eigenvalues of C first).
+        l2: ridge of the projected solve relative to a typical key's energy: l2 * tr(C) =
+            l2 * E|k|^2 (AlphaEdit's L2, made scale-free).
         (the rest as `MemitConfig`; ``lam`` is not used: P C ~ 0 replaces the C term.)
     """
 
-    null_tol: float = 1e-2
-    l2: float = 1.0
+    null_energy: float = 1e-3
+    l2: float = 0.1
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0 < self.null_tol < 1:
-            raise WorkbenchError(f"null_tol={self.null_tol} must be in (0, 1)")
+        if not 0 < self.null_energy < 1:
+            raise WorkbenchError(f"null_energy={self.null_energy} must be in (0, 1)")
         if not self.l2 > 0:
             raise WorkbenchError(f"l2={self.l2} must be > 0")
 
@@ -71,11 +76,13 @@ class AlphaEditConfig(MemitConfig):
         return cls(**d)
 
 
-def null_space_projector(C: Float[Tensor, "d_mlp d_mlp"], tol: float = 1e-2
+def null_space_projector(C: Float[Tensor, "d_mlp d_mlp"], energy: float = 1e-3
                          ) -> tuple[Float[Tensor, "d_mlp d_mlp"], int]:
-    """(P = V_0 V_0^T onto the eigenvectors of C with eigenvalue < tol * max, its rank)."""
-    s, V = torch.linalg.eigh(C.double())
-    keep = s < tol * s.max()
+    """(P = V_0 V_0^T onto the eigenvectors of C's smallest eigenvalues whose sum is at most
+    energy * tr(C), its rank)."""
+    s, V = torch.linalg.eigh(C.double())                         # ascending
+    s = s.clamp(min=0)
+    keep = torch.cumsum(s, 0) <= energy * s.sum()
     V0 = V[:, keep]
     return (V0 @ V0.T).float(), int(keep.sum())
 
@@ -89,21 +96,24 @@ class AlphaEditState:
         preserved: layer -> [d_mlp d_mlp] sum of K^T K over the batches applied so far.
         ranks: layer -> dimension of the null space.
         batches: how many batches `preserved` holds.
+        energy: layer -> tr(C_l) = E|k|^2 (the ridge's scale).
     """
 
     projectors: dict[int, Tensor]
     preserved: dict[int, Tensor]
     ranks: dict[int, int] = field(default_factory=dict)
     batches: int = 0
+    energy: dict[int, float] = field(default_factory=dict)
 
     @classmethod
-    def from_stats(cls, stats: Mapping[int, KeyStats], null_tol: float = 1e-2) -> AlphaEditState:
+    def from_stats(cls, stats: Mapping[int, KeyStats], null_energy: float = 1e-3) -> AlphaEditState:
         P, ranks = {}, {}
         for layer, st in stats.items():
-            P[layer], ranks[layer] = null_space_projector(st.moment, null_tol)
+            P[layer], ranks[layer] = null_space_projector(st.moment, null_energy)
             log.info("AlphaEdit L%d: null space of dimension %d", layer, ranks[layer])
         pres = {layer: torch.zeros_like(p, dtype=torch.float64) for layer, p in P.items()}
-        return cls(P, pres, ranks, 0)
+        energy = {layer: float(st.moment.double().trace()) for layer, st in stats.items()}
+        return cls(P, pres, ranks, 0, energy)
 
     def after(self, update: LayerUpdate) -> AlphaEditState:
         """The state once `update` is applied: its keys join the preserved set."""
@@ -112,12 +122,12 @@ class AlphaEditState:
             if layer not in pres:
                 raise EditError(f"update keys at layer {layer}; the state has layers {sorted(pres)}")
             pres[layer] = pres[layer] + K.double().T @ K.double()
-        return AlphaEditState(self.projectors, pres, self.ranks, self.batches + 1)
+        return AlphaEditState(self.projectors, pres, self.ranks, self.batches + 1, self.energy)
 
 
 def alphaedit_solve(P: Tensor, preserved: Tensor, K: Float[Tensor, "n d_mlp"],
                     R: Float[Tensor, "n d_model"], l2: float) -> Float[Tensor, "d_mlp d_model"]:
-    """D = (P (K^T K + preserved) + l2 I)^{-1} P K^T R in float64."""
+    """D = (P (K^T K + preserved) + l2 I)^{-1} P K^T R in float64 (l2 absolute here)."""
     P, K, R = P.double(), K.double(), R.double()
     A = P @ (K.T @ K + preserved.double()) + l2 * torch.eye(P.shape[0], dtype=P.dtype)
     return torch.linalg.solve(A, P @ K.T @ R)
@@ -141,7 +151,8 @@ def compute_alphaedit_update(session, requests: Sequence[EditRequest], state: Al
     check_requests(session, requests)
 
     def solve(layer, K, R):
-        return alphaedit_solve(state.projectors[layer], state.preserved[layer], K, R, cfg.l2)
+        return alphaedit_solve(state.projectors[layer], state.preserved[layer], K, R,
+                               cfg.l2 * state.energy.get(layer, 1.0))
 
     up = spread_update(session, requests, layers, cfg, solve, "alphaedit", progress)
     up.info["null_space_dims"] = {int(k): state.ranks.get(k) for k in layers}

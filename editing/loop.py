@@ -166,7 +166,7 @@ def run_edits(session, cases: Sequence[EditCase], stats: Mapping[int, KeyStats],
                         "tokenizer cannot produce, or new == true)")
     ids = [case_target_ids(session, c) for c in usable]
     batches = [list(range(i, min(i + batch_size, len(usable)))) for i in range(0, len(usable), batch_size)]
-    state = AlphaEditState.from_stats({k: stats[k] for k in layers}, cfg.null_tol) \
+    state = AlphaEditState.from_stats({k: stats[k] for k in layers}, cfg.null_energy) \
         if method == "alphaedit" else None
 
     def compute(idx):

@@ -83,7 +83,7 @@ def test_null_space_projection_keeps_preserved_outputs(tiny, small_corpus_path, 
 
     corpus = Corpus.load(small_corpus_path, tiny.tokenizer, max_tokens=2000)
     st = key_stats(tiny, 0, corpus, n_tokens=128, directory=tmp_path, progress=False)
-    state = AlphaEditState.from_stats({0: st}, null_tol=1e-6)
+    state = AlphaEditState.from_stats({0: st}, null_energy=1e-9)
     assert 0 < state.ranks[0] < tiny.d_mlp
     before = param_bytes(tiny)
     up = compute_alphaedit_update(tiny, [REQ, REQ2], state, AlphaEditConfig(layers=(0,), **FAST))
@@ -94,7 +94,7 @@ def test_null_space_projection_keeps_preserved_outputs(tiny, small_corpus_path, 
     with apply(tiny, up):
         out1 = wb.capture(tiny, tb, ["mlp_out:0"])["mlp_out:0"]
         moved = (up.keys[0] @ up.deltas[0]).norm()
-    assert moved > 1e-2                                                   # the edit does something
+    assert moved > 1e-3                                                   # the edit does something
     # float tolerance: W + D is rounded to float32 (the preserved outputs move ~1e-7 of ~1e-2)
     torch.testing.assert_close(out1, out0, rtol=0, atol=1e-4 * float(out0.abs().max()))
     assert float((out1 - out0).abs().max()) < 1e-4 * float(moved)
@@ -104,7 +104,7 @@ def test_null_space_projection_keeps_preserved_outputs(tiny, small_corpus_path, 
 def test_projected_solve_lies_in_the_null_space():
     g = torch.Generator().manual_seed(0)
     K0 = torch.randn(40, 96, generator=g, dtype=torch.float64)
-    P, rank = null_space_projector(K0.T @ K0 / 40, tol=1e-8)
+    P, rank = null_space_projector(K0.T @ K0 / 40, energy=1e-9)
     assert rank == 96 - 40
     K, R = torch.randn(3, 96, generator=g), torch.randn(3, 16, generator=g)
     prev = torch.randn(5, 96, generator=g, dtype=torch.float64)
