@@ -57,6 +57,7 @@ def _builtin_renderers() -> None:
     from editing.outcome import EditOutcome
     from editing.tracing import TraceResult
     from workbench.attention import AttentionResult
+    from workbench.graphs import AttributionGraph, GraphDiff
     from workbench.memory_cards import MemoryRecord
     from workbench.prompt_lens import PromptLens
     from workbench.saes.steering import SteerOutcome
@@ -65,6 +66,7 @@ def _builtin_renderers() -> None:
     from .editing import compare_html, edit_bars
     from .figures import attention_heatmap, head_norm_heatmap, lens_heatmap, next_token_bars
     from .figures_editing import trace_heatmap
+    from .graph import graph_figure, graph_summary_rows
     from .memory import examples_table, value_bars
     from .sae import steer_html
 
@@ -112,7 +114,19 @@ def _builtin_renderers() -> None:
         for k in r.scores:
             rep.figure(trace_heatmap(r, k))
 
-    for cls, fn in ((PromptLens, lens), (AttentionResult, att), (SubUpdates, subs),
+    def graph(r: AttributionGraph, rep: HtmlReport) -> None:
+        rep.heading(f"Attribution graph: {r.prompt!r}" + (f" → {r.target!r}" if r.target else ""))
+        rep.table(graph_summary_rows(r), caption="summary")
+        rep.figure(graph_figure(r))
+
+    def gdiff(r: GraphDiff, rep: HtmlReport) -> None:
+        rep.heading("Graph before / after an edit: influence changes")
+        rep.text(f"{len(r.gained)} nodes gained, {len(r.lost)} lost; logits before {r.logits_before}, "
+                 f"after {r.logits_after}")
+        rep.table([{"node": c.id, "label": c.label, "before": c.before, "after": c.after,
+                    "delta": c.delta} for c in r.nodes[:25]])
+
+    for cls, fn in ((AttributionGraph, graph), (GraphDiff, gdiff), (PromptLens, lens), (AttentionResult, att), (SubUpdates, subs),
                     (EditOutcome, outcome), (SteerOutcome, steered), (MemoryRecord, memory),
                     (TraceResult, trace)):
         RENDERERS.setdefault(cls, fn)

@@ -1,0 +1,134 @@
+"""``workbench graph``: the attribution graph of one prediction, exact over FFN memories.
+
+    workbench graph "The Eiffel Tower is located in the city of" --target " Paris" --out out/graph
+    workbench graph --prompt "..." --memories out/memories/index      # hover cards with triggers
+    workbench graph --prompt "..." --target " Paris" --edit-subject "The Eiffel Tower" \\
+        --edit-target " Rome"                                        # the graph before / after a ROME edit
+
+Freezes the model's attention patterns, norm scales and FFN gates on the prompt; the residual
+stream is then linear in the token embeddings and in every FFN unit's output m_i v_i, so each
+unit's coefficient and each logit is exactly the sum of its incoming edges (plus bias). Edges
+come from batched vector-Jacobian products; nodes are pruned by their influence on the chosen
+logits; the top units are then ablated in the real model to measure faithfulness
+(`workbench.graphs`). Writes OUT/graph.json (nodes, edges, settings, `summary` with `nodes`,
+`edges`, `completeness`, `exactness_max_rel_error`, `faithfulness_spearman`, `seconds`; fields:
+docs/cli.md) and OUT/graph.html (opens offline; hover a unit for its memory card).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from workbench.arguments import (
+    add_model_args,
+    add_prompt_args,
+    check_model,
+    check_path,
+    check_positive,
+    load_session,
+    prompt_of,
+)
+from workbench.provenance import meta, write_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("graph", help="attribution graph of one prediction over FFN memories",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    add_prompt_args(p)
+    p.add_argument("--target", default=None,
+                   help="one token whose logit the graph explains (default: the top predictions)")
+    p.add_argument("--basis", default="units", choices=["units", "transcoder", "sae"],
+                   help="node basis (units: FFN memories, exact, no training)")
+    p.add_argument("--keep", type=float, default=None,
+                   help="share of the logits' influence the kept nodes must explain (default 0.8)")
+    p.add_argument("--max-nodes", type=int, default=None, help="at most this many unit nodes")
+    p.add_argument("--faithfulness", type=int, default=None,
+                   help="top units ablated in the real model to measure faithfulness (0: skip)")
+    p.add_argument("--memories", default=None,
+                   help="a saved memory index (`workbench memories` OUT/index) for trigger prefixes")
+    p.add_argument("--edit-subject", default=None, help="with --edit-target: ROME-edit this fact "
+                                                        "and report the graph before and after")
+    p.add_argument("--edit-target", default=None, help="the edit's new object")
+    p.add_argument("--edit-layer", type=int, default=4, help="layer of that ROME edit")
+    p.add_argument("--out", default="out/graph", help="output folder (graph.json, graph.html)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run)
+
+
+def _check(args) -> str:
+    from workbench.errors import WorkbenchError
+    from workbench.graphs import BASES, UnknownBasisError
+
+    prompt = prompt_of(args)
+    if args.basis not in BASES:
+        raise UnknownBasisError(f"--basis={args.basis!r}; implemented bases: {list(BASES)}")
+    if args.keep is not None and not 0 < args.keep <= 1:
+        raise WorkbenchError(f"--keep={args.keep} must be in (0, 1]")
+    check_positive(max_nodes=args.max_nodes)
+    if args.faithfulness is not None and args.faithfulness < 0:
+        raise WorkbenchError(f"--faithfulness={args.faithfulness} must be >= 0")
+    check_path(args.memories, "--memories", "dir")
+    if (args.edit_subject is None) != (args.edit_target is None):
+        raise WorkbenchError("--edit-subject and --edit-target go together")
+    facts = check_model(args)
+    if facts is not None and not 0 <= args.edit_layer < facts.n_layers:
+        raise WorkbenchError(f"--edit-layer={args.edit_layer} is out of range (0..{facts.n_layers - 1})")
+    return prompt
+
+
+def run(args) -> int:
+    prompt = _check(args)
+    from widgets.html.graph import graph_figure, graph_summary_rows
+    from widgets.html.report import HtmlReport
+    from workbench.graphs import build_graph, graph_diff, memory_cards
+    from workbench.memories import MemoryIndex
+
+    s = load_session(args)
+    overrides = {k: v for k, v in (("basis", args.basis), ("keep", args.keep),
+                                   ("max_nodes", args.max_nodes),
+                                   ("faithfulness_nodes", args.faithfulness)) if v is not None}
+    progress = not args.no_progress
+    g = build_graph(s, prompt, args.target, progress=progress, **overrides)
+    index = MemoryIndex.load(args.memories) if args.memories else None
+    cards = memory_cards(s, g, index=index, limit=60)
+    data = {"meta": meta(s, command="graph"), **g.to_dict(),
+            "memory_cards": {k: c.to_dict() for k, c in cards.items()}}
+    diff = after = None
+    if args.edit_subject:
+        from editing import EditRequest, RomeConfig, apply, compute_rome_update, key_stats
+        from workbench.corpus import Corpus
+
+        corpus = Corpus.load(Path(__file__).resolve().parents[2] / "data" / "corpus" / "natural",
+                             s.tokenizer, max_tokens=30_000)
+        stats = key_stats(s, args.edit_layer, corpus, n_tokens=20_000, progress=progress)
+        upd = compute_rome_update(s, EditRequest(prompt, args.edit_subject, args.edit_target), stats,
+                                  RomeConfig(steps=15, prefixes_per_length=2))
+        with apply(s, upd):
+            after = build_graph(s, prompt, args.target, progress=progress, **overrides)
+        diff = graph_diff(g, after)
+        data["edit"] = {"subject": args.edit_subject, "target": args.edit_target,
+                        "layer": args.edit_layer, "after": after.to_dict(), "diff": diff.to_dict()}
+    out = Path(args.out)
+    write_json(out / "graph.json", data)
+    rep = HtmlReport("Attribution graph", f"model {s.name} · prompt {prompt!r}")
+    rep.text("Each node is a token embedding (bottom), an FFN memory (unit i of a layer at a "
+             "position) or a logit (top); an edge is the direct effect of its source on its "
+             "target in the frozen model. Hover a unit for what its value writes.")
+    rep.table(graph_summary_rows(g), caption="summary")
+    rep.figure(graph_figure(g, cards))
+    rep.table([{"node": n.id, "label": n.label, "activation": n.activation, "influence": n.influence}
+               for n in g.nodes[:40]], caption="top nodes by influence")
+    if after is not None and diff is not None:
+        rep.heading(f"After the edit {args.edit_subject!r} → {args.edit_target!r} (layer {args.edit_layer})")
+        rep.figure(graph_figure(after, memory_cards(s, after, index=index, limit=60)))
+        rep.table([{"node": c.id, "before": c.before, "after": c.after, "delta": c.delta}
+                   for c in diff.nodes[:25]], caption="nodes whose influence changed most")
+    rep.save(out / "graph.html")
+    sm = g.summary
+    print(f"graph: {sm['nodes']} nodes, {sm['edges']} edges, completeness {sm['completeness']:.3f}, "
+          f"exactness {sm['exactness_max_rel_error']:.2e}, faithfulness "
+          f"{sm.get('faithfulness_spearman')}, {sm['seconds']:.1f} s")
+    print(f"json: {out / 'graph.json'}\nhtml: {out / 'graph.html'}")
+    return 0
