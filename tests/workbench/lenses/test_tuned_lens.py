@@ -24,7 +24,7 @@ PROMPT = "The quick brown fox jumps over the lazy dog"
 @pytest.fixture(scope="module")
 def trained(tiny, small_corpus_path):
     corpus = Corpus.load(small_corpus_path, tiny.tokenizer, max_tokens=3000)
-    return train_tuned_lens(tiny, corpus, TunedLensConfig(steps=40, batch=64, max_tokens=1024),
+    return train_tuned_lens(tiny, corpus, TunedLensConfig(steps=40, batch=64, max_tokens=1024, lr=0.5),
                             progress=False), corpus
 
 
@@ -82,3 +82,15 @@ def test_bad_config_and_layers(tiny):
         init_tuned_lens(tiny, [2])
     with pytest.raises(WorkbenchError, match="no tuned translator"):
         init_tuned_lens(tiny, [0]).translate(torch.zeros(3, tiny.d_model), 1)
+
+
+@pytest.mark.real
+def test_real_model_last_layer_identity_and_short_training(smollm, small_corpus_path):
+    lens = init_tuned_lens(smollm, [3, 29])
+    cap = capture(smollm, "The Eiffel Tower is located in the city of", ["resid_post:29"], logits=True)
+    assert torch.allclose(lens.logits(smollm, cap["resid_post:29"][0], 29), cap.logits[0].float(), atol=1e-4)
+    corpus = Corpus.load(small_corpus_path, smollm.tokenizer, max_tokens=600)
+    trained = train_tuned_lens(smollm, corpus, TunedLensConfig(steps=4, batch=8, max_tokens=128),
+                               lens=lens, progress=False)
+    assert float(trained.A[1].abs().max()) < 1e-4 and float(trained.b[1].abs().max()) < 1e-4
+    assert float(trained.A[0].abs().max()) > 1e-3
