@@ -52,7 +52,8 @@ class TraceConfig:
 
     Args:
         kinds: which states to restore, from ``resid``, ``mlp``, ``attn``.
-        samples: noise samples averaged per cell.
+        samples: noise samples averaged per cell (ROME: 10; 3 by default to keep one trace on
+            a CPU short: the cost is kinds x layers x prompt tokens x samples forward rows).
         noise_scale: noise std as a multiple of the embedding std (ROME: 3).
         window: layers restored together for ``mlp`` / ``attn`` (ROME: 10).
         seed: seeds the noise (drawn on the CPU, so every device gets the same noise).
@@ -61,7 +62,7 @@ class TraceConfig:
     """
 
     kinds: tuple[str, ...] = ("resid", "mlp", "attn")
-    samples: int = 10
+    samples: int = 3
     noise_scale: float = 3.0
     window: int = 10
     seed: int = 0
@@ -213,23 +214,25 @@ def trace_fact(session, prompt: str, subject: str, noise_std: float, answer: str
     rows_per = cfg.rows_per_batch or max(cfg.samples, cfg.max_logit_elems // (T * session.d_vocab))
     scores: dict[str, Tensor] = {}
     corrupted = None
+    total = cfg.samples + sum(len(_cells(k, L, T, cfg.window)) for k in cfg.kinds) * cfg.samples
+    bar = tqdm(total=total, desc="trace", unit="row", disable=not progress, leave=False)
     for k in cfg.kinds:
         cells = _cells(k, L, T, cfg.window)
         # row = (cell index or -1 for the plain corrupted run, noise sample); cell-major order
         rows = [(-1, s) for s in range(cfg.samples)] if corrupted is None else []
         rows += [(c, s) for c in range(len(cells)) for s in range(cfg.samples)]
         probs = torch.empty(len(rows))
-        bar = tqdm(total=len(rows), desc=f"trace {k}", disable=not progress, leave=False)
+        bar.set_postfix_str(k)
         for lo in range(0, len(rows), rows_per):
             chunk = rows[lo : lo + rows_per]
             probs[lo : lo + len(chunk)] = _run_rows(session, tokens, sp, noise, chunk, cells, clean[k],
                                                     KINDS[k], ans_id)
             bar.update(len(chunk))
-        bar.close()
         if corrupted is None:
             corrupted = float(probs[: cfg.samples].mean())
             probs = probs[cfg.samples :]
         scores[k] = probs.view(L, T, cfg.samples).mean(-1)
+    bar.close()
     ids = list(sp.ids)
     return TraceResult(
         prompt=sp.text, subject=subject, answer=session.tokenizer.decode([ans_id]), answer_id=ans_id,
