@@ -34,10 +34,14 @@ def node_positions(graph: AttributionGraph) -> list[tuple[float, float]]:
     for i, n in enumerate(graph.nodes):
         cells.setdefault((n.layer, n.pos), []).append(i)
     xy: list[tuple[float, float]] = [(0.0, 0.0)] * len(graph.nodes)
+    n_pos = max(len(graph.tokens), 1)
     for (layer, pos), idx in cells.items():
         k = len(idx)
+        logits = all(graph.nodes[i].kind == "logit" for i in idx)
+        # a cell's nodes spread over up to 0.9 of a position; the logit row over up to 3 positions
+        width = min(3.0, 0.3 * k, float(n_pos)) if logits else min(0.9, 0.06 * k)
         for j, i in enumerate(idx):
-            off = 0.0 if k == 1 else (j / (k - 1) - 0.5) * min(0.8, 0.12 * k)
+            off = 0.0 if k == 1 else (j / (k - 1) - (1.0 if logits else 0.5)) * width
             xy[i] = (pos + off, float(layer))
     return xy
 
