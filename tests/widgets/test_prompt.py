@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from widgets import Controller, PromptExplorer
-from workbench.prompt_lens import UnitScale
 from workbench import capture, ffn_weights, intervene, scale_neurons, zero_neurons
 from workbench.errors import EmptyPromptError, NeuronOutOfRange, PositionOutOfRange
+from workbench.prompt_lens import UnitScale
 from workbench.vocab import value_tokens
 
 PROMPT = "The quick brown fox jumps over the lazy"
