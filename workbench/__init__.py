@@ -64,7 +64,7 @@ from .moe import (
     expert_shares,
     random_experts,
 )
-from .session import Session, TokenBatch
+from .session import Session, SessionClosedError, TokenBatch
 from .vocab import (
     DistributionChange,
     LogitLens,
@@ -88,7 +88,7 @@ __all__ = [
     "FFNWeights", "ffn_output", "ffn_weights",
     "SITE_KINDS", "Intervention", "Site", "ablate_heads", "add_vector", "intervene", "parse_site",
     "patch", "scale_heads", "scale_neurons", "set_neurons", "site", "sites", "zero_neurons",
-    "DEFAULT_MODEL", "EMBEDDED", "Session", "TokenBatch",
+    "DEFAULT_MODEL", "EMBEDDED", "Session", "SessionClosedError", "TokenBatch",
     "CompiledCapture", "GraphCapture", "compiled_capture",
     "MemoryExample", "MemoryIndex", "harvest", "index_from_merged", "AgreementTable", "agreement",
     "value_top_ids", "DistributionChange", "LogitLens", "SubUpdate", "SubUpdates", "TokenScore",
