@@ -38,6 +38,7 @@ from ._types import Float, Tensor
 from .errors import ShapeError, TokenError, WorkbenchError
 from .ffn import ffn_weights
 from .hooks import Intervention, intervene, set_neurons
+from .session import Session
 from .vocab import TokenScore, top_tokens, value_logits
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Concept:
     skipped: tuple[str, ...]
 
 
-def concept_tokens(session, words: Sequence[str], name: str = "concept",
+def concept_tokens(session: Session, words: Sequence[str], name: str = "concept",
                    variants: bool = True) -> Concept:
     """The single-token forms of `words` (" w", "w", " W", "W" when `variants`), deduplicated."""
     words = tuple(w.strip() for w in words if w.strip())
@@ -84,7 +85,7 @@ def concept_tokens(session, words: Sequence[str], name: str = "concept",
     return Concept(name, words, tuple(ids), tuple(ids.values()), tuple(skipped))
 
 
-def load_concept(session, path: str | Path) -> Concept:
+def load_concept(session: Session, path: str | Path) -> Concept:
     """A word list file: one word per line, '#' starts a comment."""
     p = Path(path)
     if not p.is_file():
@@ -94,7 +95,7 @@ def load_concept(session, path: str | Path) -> Concept:
 
 
 # ---------------------------------------------------------------- scoring
-def _normed_values(session, layer: int) -> Float[Tensor, "d_mlp d_model"]:
+def _normed_values(session: Session, layer: int) -> Float[Tensor, "d_mlp d_model"]:
     return session.final_norm(ffn_weights(session, layer).values).float()
 
 
@@ -102,7 +103,7 @@ _STATS: dict = {}
 
 
 @torch.no_grad()
-def _affine_stats(session):
+def _affine_stats(session: Session):
     """W~ = [W_U; b_U] [d_model+1 V], its column mean mu [d_model+1] and the covariance of its
     columns (W~ - mu)(W~ - mu)^T / V, so that var(ell_i) = u^T cov u without cancellation."""
     W = session.W_U
@@ -121,7 +122,7 @@ def _affine_stats(session):
 
 
 @torch.no_grad()
-def concept_scores(session, concept: Concept, layers: Sequence[int] | None = None,
+def concept_scores(session: Session, concept: Concept, layers: Sequence[int] | None = None,
                    check_rows: int = 4) -> Float[Tensor, "layer d_mlp"]:
     """Mean concept z-score of unembed(v_i) for every key of `layers` (see module docstring)."""
     layers = list(range(session.n_layers)) if layers is None else [session.check_layer(x) for x in layers]
@@ -184,7 +185,7 @@ class ConceptSearch:
 
 
 @torch.no_grad()
-def concept_search(session, concept: Concept, layers: Sequence[int] | None = None, top: int = 20,
+def concept_search(session: Session, concept: Concept, layers: Sequence[int] | None = None, top: int = 20,
                    signs: Sequence[int] = (1, -1), k: int = 20) -> ConceptSearch:
     """The `top` (layer, neuron, sign) whose value reading promotes `concept` most."""
     if top <= 0 or k <= 0:
@@ -222,7 +223,7 @@ def boost_interventions(search: ConceptSearch, value: float = 10.0, n: int | Non
     return [set_neurons(layer, ns, vs, positions) for layer, (ns, vs) in sorted(per.items())]
 
 
-def random_interventions(session, search: ConceptSearch, value: float = 10.0, n: int | None = None,
+def random_interventions(session: Session, search: ConceptSearch, value: float = 10.0, n: int | None = None,
                          seed: int = 0, positions=None) -> list[Intervention]:
     """The control: as many random keys per layer as the boost uses, set to +-value (random sign)."""
     gen = torch.Generator().manual_seed(seed)
@@ -272,13 +273,13 @@ class ConceptEffect:
 
 
 @torch.no_grad()
-def _mass(session, prompts: Sequence[str], ids: Tensor) -> tuple[list[float], Tensor]:
+def _mass(session: Session, prompts: Sequence[str], ids: Tensor) -> tuple[list[float], Tensor]:
     p = session.last_logits(list(prompts)).float().softmax(-1)
     return p[:, ids.to(p.device)].sum(-1).tolist(), p
 
 
 @torch.no_grad()
-def concept_effect(session, concept: Concept, prompts: Sequence[str], boost: Sequence[Intervention],
+def concept_effect(session: Session, concept: Concept, prompts: Sequence[str], boost: Sequence[Intervention],
                    control: Sequence[Intervention] = (), generate: int = 0, k: int = 8) -> ConceptEffect:
     """Concept mass of the next token for `prompts` with no edit, with `boost`, with `control`."""
     prompts = [p for p in prompts]

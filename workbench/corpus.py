@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ._types import Int, Tensor
 from .errors import CorpusError
+from .session import Session
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class Corpus:
             n = min(n, max_windows)
         return torch.arange(n, dtype=torch.int64) * width
 
-    def batches(self, session, window: int = 128, tokens_per_batch: int = 8192,
+    def batches(self, session: Session, window: int = 128, tokens_per_batch: int = 8192,
                 max_tokens: int | None = None, progress: bool = True,
                 desc: str = "corpus") -> Iterator[WindowBatch]:
         """Yield `WindowBatch`es of ``tokens_per_batch // window`` rows each, on the session device."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ._types import Float, Tensor
+from .session import Session
 
 __all__ = ["FFNWeights", "ffn_weights", "ffn_output"]
 
@@ -50,7 +51,7 @@ def _maybe(fn):
         return None
 
 
-def ffn_weights(session, layer: int) -> FFNWeights:
+def ffn_weights(session: Session, layer: int) -> FFNWeights:
     """Keys, values and biases of `layer`'s FFN as views of the live weights."""
     session.check_layer(layer)
     mlp = session.model.blocks[layer].mlp

@@ -40,6 +40,7 @@ from .errors import (
     check_index,
     choices,
 )
+from .session import Session
 
 __all__ = [
     "SITE_KINDS",
@@ -102,12 +103,12 @@ class Site:
     def derived(self) -> bool:
         return self.kind in DERIVED
 
-    def check(self, session) -> Site:
+    def check(self, session: Session) -> Site:
         """Raise LayerOutOfRange when the layer does not exist in `session`'s model."""
         session.check_layer(self.layer)
         return self
 
-    def width(self, session) -> int:
+    def width(self, session: Session) -> int:
         """Size of the last dimension for `session` (d_model, d_mlp, d_head or key positions)."""
         last = self.dims.split()[-1]
         return {"d_model": session.d_model, "d_mlp": session.d_mlp, "d_head": session.d_head}.get(last, -1)
@@ -120,7 +121,7 @@ def site(kind: str, layer: int) -> Site:
     return Site(kind, int(layer))
 
 
-def sites(kind: str, layers: Iterable[int] | None = None, session=None) -> list[Site]:
+def sites(kind: str, layers: Iterable[int] | None = None, session: Session | None = None) -> list[Site]:
     """Sites of one kind at `layers` (default: every layer of `session`)."""
     if layers is None:
         if session is None:
@@ -149,7 +150,7 @@ def parse_site(text: str | Site | tuple[str, int]) -> Site:
     return Site(m.group(3), int(m.group(4)))
 
 
-def head_outputs(session, layer: int, z: Tensor) -> Tensor:
+def head_outputs(session: Session, layer: int, z: Tensor) -> Tensor:
     """Per-head outputs [batch pos head d_model] = z[..., h, :] @ W_O[h]."""
     W_O = session.model.blocks[layer].attn.W_O  # [head d_head d_model]
     return torch.einsum("bphd,hdm->bphm", z, W_O.to(z.dtype))
@@ -179,7 +180,7 @@ class Intervention:
     units: tuple[int, ...] = ()
     vector: Tensor | None = None
 
-    def validate(self, session) -> None:
+    def validate(self, session: Session) -> None:
         self.site.check(session)
         if self.site.derived:
             raise UnknownSiteError(
@@ -349,7 +350,7 @@ def add_vector(site_: Site | str, vector: Tensor, scale: float = 1.0,
 
 
 @contextlib.contextmanager
-def intervene(session, *interventions: Intervention) -> Iterator[None]:
+def intervene(session: Session, *interventions: Intervention) -> Iterator[None]:
     """Apply interventions for the body only; all are validated before any is registered.
 
     Example:

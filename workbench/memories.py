@@ -43,7 +43,7 @@ from .corpus import Corpus
 from .errors import CorpusError, NeuronOutOfRange, ShapeError, WorkbenchError, check_index
 from .hooks import Site
 from .memplan import MemoryPlan, plan_batch
-from .session import TokenBatch
+from .session import Session, TokenBatch
 
 log = logging.getLogger(__name__)
 
@@ -451,7 +451,7 @@ def _stacked(device: torch.device) -> bool:
 
 
 @torch.no_grad()
-def harvest(session, corpus: Corpus, layers: Sequence[int] | None = None, k: int = 20,
+def harvest(session: Session, corpus: Corpus, layers: Sequence[int] | None = None, k: int = 20,
             window: int = 64, tokens_per_batch: int | None = None, max_tokens: int | None = None,
             context: int = 12, show: int = 10, backend: str = "auto",
             progress: bool = True) -> MemoryIndex:
@@ -482,7 +482,7 @@ def harvest(session, corpus: Corpus, layers: Sequence[int] | None = None, k: int
 DEFAULT_TOKENS_PER_BATCH = 16384
 
 
-def harvest_plan(session, layers: Sequence[int], window: int, tokens_per_batch: int | None = None,
+def harvest_plan(session: Session, layers: Sequence[int], window: int, tokens_per_batch: int | None = None,
                  available: int | None = None) -> MemoryPlan:
     """The harvest's memory plan: captured ``mlp_post`` of `layers` plus the merge's copies.
 
@@ -497,7 +497,7 @@ def harvest_plan(session, layers: Sequence[int], window: int, tokens_per_batch: 
 
 
 @torch.no_grad()
-def harvest_topk(session, corpus, layers: Sequence[int] | None = None, k: int = 20, window: int = 64,
+def harvest_topk(session: Session, corpus, layers: Sequence[int] | None = None, k: int = 20, window: int = 64,
                  tokens_per_batch: int | None = None, max_tokens: int | None = None, backend: str = "auto",
                  progress: bool = True) -> dict:
     """The raw harvest state: what `harvest` indexes and what a Ray shard sends to the driver.
@@ -599,7 +599,7 @@ def _merge_batch(top: _TopK, ms: list[Tensor], off: Tensor, fires: Tensor, sums:
     return t
 
 
-def index_from_merged(session, corpus: Corpus, merged: dict, window: int, context: int = 12,
+def index_from_merged(session: Session, corpus: Corpus, merged: dict, window: int, context: int = 12,
                       show: int = 10) -> MemoryIndex:
     """A `MemoryIndex` from a harvest dict (`harvest`, or `distributed.merge_harvests` of shards):
     ``layers``, ``values``, ``offsets``, ``n``, ``frequency``, ``mean``."""

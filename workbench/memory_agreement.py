@@ -27,7 +27,7 @@ from .corpus import Corpus
 from .errors import ShapeError
 from .ffn import ffn_weights
 from .hooks import Site
-from .session import TokenBatch
+from .session import Session, TokenBatch
 
 if TYPE_CHECKING:
     from .memories import MemoryIndex
@@ -38,7 +38,7 @@ __all__ = ["AgreementTable", "agreement", "value_top_ids"]
 
 
 @torch.no_grad()
-def value_top_ids(session, layer: int, k: int = 10, chunk: int = 256
+def value_top_ids(session: Session, layer: int, k: int = 10, chunk: int = 256
                   ) -> tuple[Int[Tensor, "d_mlp k"], Int[Tensor, " d_mlp"], Int[Tensor, " d_mlp"]]:
     """(top-k promoted token ids, argmax, argmin) of unembed(v_i) for every value of `layer`.
 
@@ -92,7 +92,7 @@ class AgreementTable:
 
 
 @torch.no_grad()
-def agreement(session, index: MemoryIndex, corpus: Corpus | None = None, k_tokens: int = 10,
+def agreement(session: Session, index: MemoryIndex, corpus: Corpus | None = None, k_tokens: int = 10,
               prefixes: int = 3, top_memories: int = 10, composition_tokens: int = 2048, seed: int = 0,
               progress: bool = True) -> AgreementTable:
     """Per-layer key-value agreement vs a random-key baseline, and the composition share.
@@ -134,7 +134,7 @@ def _shares(top: Tensor, first: Tensor, nxt: Tensor, has: Tensor, n: int) -> tup
     return float(hit.sum()) / n, float(h1.sum()) / n
 
 
-def _composition_sample(session, corpus: Corpus, index: MemoryIndex, n_tokens: int) -> dict:
+def _composition_sample(session: Session, corpus: Corpus, index: MemoryIndex, n_tokens: int) -> dict:
     """Coefficients and FFN outputs of every indexed layer on the first `n_tokens` tokens."""
     sites = [Site(kind, layer) for layer in index.layers for kind in ("mlp_post", "mlp_out")]
     keep: dict[Site, list[Tensor]] = {s: [] for s in sites}
@@ -152,7 +152,7 @@ def _composition_sample(session, corpus: Corpus, index: MemoryIndex, n_tokens: i
     return {s: torch.cat(v)[:n_tokens] for s, v in keep.items()}
 
 
-def _composition(session, layer: int, sample: dict, argmax: Tensor, argmin: Tensor, top_m: int) -> float:
+def _composition(session: Session, layer: int, sample: dict, argmax: Tensor, argmin: Tensor, top_m: int) -> float:
     m = sample[Site("mlp_post", layer)].float()                    # [n d_mlp]
     out_top = torch.cat([session.unembed(x).argmax(-1) for x in sample[Site("mlp_out", layer)].split(256)])
     norms = torch.linalg.vector_norm(ffn_weights(session, layer).values.float(), dim=-1)

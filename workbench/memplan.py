@@ -28,6 +28,7 @@ import torch
 
 from .errors import WorkbenchError
 from .hooks import Site
+from .session import Session
 
 __all__ = ["MemoryPlan", "plan_batch", "free_bytes", "halving", "OutOfMemory"]
 
@@ -83,7 +84,7 @@ def free_bytes(device: torch.device) -> int:
         return 8 << 30
 
 
-def per_token_bytes(session, sites: Sequence[Site], extra: int = 0) -> int:
+def per_token_bytes(session: Session, sites: Sequence[Site], extra: int = 0) -> int:
     """Estimated bytes per token of a batch (see the module docstring)."""
     elem = torch.finfo(session.dtype).bits // 8
     captured = 0
@@ -101,7 +102,7 @@ def per_token_bytes(session, sites: Sequence[Site], extra: int = 0) -> int:
     return captured + work + int(extra)
 
 
-def plan_batch(session, sites: Sequence[Site], window: int, requested: int, *, extra: int = 0,
+def plan_batch(session: Session, sites: Sequence[Site], window: int, requested: int, *, extra: int = 0,
                fraction: float = 0.8, available: int | None = None) -> MemoryPlan:
     """Tokens per batch for a job capturing `sites` in windows of `window` tokens.
 

@@ -35,7 +35,7 @@ from .corpus import Corpus
 from .errors import ShapeError, WorkbenchError
 from .ffn import ffn_weights
 from .hooks import Site
-from .session import TokenBatch
+from .session import Session, TokenBatch
 
 __all__ = ["Sparsity", "activation_sparsity", "active_mask", "Experts", "cluster_experts",
            "random_experts", "ExpertShares", "expert_shares", "layer_coefficients"]
@@ -49,7 +49,7 @@ def active_mask(m: Float[Tensor, "n d_mlp"], threshold: float = 0.1) -> Tensor:
     return a > threshold * a.amax(-1, keepdim=True)
 
 
-def _windows(session, corpus: Corpus, sites, window, tokens_per_batch, max_tokens):
+def _windows(session: Session, corpus: Corpus, sites, window, tokens_per_batch, max_tokens):
     for wb in corpus.batches(session, window=window, tokens_per_batch=tokens_per_batch,
                              max_tokens=max_tokens, progress=False, desc="moe"):
         lengths = torch.full((wb.tokens.shape[0],), wb.tokens.shape[1], device=wb.tokens.device)
@@ -58,7 +58,7 @@ def _windows(session, corpus: Corpus, sites, window, tokens_per_batch, max_token
         yield {s: cap[s][:, b0:].reshape(-1, cap[s].shape[-1]) for s in sites}
 
 
-def _layers(session, layers):
+def _layers(session: Session, layers):
     out = list(range(session.n_layers)) if layers is None else [session.check_layer(x) for x in layers]
     if not out:
         raise WorkbenchError("layers is empty; give at least one layer")
@@ -88,7 +88,7 @@ class Sparsity:
 
 
 @torch.no_grad()
-def activation_sparsity(session, corpus: Corpus, layers: Sequence[int] | None = None,
+def activation_sparsity(session: Session, corpus: Corpus, layers: Sequence[int] | None = None,
                         threshold: float = 0.1, window: int = 64, tokens_per_batch: int = 4096,
                         max_tokens: int | None = 8192) -> Sparsity:
     """Share of keys active per token (|m_i| > threshold * max_j |m_j|), per layer."""
@@ -131,7 +131,7 @@ class Experts:
         return torch.bincount(self.labels, minlength=self.n_experts).tolist()
 
 
-def key_features(session, layer: int) -> Float[Tensor, "d_mlp f"]:
+def key_features(session: Session, layer: int) -> Float[Tensor, "d_mlp f"]:
     """Unit-normalised key of each unit; [gate, up] concatenated for gated MLPs."""
     w = ffn_weights(session, layer)
 
@@ -143,7 +143,7 @@ def key_features(session, layer: int) -> Float[Tensor, "d_mlp f"]:
     return torch.cat(parts + [unit(w.keys)], -1)
 
 
-def cluster_experts(session, layer: int, n_experts: int = 16, seed: int = 0, n_init: int = 2,
+def cluster_experts(session: Session, layer: int, n_experts: int = 16, seed: int = 0, n_init: int = 2,
                     max_iter: int = 100) -> Experts:
     """KMeans (scikit-learn) of the layer's normalised keys into `n_experts` experts."""
     from sklearn.cluster import KMeans
@@ -186,7 +186,7 @@ class ExpertShares:
     n_tokens: int
 
 
-def layer_coefficients(session, corpus: Corpus, layer: int, window: int = 64,
+def layer_coefficients(session: Session, corpus: Corpus, layer: int, window: int = 64,
                        max_tokens: int = 4096) -> Float[Tensor, "n d_mlp"]:
     """m_i on the first `max_tokens` corpus tokens (BOS columns dropped)."""
     s = Site("mlp_post", session.check_layer(layer))
@@ -208,7 +208,7 @@ def _norm_shares(parts: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def expert_shares(session, experts: Experts, coefficients: Float[Tensor, "n d_mlp"],
+def expert_shares(session: Session, experts: Experts, coefficients: Float[Tensor, "n d_mlp"],
                   threshold: float = 0.1, seed: int = 0, chunk: int = 256) -> ExpertShares:
     """Share of the FFN output each expert carries on tokens with coefficients `coefficients`."""
     if coefficients.dim() != 2 or coefficients.shape[1] != session.d_mlp or len(coefficients) == 0:

@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .session import Session
+
 __all__ = ["meta", "write_json", "package_version"]
 
 
-def meta(session=None, **extra) -> dict[str, Any]:
+def meta(session: Session | None = None, **extra) -> dict[str, Any]:
     """Provenance stored in every JSON output: versions, model, time."""
     import torch
 

@@ -18,6 +18,8 @@ import copy
 
 from torch import nn
 
+from .session import Session
+
 __all__ = ["pure_model", "pure_view", "pure_name"]
 
 HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
@@ -42,7 +44,7 @@ def _unwrap(m: nn.Module, memo: dict[int, nn.Module]) -> nn.Module:
     return c
 
 
-def pure_model(session, attn: str = "sdpa") -> nn.Module:
+def pure_model(session: Session, attn: str = "sdpa") -> nn.Module:
     """A private hook-free Hugging Face view of `session.hf_model` (shared weights).
 
     Args:
@@ -57,7 +59,7 @@ def pure_model(session, attn: str = "sdpa") -> nn.Module:
     return pure
 
 
-def pure_view(session) -> nn.Module:
+def pure_view(session: Session) -> nn.Module:
     """`pure_model(session)` (SDPA), made once per session and HF model and then reused.
 
     For analyses that run many plain forward or generate calls (ROME's v* optimisation, fluency

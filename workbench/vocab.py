@@ -22,6 +22,7 @@ from .capture import capture
 from .errors import NeuronOutOfRange, PositionOutOfRange, ShapeError, check_index
 from .ffn import ffn_weights
 from .hooks import Intervention, Site, intervene
+from .session import Session
 
 __all__ = [
     "TokenScore",
@@ -50,7 +51,7 @@ class TokenScore:
     score: float
 
 
-def top_tokens(session, scores: Float[Tensor, " d_vocab"], k: int = 10,
+def top_tokens(session: Session, scores: Float[Tensor, " d_vocab"], k: int = 10,
                largest: bool = True) -> tuple[TokenScore, ...]:
     """The k highest (or lowest) scoring tokens of one vocabulary vector."""
     if k <= 0:
@@ -60,7 +61,7 @@ def top_tokens(session, scores: Float[Tensor, " d_vocab"], k: int = 10,
     return tuple(TokenScore(s, int(t), float(x)) for s, t, x in zip(strs, i.tolist(), v.tolist()))
 
 
-def _neurons(session, layer: int, neurons: int | Sequence[int] | None) -> list[int]:
+def _neurons(session: Session, layer: int, neurons: int | Sequence[int] | None) -> list[int]:
     session.check_layer(layer)
     if neurons is None:
         return list(range(session.d_mlp))
@@ -69,7 +70,7 @@ def _neurons(session, layer: int, neurons: int | Sequence[int] | None) -> list[i
 
 
 @torch.no_grad()
-def value_logits(session, layer: int, neurons: int | Sequence[int] | None = None,
+def value_logits(session: Session, layer: int, neurons: int | Sequence[int] | None = None,
                  chunk: int = 512) -> Float[Tensor, "n d_vocab"]:
     """Value vectors v_i of `layer` read in the vocabulary: unembed(v_i), one row per neuron."""
     units = _neurons(session, layer, neurons)
@@ -89,7 +90,7 @@ class ValueTokens:
     suppressed: tuple[TokenScore, ...]
 
 
-def value_tokens(session, layer: int, neurons: int | Sequence[int], k: int = 10) -> list[ValueTokens]:
+def value_tokens(session: Session, layer: int, neurons: int | Sequence[int], k: int = 10) -> list[ValueTokens]:
     """Top promoted and suppressed tokens of each value vector (logits of unembed(v_i))."""
     if k <= 0:
         raise ShapeError(f"k={k} must be >= 1")
@@ -144,7 +145,7 @@ class LogitLens:
 
 
 @torch.no_grad()
-def logit_lens(session, prompt: str, targets: Sequence[str] | None = None, k: int = 5,
+def logit_lens(session: Session, prompt: str, targets: Sequence[str] | None = None, k: int = 5,
                kinds: Sequence[str] = LENS_KINDS) -> LogitLens:
     """Logit lens: softmax(unembed(resid)) at resid_pre/mid/post of every layer and position."""
     if k <= 0:
@@ -212,7 +213,7 @@ class SubUpdates:
 
 
 @torch.no_grad()
-def ffn_sub_updates(session, prompt: str, layer: int, position: int = -1, target: str | None = None,
+def ffn_sub_updates(session: Session, prompt: str, layer: int, position: int = -1, target: str | None = None,
                     k: int = 10, n_tokens: int = 5, interventions: Sequence[Intervention] = (),
                     keep: Sequence[int] = ()) -> SubUpdates:
     """Split `layer`'s FFN update at `position` into sub-updates m_i v_i and rank them.
@@ -291,7 +292,7 @@ class DistributionChange:
     kl: float
 
 
-def memory_intervention(session, prompt: str, interventions: Sequence[Intervention],
+def memory_intervention(session: Session, prompt: str, interventions: Sequence[Intervention],
                         k: int = 10) -> DistributionChange:
     """Run `prompt` with and without `interventions` (e.g. zero/scale/set neurons)."""
     if not interventions:
@@ -307,7 +308,7 @@ def memory_intervention(session, prompt: str, interventions: Sequence[Interventi
 
 
 @torch.no_grad()
-def next_tokens(session, prompt: str, k: int = 5) -> tuple[tuple[str, float], ...]:
+def next_tokens(session: Session, prompt: str, k: int = 5) -> tuple[tuple[str, float], ...]:
     """The top-k next tokens of `prompt` with their probabilities, as (token, p) pairs."""
     if k <= 0:
         raise ShapeError(f"k={k} must be >= 1")
@@ -317,7 +318,7 @@ def next_tokens(session, prompt: str, k: int = 5) -> tuple[tuple[str, float], ..
 
 
 @torch.no_grad()
-def written_tokens(session, prompt: str, kind: str = "mlp_resid", position: int = -1,
+def written_tokens(session: Session, prompt: str, kind: str = "mlp_resid", position: int = -1,
                    k: int = 5) -> list[tuple[TokenScore, ...]]:
     """Per layer, the top tokens of what sublayer `kind` writes into the residual at `position`.
 

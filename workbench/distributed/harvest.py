@@ -27,11 +27,12 @@ import torch
 
 from ..errors import WorkbenchError
 from ..memories import _PAD, harvest_topk, pack_keys, unpack_keys
+from ..session import Session
 
 __all__ = ["harvest_shard", "pack_keys", "unpack_keys", "merge_harvests"]
 
 
-def harvest_shard(session, corpus, layers: Sequence[int] | None = None, k: int = 20,
+def harvest_shard(session: Session, corpus, layers: Sequence[int] | None = None, k: int = 20,
                   window: int = 128, tokens_per_batch: int = 8192, max_tokens: int | None = None,
                   backend: str = "auto", progress: bool = False) -> dict:
     """Top-k prefixes per FFN key over the corpus's windows (a shard's on a `ShardCorpus`).

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..corpus import Corpus
 from ..errors import WorkbenchError
+from ..session import Session
 from .merge import merge_sums
 from .ray_backend import RayConfig, _plan, init_ray, ray_map_shards
 from .sharding import Shard, corpus_windows, plan_shards, rows_per_batch
@@ -42,7 +43,7 @@ class WorkerModel:
     bos: bool = False
 
     @classmethod
-    def of(cls, session) -> WorkerModel:
+    def of(cls, session: Session) -> WorkerModel:
         bos = bool(session.prepend_bos and session.tokenizer.bos_token_id is not None)
         return cls(session.name, str(session.dtype).replace("torch.", ""), bos)
 

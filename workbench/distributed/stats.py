@@ -23,14 +23,14 @@ from .._types import Float, Tensor
 from ..capture import capture_tokens
 from ..errors import CorpusError
 from ..hooks import Site, parse_site
-from ..session import TokenBatch
+from ..session import Session, TokenBatch
 
 __all__ = ["key_moment_sums", "activation_sums", "ActivationStats",
            "activation_stats_from_sums"]
 
 
 @torch.no_grad()
-def key_moment_sums(session, corpus, layer: int, n_tokens: int = 100_000, window: int = 128,
+def key_moment_sums(session: Session, corpus, layer: int, n_tokens: int = 100_000, window: int = 128,
                     tokens_per_batch: int = 8192, progress: bool = False) -> dict:
     """``{"sum_kk": [d_mlp d_mlp] float64, "n": int}`` over the corpus's first `n_tokens`.
 
@@ -52,7 +52,7 @@ def key_moment_sums(session, corpus, layer: int, n_tokens: int = 100_000, window
 
 
 @torch.no_grad()
-def activation_sums(session, corpus, site: str | Site, head: int | None = None,
+def activation_sums(session: Session, corpus, site: str | Site, head: int | None = None,
                     skip_first: bool = False, window: int = 128, tokens_per_batch: int = 8192,
                     max_tokens: int | None = None, sae=None) -> dict:
     """Sums of an SAE site's vectors (and of an SAE's codes) over the corpus's windows, in order.

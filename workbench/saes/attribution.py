@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ShapeError
+from ..session import Session
 from .sites import check_sae_site
 from .splice import splice_hook
 
@@ -55,7 +56,7 @@ def _metric(logits, last, correct, wrong):
 
 
 @contextlib.contextmanager
-def _spliced(session, saes, on_codes_list):
+def _spliced(session: Session, saes, on_codes_list):
     hooks = []
     for sae, oc in zip(saes, on_codes_list):
         site = check_sae_site(session, sae)
@@ -64,7 +65,7 @@ def _spliced(session, saes, on_codes_list):
         yield
 
 
-def _codes(session, saes, tokens):
+def _codes(session: Session, saes, tokens):
     store: list[torch.Tensor | None] = [None] * len(saes)
 
     def keep(i):
@@ -77,7 +78,7 @@ def _codes(session, saes, tokens):
     return store, logits
 
 
-def _prep(session, clean, corrupt, correct, wrong):
+def _prep(session: Session, clean, corrupt, correct, wrong):
     cb = session.tokenize(list(clean))
     xb = session.tokenize(list(corrupt)) if corrupt is not None else None
     if xb is not None and not torch.equal(cb.lengths, xb.lengths):
@@ -90,7 +91,7 @@ def _prep(session, clean, corrupt, correct, wrong):
     return cb, xb, ids, wid
 
 
-def attribution_patching(session, saes: Sequence, clean: Sequence[str], correct: Sequence[str],
+def attribution_patching(session: Session, saes: Sequence, clean: Sequence[str], correct: Sequence[str],
                          wrong: Sequence[str], corrupt: Sequence[str] | None = None,
                          top: int = 20) -> AttributionResult:
     """Attribution of m = logit(correct) - logit(wrong) to each SAE feature (see module doc)."""
@@ -129,7 +130,7 @@ def attribution_patching(session, saes: Sequence, clean: Sequence[str], correct:
 
 
 @torch.no_grad()
-def real_patch_effect(session, saes: Sequence, sae_index: int, feature: int, clean, correct,
+def real_patch_effect(session: Session, saes: Sequence, sae_index: int, feature: int, clean, correct,
                       wrong, corrupt=None) -> float:
     """m(feature patched to its corrupt value, or 0) - m(clean), all SAEs spliced with errors."""
     cb, xb, ids, wid = _prep(session, clean, corrupt, correct, wrong)
@@ -148,7 +149,7 @@ def real_patch_effect(session, saes: Sequence, sae_index: int, feature: int, cle
     return _metric(logits, cb.last, ids, wid).mean().item() - m0
 
 
-def verify(session, saes, result: AttributionResult, clean, correct, wrong, corrupt=None,
+def verify(session: Session, saes, result: AttributionResult, clean, correct, wrong, corrupt=None,
            n: int = 5) -> tuple[FeatureEffect, ...]:
     """Real patching of the top `n` features; returns them with `real` filled in."""
     out = []

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..capture import capture_tokens
-from ..session import TokenBatch
+from ..session import Session, TokenBatch
 from .metrics import ReconstructionMetrics, SpliceMetrics, reconstruction_metrics, splice_metrics
 from .sites import check_sae_site, to_vectors
 from .stream import window_order
@@ -31,7 +31,7 @@ class SAEEvaluation:
 
 
 @torch.no_grad()
-def evaluate_sae(session, sae, corpus, max_tokens: int = 8192, window: int = 128, seed: int = 0,
+def evaluate_sae(session: Session, sae, corpus, max_tokens: int = 8192, window: int = 128, seed: int = 0,
                  rows_per_forward: int = 8, splice: bool = True) -> SAEEvaluation:
     """Metrics of `sae` on the held-out windows (see module doc)."""
     site = check_sae_site(session, sae)

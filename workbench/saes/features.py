@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .._types import Float, Int, Tensor
 from ..capture import capture
 from ..errors import ShapeError, check_index
+from ..session import Session
 from ..topk import StreamingTopK
 from .sites import check_sae_site, to_vectors
 from .splice import FeatureOutOfRange
@@ -80,7 +81,7 @@ class VocabReading:
 
 
 @torch.no_grad()
-def encode_prompts(session, sae, prompts: str | Sequence[str]) -> PromptCodes:
+def encode_prompts(session: Session, sae, prompts: str | Sequence[str]) -> PromptCodes:
     """Encode every real token of `prompts` into SAE codes."""
     site = check_sae_site(session, sae)
     cap = capture(session, prompts, [site])
@@ -90,7 +91,7 @@ def encode_prompts(session, sae, prompts: str | Sequence[str]) -> PromptCodes:
 
 
 @torch.no_grad()
-def harvest_features(session, sae, corpus, features: Sequence[int] | None = None, k: int = 10,
+def harvest_features(session: Session, sae, corpus, features: Sequence[int] | None = None, k: int = 10,
                      max_tokens: int = 65536, window: int = 64, tokens_per_batch: int = 4096,
                      progress: bool = True) -> FeatureHarvest:
     """Stream `corpus`; per latent keep the `k` top activations (streaming top-k), count firing,
@@ -148,7 +149,7 @@ def feature_contexts(corpus, harvest: FeatureHarvest, feature: int, before: int 
     return rows
 
 
-def decoder_directions(session, sae) -> Float[Tensor, "d_sae d_model"]:
+def decoder_directions(session: Session, sae) -> Float[Tensor, "d_sae d_model"]:
     """Decoder rows in the residual basis (see module doc)."""
     site = check_sae_site(session, sae)
     W = sae.W_dec.detach()
@@ -167,7 +168,7 @@ def decoder_directions(session, sae) -> Float[Tensor, "d_sae d_model"]:
 
 
 @torch.no_grad()
-def decoder_vocab(session, sae, feature: int, k: int = 10) -> VocabReading:
+def decoder_vocab(session: Session, sae, feature: int, k: int = 10) -> VocabReading:
     """Read decoder direction `feature` in the vocabulary (logit lens)."""
     check_index(feature, sae.d_sae, "feature", FeatureOutOfRange)
     d = decoder_directions(session, sae)[int(feature)].to(session.device)

@@ -16,6 +16,7 @@ import torch
 
 from .._types import Float, Int, Tensor
 from ..errors import ShapeError
+from ..session import Session
 from .sites import check_sae_site
 from .splice import splice_hook
 
@@ -106,7 +107,7 @@ def _zero_hook(sae):
 
 
 @torch.no_grad()
-def splice_metrics(session, sae, token_batches) -> SpliceMetrics:
+def splice_metrics(session: Session, sae, token_batches) -> SpliceMetrics:
     """CE clean / with the SAE spliced in / with the site zeroed, over batches of token ids.
 
     `token_batches`: an iterable of [batch pos] id tensors (e.g. `WindowBatch.tokens`). All

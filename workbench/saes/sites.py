@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..errors import ShapeError
 from ..hooks import Site, parse_site
+from ..session import Session
 from .config import PER_HEAD_KINDS, SAEConfig
 
 __all__ = ["sae_site", "site_d_in", "to_vectors", "check_sae_site"]
@@ -19,7 +20,7 @@ def sae_site(cfg: SAEConfig) -> Site:
     return parse_site(cfg.site)
 
 
-def site_d_in(session, site: Site, head: int | None = None) -> int:
+def site_d_in(session: Session, site: Site, head: int | None = None) -> int:
     """Width of the vectors an SAE on `site` (and `head`) reads, for this model."""
     site.check(session)
     width = site.width(session)
@@ -39,7 +40,7 @@ def to_vectors(act, site: Site, head: int | None):
     return act
 
 
-def check_sae_site(session, sae) -> Site:
+def check_sae_site(session: Session, sae) -> Site:
     """Raise ShapeError unless the SAE's d_in equals its site's width for `session`'s model."""
     site = sae_site(sae.cfg)
     want = site_d_in(session, site, sae.cfg.head)

@@ -23,6 +23,7 @@ import torch
 
 from .._types import Tensor
 from ..errors import UnknownSiteError, WorkbenchError, check_index
+from ..session import Session
 from .config import PER_HEAD_KINDS
 from .sites import check_sae_site
 
@@ -109,7 +110,7 @@ def splice_hook(sae, edits: Sequence[FeatureEdit] = (), keep_error: bool = False
 
 
 @contextlib.contextmanager
-def splice(session, sae, edits: Sequence[FeatureEdit] = (), keep_error: bool = False,
+def splice(session: Session, sae, edits: Sequence[FeatureEdit] = (), keep_error: bool = False,
            positions: Sequence[int] | None = None) -> Iterator[None]:
     """Run the model with the SAE spliced into its site for the body only (see module doc)."""
     site = check_sae_site(session, sae)

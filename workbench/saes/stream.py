@@ -17,13 +17,13 @@ from .._types import Float, Tensor
 from ..capture import capture_tokens
 from ..errors import CorpusError
 from ..memplan import plan_batch
-from ..session import TokenBatch
+from ..session import Session, TokenBatch
 from .sites import to_vectors
 
 __all__ = ["window_order", "stream_vectors"]
 
 
-def window_order(corpus, session, window: int, seed: int) -> Tensor:
+def window_order(corpus, session: Session, window: int, seed: int) -> Tensor:
     """Stream offsets of all windows, in a seeded random order."""
     bos = bool(session.prepend_bos and session.tokenizer.bos_token_id is not None)
     starts = corpus.window_starts(window, bos)
@@ -31,7 +31,7 @@ def window_order(corpus, session, window: int, seed: int) -> Tensor:
     return starts[torch.randperm(len(starts), generator=g)]
 
 
-def stream_vectors(session, corpus, site, head: int | None, starts: Tensor, window: int,
+def stream_vectors(session: Session, corpus, site, head: int | None, starts: Tensor, window: int,
                    tokens_per_forward: int, skip_first: bool) -> Iterator[Float[Tensor, "n d_in"]]:
     """Yield [n d_in] activation chunks of the windows at `starts` (in that order)."""
     if len(starts) == 0:

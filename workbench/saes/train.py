@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import NonFiniteError
+from ..session import Session
 from .base import SAE
 from .config import SAEConfig, TrainConfig
 from .models import make_sae
@@ -106,7 +107,7 @@ def _batches(source, batch_size: int, buffer_tokens: int, gen: torch.Generator):
             yield data[i:i + batch_size]
 
 
-def train_sae(session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
+def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
               out_dir: str | Path | None = None, progress: bool = True) -> TrainResult:
     """Train an SAE of `sae_cfg` on activations of `sae_cfg.site` over `corpus`.
 
