@@ -135,8 +135,8 @@ def test_cli_battery_run_writes_schema_valid_json_and_html(tmp_path, tiny_model_
 
 
 def test_workbench_demo_runs_a_battery_and_prints_the_report(tmp_path, tiny_model_dir, capsys):
-    from workbench.cli import main
     from probes.commands import DEFAULT_SPEC
+    from workbench.cli import main
 
     assert DEFAULT_SPEC.is_file()
     spec = tmp_path / "demo.toml"

@@ -273,10 +273,10 @@ def test_battery_grid_on_ray_equals_single_process_and_rerun_skips(ray_local, ti
     import dataclasses
     import json
 
+    from probes.ray_battery import ray_run_battery
     from probes.runner import run_battery
     from probes.spec import load_spec
     from workbench.cli import main
-    from probes.ray_battery import ray_run_battery
 
     path = tmp_path / "mini.toml"
     path.write_text(BATTERY.format(corpus=small_corpus_path), encoding="utf-8")
