@@ -10,7 +10,7 @@ tokens, and `WindowBatch.bos` says so. Offsets let analyses show any prefix with
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +78,7 @@ class Corpus:
 
     # ------------------------------------------------------------ building
     @classmethod
-    def from_texts(cls, texts: Sequence[str], tokenizer, name: str = "texts",
+    def from_texts(cls, texts: Iterable[str], tokenizer, name: str = "texts",
                    max_tokens: int | None = None) -> Corpus:
         """Tokenize strings into one stream (each text followed by a newline)."""
         ids: list[int] = []

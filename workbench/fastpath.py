@@ -112,19 +112,20 @@ class _Trunk:
         self.session = session
         self.sites = list(sites)
         pure = pure_model(session)
-        base = pure.model
+        base = pure.get_submodule("model")  # the decoder trunk (LlamaModel, Gemma3TextModel)
         stop = max(s.layer for s in self.sites) + 1
         trunk = copy.copy(base)
         trunk.__dict__["_modules"] = dict(base._modules)
-        trunk.__dict__["_modules"]["layers"] = nn.ModuleList(list(base.layers)[:stop])
+        trunk.__dict__["_modules"]["layers"] = nn.ModuleList(list(base.get_submodule("layers").children())[:stop])
         self.trunk = trunk
         self.store: dict[Site, Tensor] = {}
         self.n_heads, self.d_head = session.n_heads, session.d_head
         for s in self.sites:
-            self._tap(trunk.layers[s.layer], s)
+            self._tap(trunk.get_submodule(f"layers.{s.layer}"), s)
 
     def _tap(self, layer: nn.Module, s: Site) -> None:
         store, gemma = self.store, hasattr(layer, "pre_feedforward_layernorm")
+        sub = layer.get_submodule  # HF submodules by dotted name (typed Module, unlike attributes)
         kind = "attn_z" if s.kind == "head_out" else s.kind
 
         def pre(mod, fn_in):
@@ -140,24 +141,24 @@ class _Trunk:
         elif kind == "resid_post":
             post(layer)
         elif kind == "resid_mid":
-            pre(layer.pre_feedforward_layernorm if gemma else layer.post_attention_layernorm, _first)
+            pre(sub("pre_feedforward_layernorm" if gemma else "post_attention_layernorm"), _first)
         elif kind == "mlp_in":
-            pre(layer.mlp, lambda a, k: _first(a, k, "x"))
+            pre(sub("mlp"), lambda a, k: _first(a, k, "x"))
         elif kind == "mlp_pre":
-            post(layer.mlp.gate_proj)
+            post(sub("mlp.gate_proj"))
         elif kind == "mlp_post":
-            pre(layer.mlp.down_proj, lambda a, k: _first(a, k, "input"))
+            pre(sub("mlp.down_proj"), lambda a, k: _first(a, k, "input"))
         elif kind == "mlp_out" or (kind == "mlp_resid" and not gemma):
-            post(layer.mlp)
+            post(sub("mlp"))
         elif kind == "mlp_resid":
-            post(layer.post_feedforward_layernorm)
+            post(sub("post_feedforward_layernorm"))
         elif kind == "attn_z":
-            pre(layer.self_attn.o_proj,
+            pre(sub("self_attn.o_proj"),
                 lambda a, k: (lambda x: x.reshape(*x.shape[:-1], nh, dh))(_first(a, k, "input")))
         elif kind == "attn_out" or (kind == "attn_resid" and not gemma):
-            post(layer.self_attn.o_proj)
+            post(sub("self_attn.o_proj"))
         elif kind == "attn_resid":
-            post(layer.post_attention_layernorm)
+            post(sub("post_attention_layernorm"))
         else:  # pragma: no cover - guarded by fast_supported
             raise WorkbenchError(f"site {s} has no fast tap; fast kinds are {choices(FAST_KINDS, 20)}")
 

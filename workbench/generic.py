@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ._types import Bool, Float, Tensor
+from .errors import WorkbenchError
 from .hooks import Intervention, Site, head_outputs, intervene, parse_site
 from .session import Session, TokenBatch
 
@@ -52,6 +53,12 @@ class Capture:
     @property
     def mask(self) -> Bool[Tensor, "batch pos"]:
         return self.batch.mask
+
+    def need_logits(self) -> Float[Tensor, "batch pos d_vocab"]:
+        """`logits` of a capture run with ``logits=True`` (WorkbenchError when it holds none)."""
+        if self.logits is None:
+            raise WorkbenchError("this capture holds no logits; capture with logits=True")
+        return self.logits
 
     def row(self, key, i: int) -> Tensor:
         """Row `i` of a site without padding: [len_i, ...] (patterns: [head len_i len_i])."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import PreTrainedConfig, PreTrainedModel
 
 from .errors import UnknownModelError
 
@@ -114,7 +115,7 @@ def gguf_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return sd, meta
 
 
-def _config(meta: dict):
+def _config(meta: dict) -> tuple[PreTrainedConfig, type[PreTrainedModel]]:
     common = dict(vocab_size=meta["vocab"], hidden_size=meta["d_model"], intermediate_size=meta["d_mlp"],
                   num_hidden_layers=meta["n_layers"], num_attention_heads=meta["n_heads"],
                   num_key_value_heads=meta["n_kv_heads"], max_position_embeddings=meta["ctx"],
@@ -123,13 +124,18 @@ def _config(meta: dict):
     if meta["arch"] == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        cfg = LlamaConfig(**common, rope_theta=meta["rope_theta"])
-        return cfg, LlamaForCausalLM
+        rope = {"rope_type": "default", "rope_theta": meta["rope_theta"]}
+        return LlamaConfig(**common, rope_parameters=rope), LlamaForCausalLM
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
+    # Gemma 3: local (sliding) layers keep base 10k; the GGUF's theta is the global layers' one
+    # (1M when the file carries the llama default 10k). Same as the legacy `rope_theta=` kwarg.
+    theta = meta["rope_theta"] if meta["rope_theta"] != 10000.0 else 1_000_000.0
+    gemma_rope = {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                  "full_attention": {"rope_type": "default", "rope_theta": theta}}
     cfg = Gemma3TextConfig(**common, head_dim=int(meta["head_dim"] or meta["d_model"] // meta["n_heads"]),
                            sliding_window=int(meta["sliding_window"] or 512),
-                           rope_theta=meta["rope_theta"] if meta["rope_theta"] != 10000.0 else 1_000_000.0)
+                           rope_parameters=gemma_rope)
     return cfg, Gemma3ForCausalLM
 
 

@@ -421,7 +421,10 @@ class _HostReady:
         pass
 
 
-def _counts_ready(args: tuple) -> dict:
+_MergeArgs = tuple[slice, Tensor, Tensor, Tensor, Tensor]  # `sorted_merge`'s (sl, X, blocks, per_key, off)
+
+
+def _counts_ready(args: _MergeArgs) -> dict:
     """A deferred `sorted_merge`: its sizes (crossings, affected keys, flagged runs) copied to
     the host without a wait (pinned memory, an event), so the merge can be launched behind
     the next capture."""
@@ -441,7 +444,8 @@ def _run_pending(top: _TopK, pending: list[dict]) -> None:
     before the capture that was queued after them)."""
     for p in pending:
         p["ready"].synchronize()
-        top.crossings += top.sorted_merge(*p["args"], sizes=tuple(p["sizes"].tolist()))
+        sl, X, blocks, per_key, off = p["args"]
+        top.crossings += top.sorted_merge(sl, X, blocks, per_key, off, sizes=tuple(p["sizes"].tolist()))
     pending.clear()
 
 
@@ -523,7 +527,7 @@ def harvest_topk(session: Session, corpus, layers: Sequence[int] | None = None, 
     fires = torch.zeros(L, U, dtype=torch.int64, device=dev)
     sums = torch.zeros(L, U, dtype=torch.float64, device=dev)
     n = 0
-    pending = []    # threshold merges of the last batch, run once the next capture is queued
+    pending: list[dict] = []    # threshold merges of the last batch, run once the next capture is queued
     rows = max(1, plan.tokens_per_batch // window)
     paths: dict[str, int] = {}
     for wb in corpus.batches(session, window=window, tokens_per_batch=plan.tokens_per_batch,
@@ -567,7 +571,7 @@ def harvest_topk(session: Session, corpus, layers: Sequence[int] | None = None, 
 
 
 def _merge_batch(top: _TopK, ms: list[Tensor], off: Tensor, fires: Tensor, sums: Tensor,
-                 pending: list, strict: bool, dev: torch.device) -> int:
+                 pending: list[dict], strict: bool, dev: torch.device) -> int:
     """Statistics and top-k merge of one captured batch ([t U] per layer); returns t."""
     k, L, U = top.k, len(ms), ms[0].shape[-1]
     t = ms[0].shape[0]

@@ -121,7 +121,11 @@ def agreement(session: Session, index: MemoryIndex, corpus: Corpus | None = None
 
         a, a1 = _shares(top, amax, nxt, has, n)
         b, b1 = _shares(top[perm], amax[perm], nxt, has, n)
-        agree.append(a), base.append(b), t1.append(a1), t1b.append(b1), nkeys.append(int(has.sum()))
+        agree.append(a)
+        base.append(b)
+        t1.append(a1)
+        t1b.append(b1)
+        nkeys.append(int(has.sum()))
         comp.append(_composition(session, layer, sample, amax, amin, top_memories) if sample else None)
         log.info("layer %d: agreement %.4f baseline %.4f", layer, a, b)
     return AgreementTable(tuple(index.layers), tuple(agree), tuple(base), tuple(t1), tuple(t1b), tuple(comp),

@@ -102,7 +102,7 @@ def lens_base(session: Session, prompt: str) -> LensBase:
     cap = capture(s, batch, sites, logits=True)
     resid = torch.stack([cap[f"resid_post:{i}"][0] for i in range(s.n_layers)])
     ids, probs = _lens_of(s, resid)
-    nxt = torch.softmax(cap.logits[0, -1].float(), -1)
+    nxt = torch.softmax(cap.need_logits()[0, -1].float(), -1)
     return LensBase(prompt, batch, resid, ids, probs, nxt)
 
 
@@ -141,7 +141,7 @@ def prompt_lens(session: Session, prompt: str | LensBase, edits: Iterable[UnitSc
         if changed.any():
             ci, cp = _lens_of(s, resid[changed])
             ids[first:][changed], probs[first:][changed] = ci, cp
-        nxt = torch.softmax(cap.logits[0, -1].float(), -1)
+        nxt = torch.softmax(cap.need_logits()[0, -1].float(), -1)
     top = nxt.topk(top_k)
     dec = s.tokenizer.decode
     strs = tuple(tuple(dec([int(i)]) for i in row) for row in ids.tolist())

@@ -32,8 +32,8 @@ def _unwrap(m: nn.Module, memo: dict[int, nn.Module]) -> nn.Module:
     if id(m) in memo:
         return memo[id(m)]
     base = m
-    while getattr(base, "_original_component", None) is not None:
-        base = base._original_component
+    while (orig := getattr(base, "_original_component", None)) is not None:
+        base = orig
     c = copy.copy(base)  # shares _parameters / _buffers dicts: same weights, same edits
     memo[id(m)] = c
     for name in HOOK_DICTS:

@@ -51,6 +51,10 @@ def tiny_tokenizer(directory: str | Path | None = None, vocab_size: int = 512, a
 def _tiny_hf(arch: str, tok, n_layers: int = 2, d_model: int = 64, d_mlp: int = 256, n_heads: int = 4,
              n_kv_heads: int = 2):
     """A random-init tiny Llama or Gemma 3 causal LM for `tok` (float32, eval mode)."""
+    from transformers import PreTrainedConfig, PreTrainedModel
+
+    cfg: PreTrainedConfig
+    hf: PreTrainedModel
     vocab = len(tok)
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     if arch == "llama":
@@ -127,7 +131,14 @@ def random_session(shape: str = "smollm2-135m", device: str = "auto", dtype=torc
     Shapes: `SHAPES` (SmolLM2-135M, Llama-3.1-8B, Gemma-3-12B's text model). The weights are
     made directly on the device in `dtype` (an 8B model is not built on the CPU first).
     """
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import (
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedConfig,
+        PreTrainedModel,
+    )
 
     from .session import resolve_device
 
@@ -138,10 +149,9 @@ def random_session(shape: str = "smollm2-135m", device: str = "auto", dtype=torc
     torch.manual_seed(seed)
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     dev = resolve_device(device)
-    if arch == "llama":
-        cfg, cls = LlamaConfig(**kw, **ids), LlamaForCausalLM
-    else:
-        cfg, cls = Gemma3TextConfig(**kw, **ids), Gemma3ForCausalLM
+    llama = arch == "llama"
+    cfg: PreTrainedConfig = LlamaConfig(**kw, **ids) if llama else Gemma3TextConfig(**kw, **ids)
+    cls: type[PreTrainedModel] = LlamaForCausalLM if llama else Gemma3ForCausalLM
     if shape == "smollm2-135m":  # built on the CPU as before: the same values on every device
         hf = cls(cfg).to(dtype)
     else:

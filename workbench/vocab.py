@@ -158,7 +158,7 @@ def logit_lens(session: Session, prompt: str, targets: Sequence[str] | None = No
     resid = torch.stack([torch.stack([cap[Site(kd, layer)][0, :n] for layer in range(session.n_layers)])
                          for kd in kinds])  # [kind layer pos d_model]
     logp = session.unembed(resid).float().log_softmax(-1)  # [kind layer pos vocab]
-    final = cap.logits[0, :n].float().softmax(-1)
+    final = cap.need_logits()[0, :n].float().softmax(-1)
     if targets is None:
         tids = [int(final[-1].argmax())]
         targets = tuple(session.to_str_tokens(tids))

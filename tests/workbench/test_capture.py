@@ -55,6 +55,9 @@ def test_capture_stops_early_and_matches_full(tiny):
     early = wb.capture(tiny, "Paris is", ["resid_post:0"])
     full = wb.capture(tiny, "Paris is", ["resid_post:0"], logits=True)
     assert early.logits is None and full.logits is not None
+    assert full.need_logits() is full.logits
+    with pytest.raises(wb.WorkbenchError, match="logits=True"):
+        early.need_logits()
     torch.testing.assert_close(early["resid_post:0"], full["resid_post:0"])
 
 

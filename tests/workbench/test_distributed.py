@@ -24,6 +24,7 @@ from workbench.distributed import (
     activation_sums,
     check_cover,
     corpus_windows,
+    merge_sums,
     merge_topk,
     plan_shards,
     ray_activation_stats,
@@ -80,6 +81,20 @@ def test_merge_topk_equals_brute_force_with_ties():
     assert v.tolist() == ref_v and o.tolist() == ref_o
     v2, o2 = merge_topk(parts[::-1], k)  # shard order does not matter
     assert torch.equal(v, v2) and torch.equal(o, o2)
+
+
+def test_merge_sums_adds_by_kind_and_rejects_mixed_shards():
+    parts = [{"x": torch.tensor([0.5, 1.0]), "c": torch.tensor([2, 3]), "n": 4, "s": 0.25},
+             {"x": torch.tensor([1.5, -1.0]), "c": torch.tensor([1, 1]), "n": 6, "s": 0.5}]
+    out = merge_sums(parts)
+    assert out["x"].dtype == torch.float64 and out["x"].tolist() == [2.0, 0.0]
+    assert out["c"].dtype == torch.int64 and out["c"].tolist() == [3, 4]
+    assert out["n"] == 10 and type(out["n"]) is int
+    assert out["s"] == 0.75 and type(out["s"]) is float
+    with pytest.raises(WorkbenchError, match="'x'.*tensor"):
+        merge_sums([parts[0], {**parts[1], "x": 1.0}])
+    with pytest.raises(WorkbenchError, match="shapes"):
+        merge_sums([parts[0], {**parts[1], "x": torch.zeros(3)}])
 
 
 def test_without_ray_the_flag_names_the_extra(monkeypatch, tmp_path, small_corpus_path, capsys):

@@ -83,32 +83,36 @@ def merge_topk(parts: Sequence[tuple[Tensor, Tensor]], k: int | None = None
     return order_topk(values, offsets, k)
 
 
-def merge_sums(parts: Sequence[Mapping[str, Tensor | int | float]]) -> dict[str, Tensor | int]:
-    """Add per-shard sums key by key: tensors in float64 (integers stay integers).
+def merge_sums(parts: Sequence[Mapping[str, Tensor | int | float]]) -> dict[str, Tensor | int | float]:
+    """Add per-shard sums key by key: tensors in float64 (integers stay integers, floats floats).
 
-    Every part must have the same keys and the same shapes per key.
+    Every part must have the same keys, the same kind of value (tensor or number) and the
+    same shapes per key.
     """
     if not parts:
         raise WorkbenchError("merge_sums needs at least one shard result")
     keys = list(parts[0])
-    out: dict[str, Tensor | int] = {}
+    out: dict[str, Tensor | int | float] = {}
     for p in parts:
         if list(p) != keys:
             raise WorkbenchError(f"shard sums have keys {sorted(p)}, expected {sorted(keys)}")
     for key in keys:
         vals = [p[key] for p in parts]
         if isinstance(vals[0], torch.Tensor):
-            shape = vals[0].shape
-            for v in vals:
+            tensors = [v for v in vals if isinstance(v, torch.Tensor)]
+            if len(tensors) != len(vals):
+                raise ShapeError(f"sum {key!r}: some shards hold a tensor, others a number")
+            shape = tensors[0].shape
+            for v in tensors:
                 if v.shape != shape:
                     raise ShapeError(f"sum {key!r}: shard shapes {tuple(v.shape)} vs {tuple(shape)}")
-            if vals[0].dtype.is_floating_point:
+            if tensors[0].dtype.is_floating_point:
                 acc = torch.zeros(shape, dtype=torch.float64)
-                for v in vals:
+                for v in tensors:
                     acc += v.detach().to("cpu", torch.float64)
             else:
                 acc = torch.zeros(shape, dtype=torch.int64)
-                for v in vals:
+                for v in tensors:
                     acc += v.detach().to("cpu", torch.int64)
             out[key] = acc
         elif isinstance(vals[0], int):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ShapeError
+from ..errors import ShapeError, WorkbenchError
 from ..session import Session
 from .sites import check_sae_site
 from .splice import splice_hook
@@ -114,10 +114,14 @@ def attribution_patching(session: Session, saes: Sequence, clean: Sequence[str],
     with torch.enable_grad(), _spliced(session, saes, [leaf(i) for i in range(len(saes))]):
         logits = session.model(cb.tokens, return_type="logits")
         m = _metric(logits, cb.last, ids, wid)
-        grads = torch.autograd.grad(m.sum(), leaves, allow_unused=True)
+        done = [(x, c) for x, c in zip(leaves, clean_codes) if x is not None and c is not None]
+        if len(done) != len(saes):
+            missed = [i for i, x in enumerate(leaves) if x is None]
+            raise WorkbenchError(f"the splice hooks of SAEs {missed} did not run in the forward pass")
+        grads = torch.autograd.grad(m.sum(), [x for x, _ in done], allow_unused=True)
     mask = cb.mask[..., None].to(logits.device)
     effects, cands = [], []
-    for i, (sae, g, fc) in enumerate(zip(saes, grads, clean_codes)):
+    for i, (sae, g, (_, fc)) in enumerate(zip(saes, grads, done)):
         start = 1 if sae.cfg.skip_first_position and cb.tokens.shape[1] > 1 else 0
         fp = patch_codes[i] if patch_codes is not None else torch.zeros_like(fc)
         g = torch.zeros_like(fc) if g is None else g

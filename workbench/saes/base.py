@@ -115,7 +115,7 @@ class SAE(nn.Module):
     @torch.no_grad()
     def normalize_decoder(self) -> None:
         """Project decoder rows back onto the unit sphere (the decoder-norm constraint)."""
-        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
 
     @torch.no_grad()
     def remove_parallel_grad(self) -> None:
@@ -134,9 +134,9 @@ class SAE(nn.Module):
         """
         if not math.isfinite(scale) or scale <= 0:
             raise ValueError(f"scale={scale!r} must be a positive finite number")
-        self.W_enc *= scale
-        self.W_dec /= scale
-        self.b_dec /= scale
+        self.W_enc.mul_(scale)
+        self.W_dec.div_(scale)
+        self.b_dec.div_(scale)
 
     def extra_repr(self) -> str:
         c = self.cfg
