@@ -40,9 +40,9 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, default=None, help="trace the first N facts of --facts")
     p.add_argument("--out", default="out/trace", help="output directory (trace.json, trace.html)")
     p.add_argument("--kinds", default="resid,mlp,attn", help="comma list of resid, mlp, attn")
-    p.add_argument("--samples", type=int, default=3,
-                   help="noise samples per cell (ROME used 10; 3 keeps one fact under a minute on "
-                        "2 CPU cores)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="noise samples per cell (default: 10 on CUDA as in ROME; 2 on the CPU, which "
+                        "keeps one fact under a minute on 2 cores)")
     p.add_argument("--noise-scale", type=float, default=3.0, help="noise std / embedding std")
     p.add_argument("--window", type=int, default=10, help="layers restored together (mlp, attn)")
     p.add_argument("--noise-corpus", default="data/corpus/tiny_corpus.txt",
@@ -61,18 +61,21 @@ def run(args) -> int:
     prompt = prompt_of(args, required=False)
     check_path(args.facts, "--facts", "file")
     check_path(args.noise_corpus, "--noise-corpus")
-    check_positive(n=args.n)
+    check_positive(n=args.n, samples=args.samples)
     if args.facts:
         facts = [(f.prompt, f.subject) for f in load_known(args.facts, args.n)]
     elif prompt and args.subject:
         facts = [(prompt, args.subject)]
     else:
         raise WorkbenchError("give a prompt (PROMPT or --prompt) and --subject, or --facts FILE")
-    cfg = TraceConfig(kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
-                      samples=args.samples, noise_scale=args.noise_scale, window=args.window,
-                      seed=args.seed)
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    TraceConfig(kinds=kinds, samples=args.samples or 1, noise_scale=args.noise_scale,
+                window=args.window, seed=args.seed)          # validated before the load
     check_model(args)                  # everything above runs before the model loads
     session = load_session(args)
+    samples = args.samples or (10 if session.device.type == "cuda" else 2)
+    cfg = TraceConfig(kinds=kinds, samples=samples, noise_scale=args.noise_scale, window=args.window,
+                      seed=args.seed)
     corpus = Corpus.load(args.noise_corpus, session.tokenizer, max_tokens=20_000)
     sigma = embedding_std(session, corpus)
     out = Path(args.out)
