@@ -7,8 +7,10 @@ Reads the residual stream (resid_pre, resid_mid, resid_post of every layer) in t
 with the model's final norm and unembedding, follows the target's rank and probability across
 layers (default target: the model's own top next token), and splits the FFN update of
 ``--layer`` (default: every layer, summarised) at the last position into sub-updates m_i v_i
-ranked by |m_i| ||v_i|| and by their effect on the target's logit. Writes OUT/lens.json
-(fields: docs/cli.md) and OUT/lens.html.
+ranked by |m_i| ||v_i|| and by their effect on the target's logit. ``--lens tuned`` or
+``--lens jacobian`` also reads each layer's resid_post through a saved tuned lens (Belrose et al.
+2023) or Jacobian lens (TransformerLens 4.3) next to the logit lens (`workbench.lenses`; the
+logit-lens fields stay as they are). Writes OUT/lens.json (fields: docs/cli.md) and OUT/lens.html.
 """
 
 from __future__ import annotations
@@ -42,7 +44,60 @@ def register(sub) -> None:
                         "whose FFN adds most to the target's logit)")
     p.add_argument("--k", type=int, default=10, help="sub-updates listed per ranking")
     p.add_argument("--top", type=int, default=5, help="lens tokens kept per position")
+    p.add_argument("--lens", default="logit", choices=LENS_KINDS,
+                   help="lens that reads each layer's resid_post next to the logit lens (tuned / "
+                        "jacobian: a saved lens, see --lens-path)")
+    p.add_argument("--lens-path", default=None,
+                   help="safetensors file of the tuned / Jacobian lens (default: the workbench cache "
+                        "path for the model)")
     p.set_defaults(func=run)
+
+
+LENS_KINDS = ("logit", "tuned", "jacobian")   # workbench.lenses.LENS_KINDS
+TRAIN_HINT = {
+    "tuned": "python -c \"from workbench import Session; from workbench.corpus import Corpus; "
+             "from workbench.lenses import train_tuned_lens; s = Session.load('{model}'); "
+             "train_tuned_lens(s, Corpus.load('data/corpus/natural', s.tokenizer)).save(session=s)\"",
+    "jacobian": "python -c \"from workbench import Session; from workbench.lenses import fit_jacobian_lens; "
+                "s = Session.load('{model}'); fit_jacobian_lens(s, PROMPTS).save(session=s)\" "
+                "(PROMPTS: a list of texts longer than 17 tokens)",
+}
+
+
+def read_lens(s, kind: str, path: str | None):
+    """The reader of `kind` (workbench.lenses.load_lens), or one error naming how to make one."""
+    from workbench.lenses import LensNotFound, load_lens
+
+    try:
+        return load_lens(s, kind, path)
+    except LensNotFound as exc:
+        raise LensNotFound(f"--lens {kind}: {str(exc).split('; ')[0]}; train and save a {kind} lens for "
+                           "this model first with: " + TRAIN_HINT[kind].format(model=s.name)) from None
+
+
+def lens_rows(s, prompt: str, reader, target_id: int, top: int) -> list[dict]:
+    """Per layer, at the last position: the target's probability and rank, and the top tokens,
+    of resid_post read through `reader` (None where the lens has no translator for the layer)."""
+    import torch
+
+    from workbench.capture import capture
+    from workbench.errors import WorkbenchError
+
+    cap = capture(s, prompt, [f"resid_post:{layer}" for layer in range(s.n_layers)])
+    last = int(cap.batch.lengths[0]) - 1
+    rows = []
+    for layer in range(s.n_layers):
+        try:
+            with torch.no_grad():
+                logp = reader.logits(s, cap[f"resid_post:{layer}"][0, last], layer).float().log_softmax(-1)
+        except WorkbenchError:              # a lens trained on a subset of layers
+            rows.append({"prob": None, "rank": None, "top_tokens": None})
+            continue
+        tp, ti = logp.topk(top)
+        rows.append({"prob": float(logp[target_id].exp()), "rank": int((logp > logp[target_id]).sum()),
+                     "top_tokens": [{"token": t, "prob": float(p)}
+                                    for t, p in zip(s.to_str_tokens(ti), tp.exp().tolist())]})
+    return rows
 
 
 def _tokens(ts) -> list[dict]:
@@ -71,6 +126,7 @@ def run(args) -> int:
     from workbench.vocab import ffn_sub_updates, logit_lens, written_tokens
 
     s = load_session(args)
+    reader = read_lens(s, args.lens, args.lens_path)     # a missing / foreign lens fails before any work
     args.prompt = prompt
     if args.target is not None:
         s.token_id(args.target)          # one clear TokenError before any work
@@ -89,8 +145,12 @@ def run(args) -> int:
     kinds = list(lens.kinds)
     post = kinds.index("resid_post")
     n = len(lens.str_tokens)
+    chosen_rows = lens_rows(s, args.prompt, reader, int(lens.target_ids[0]), args.top)
     data = {
         "meta": meta(s),
+        "lens_kind": args.lens,
+        "lens_path": None if args.lens == "logit" else str(getattr(reader, "path", None) or args.lens_path
+                                                          or default_lens_path(s, args.lens)),
         "prompt": args.prompt,
         "str_tokens": list(lens.str_tokens),
         "target": target,
@@ -101,7 +161,9 @@ def run(args) -> int:
                   **{f"{kd}_prob": float(lens.target_probs[ki, layer, -1, 0]) for ki, kd in enumerate(kinds)},
                   **{f"{kd}_rank": int(lens.target_ranks[ki, layer, -1, 0]) for ki, kd in enumerate(kinds)},
                   "top_tokens": [{"token": lens.top_strs[post][layer][n - 1][j],
-                                  "prob": float(lens.top_probs[post, layer, -1, j])} for j in range(args.top)]}
+                                  "prob": float(lens.top_probs[post, layer, -1, j])} for j in range(args.top)],
+                  "lens_prob": chosen_rows[layer]["prob"], "lens_rank": chosen_rows[layer]["rank"],
+                  "lens_top_tokens": chosen_rows[layer]["top_tokens"]}
                  for layer in range(s.n_layers)],
         "ffn_layers": per_layer,
         "direct_effects": effects.to_dict(),
@@ -110,6 +172,7 @@ def run(args) -> int:
                          "by_target": [_sub(r) for r in subs_all[layer].by_target],
                          "update_promoted": _tokens(subs_all[layer].update_promoted)} for layer in chosen],
     }
+    data["lens_first_top1_layer"] = next((r["layer"] for r in data["lens"] if r["lens_rank"] == 0), None)
     out = Path(args.out)
     write_json(out / "lens.json", data)
     rep = HtmlReport("Logit lens and FFN sub-updates", f"model {s.name} · prompt {args.prompt!r}")
@@ -117,6 +180,15 @@ def run(args) -> int:
                 f"{data['first_top1_layer']}")
     rep.figure(target_curve(lens))
     rep.figure(logit_lens_heatmap(lens))
+    if args.lens != "logit":
+        rep.heading(f"Logit lens and {args.lens} lens: the target at the last position, per layer", 3)
+        rep.text(f"The {args.lens} lens translates each layer's resid_post before the final norm and "
+                 "unembedding; where it finds the target earlier or surer than the logit lens, the "
+                 "layer holds the answer in a form the output does not read directly.")
+        rep.table([{"layer": r["layer"], "logit lens p": r["resid_post_prob"], "logit lens rank": r["resid_post_rank"],
+                    f"{args.lens} lens p": r["lens_prob"], f"{args.lens} lens rank": r["lens_rank"],
+                    f"{args.lens} lens top": " ".join(repr(t["token"]) for t in (r["lens_top_tokens"] or [])[:3])}
+                   for r in data["lens"]], digits=3)
     rep.heading("Direct effect on the target's logit per layer (what each sublayer writes into the "
                 "residual, through the frozen final norm)")
     rep.text(f"Embedding {effects.embedding:+.2f} + attention {sum(effects.attn):+.2f} + FFN "
@@ -135,6 +207,12 @@ def run(args) -> int:
           f"layers listed: {chosen}")
     print(f"json: {out / 'lens.json'}\nhtml: {out / 'lens.html'}")
     return 0
+
+
+def default_lens_path(s, kind: str) -> str:
+    from workbench.lenses import default_path
+
+    return str(default_path(s, kind))
 
 
 def target_note(s, target: str) -> str | None:

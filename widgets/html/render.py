@@ -57,17 +57,22 @@ def _builtin_renderers() -> None:
     from editing.outcome import EditOutcome
     from editing.tracing import TraceResult
     from workbench.attention import AttentionResult
+    from workbench.ffmaps import FFMaps
     from workbench.graphs import AttributionGraph, GraphDiff
+    from workbench.lenses import LensKL
     from workbench.memory_cards import MemoryRecord
+    from workbench.moe_quality import QualityCurve
     from workbench.prompt_lens import PromptLens
     from workbench.saes.steering import SteerOutcome
     from workbench.vocab import SubUpdates
 
     from .editing import compare_html, edit_bars
+    from .ffmaps import ff_change_figure, layer_rows, maps_slider_figure, pairs_rows
     from .figures import attention_heatmap, head_norm_heatmap, lens_heatmap, next_token_bars
     from .figures_editing import trace_heatmap
     from .graph import graph_figure, graph_summary_rows
     from .memory import examples_table, value_bars
+    from .moe import accuracy_figure, curve_rows, lens_kl_figure, perplexity_figure
     from .sae import steer_html
 
     def lens(r: PromptLens, rep: HtmlReport) -> None:
@@ -126,7 +131,25 @@ def _builtin_renderers() -> None:
         rep.table([{"node": c.id, "label": c.label, "before": c.before, "after": c.after,
                     "delta": c.delta} for c in r.nodes[:25]])
 
-    for cls, fn in ((AttributionGraph, graph), (GraphDiff, gdiff), (PromptLens, lens), (AttentionResult, att), (SubUpdates, subs),
+    def ffm(r: FFMaps, rep: HtmlReport) -> None:
+        rep.heading(f"FF blocks through attention maps: {r.prompt!r}")
+        rep.figure(maps_slider_figure(r)).figure(ff_change_figure(r))
+        rep.table(layer_rows(r), caption="per-layer FF statistics", digits=3)
+        rep.table(pairs_rows(r), caption="token pairs the FF block amplifies most", digits=3)
+
+    def moe_curve(r: QualityCurve, rep: HtmlReport) -> None:
+        rep.heading(f"MoEfication quality curve ({r.n_experts} experts per FFN)")
+        rep.figure(perplexity_figure(r))
+        if r.accuracy:
+            rep.figure(accuracy_figure(r))
+        rep.table(curve_rows(r), digits=3)
+
+    def lkl(r: LensKL, rep: HtmlReport) -> None:
+        rep.heading("Lenses: KL to the final distribution per layer")
+        rep.figure(lens_kl_figure(r))
+        rep.table(r.rows(), digits=3)
+
+    for cls, fn in ((FFMaps, ffm), (QualityCurve, moe_curve), (LensKL, lkl), (AttributionGraph, graph), (GraphDiff, gdiff), (PromptLens, lens), (AttentionResult, att), (SubUpdates, subs),
                     (EditOutcome, outcome), (SteerOutcome, steered), (MemoryRecord, memory),
                     (TraceResult, trace)):
         RENDERERS.setdefault(cls, fn)
