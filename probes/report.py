@@ -52,11 +52,16 @@ def render_battery(results: dict) -> HtmlReport:
               if p["kind"] == "linear" and p["result"]]
     if len(linear) > 1:
         r.figure(figs.selectivity_overview(linear))
+    notes = {q.get("name"): q.get("note") for q in results.get("spec", {}).get("probe", [])}
     for p in results["probes"]:
         r.heading(f"{p['name']} ({p['kind']})")
         kind = registry.get(p["kind"])
+        if notes.get(p["name"]):
+            r.html(f"<p><b>What to see:</b> {escape(notes[p['name']])}</p>")
         if kind is not None and kind.doc:
             r.html(f"<p class='muted'>{escape(kind.doc)}</p>")
+        if isinstance(p.get("result"), dict) and p["result"].get("note"):
+            r.html(f"<p><b>What it shows here:</b> {escape(p['result']['note'])}</p>")
         if p["result"] is None:
             r.text(f"Failed: {p['error']}")
             continue

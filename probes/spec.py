@@ -65,9 +65,13 @@ class ProbeSpec:
     kind: str
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    note: str = ""   # one sentence for the report: what the reader should see in this section
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, **self.params}
+        d = {"kind": self.kind, "name": self.name, **self.params}
+        if self.note:
+            d["note"] = self.note
+        return d
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,7 @@ def _parse_probe(i: int, raw: dict[str, Any], base: Path | None) -> ProbeSpec:
         raise SpecError(f"probe #{i} ({raw.get('name', 'unnamed')}) is missing field 'kind'")
     kind_name = _typecheck(raw.pop("kind"), str, f"probe #{i} kind")
     name = _typecheck(raw.pop("name", f"{kind_name}_{i}"), str, f"probe #{i} name")
+    note = _typecheck(raw.pop("note", ""), str, f"probe #{i} note")
     where = f"probe #{i} {name!r} (kind {kind_name!r})"
     kind = get_kind(kind_name, where=f"probe #{i} {name!r}: ")
     for k in raw:
@@ -233,4 +238,4 @@ def _parse_probe(i: int, raw: dict[str, Any], base: Path | None) -> ProbeSpec:
         params[k] = v
     if kind.check is not None:
         kind.check(params, where)
-    return ProbeSpec(kind_name, name, params)
+    return ProbeSpec(kind_name, name, params, note)
