@@ -17,7 +17,7 @@ import importlib
 _WHERE = {
     "Workbench": "app", "AttentionView": "attention", "Controller": "controller",
     "TraceEditStudio": "edit_studio", "MemoryExplorer": "memory", "PromptExplorer": "prompt",
-    "FeatureBrowser": "sae_browser", "GraphView": "graph_view", "FFMapsView": "ffmaps_view",
+    "FeatureBrowser": "sae_browser", "LedgerView": "ledger_view", "GraphView": "graph_view", "FFMapsView": "ffmaps_view",
     "export_html": "html.render", "export_session": "html.render",
     "register_renderer": "html.render", "HtmlReport": "html.report",
 }
