@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, no_type_check
 
 import torch
 
@@ -144,6 +144,10 @@ def load_named_session(name: str, device: str = "auto", dtype: str = "float32"):
 
 
 def _worker_class(ray):
+    # Ray pickles this local class by value; the run-time shape checks of the test suite
+    # (jaxtyping's import hook) wrap methods in closures holding weakrefs, which cannot be
+    # pickled. `no_type_check` keeps the hook off this class (it has no tensor signatures).
+    @no_type_check
     class ShardWorker:
         """Holds one session for its lifetime; runs shard functions on it."""
 
