@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.errors import LayerOutOfRange, TokenError, WorkbenchError
+from workbench.session import Session
 
 __all__ = ["SubjectNotFound", "EditError", "SubjectPrompt", "locate_subject", "target_id",
            "target_ids", "check_edit_layer"]
@@ -45,7 +46,7 @@ def fill(prompt: str, subject: str) -> str:
     return prompt.replace("{}", subject) if "{}" in prompt else prompt
 
 
-def locate_subject(session, prompt: str, subject: str, search_from: int = 0) -> SubjectPrompt:
+def locate_subject(session: Session, prompt: str, subject: str, search_from: int = 0) -> SubjectPrompt:
     """Tokenize `prompt` and find the tokens that cover the (last) occurrence of `subject`.
 
     The search starts at character `search_from` (used to skip a context prefix). Tokens whose
@@ -85,12 +86,12 @@ def target_text(prompt: str, target: str) -> str:
     return " " + target
 
 
-def target_id(session, prompt: str, target: str) -> int:
+def target_id(session: Session, prompt: str, target: str) -> int:
     """Token id of `target` after `prompt`; TokenError unless it is exactly one token."""
     return session.token_id(target_text(prompt, target))
 
 
-def target_ids(session, prompt: str, target: str) -> tuple[int, ...]:
+def target_ids(session: Session, prompt: str, target: str) -> tuple[int, ...]:
     """Token ids of `target` (any number of tokens) as it follows `prompt`.
 
     TokenError when the target is empty or the tokenizer cannot produce it: its tokens decode to
@@ -110,7 +111,7 @@ def target_ids(session, prompt: str, target: str) -> tuple[int, ...]:
     return ids
 
 
-def check_edit_layer(session, layer) -> int:
+def check_edit_layer(session: Session, layer) -> int:
     """The layer as an int, or LayerOutOfRange naming the valid range."""
     if isinstance(layer, bool):
         raise LayerOutOfRange(f"layer={layer!r} is not an integer; valid range is 0..{session.n_layers - 1}")

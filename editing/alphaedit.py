@@ -33,6 +33,7 @@ import torch
 
 from workbench._types import Float, Tensor
 from workbench.errors import WorkbenchError
+from workbench.session import Session
 
 from ._prompts import EditError
 from .covariance import KeyStats
@@ -133,7 +134,7 @@ def alphaedit_solve(P: Tensor, preserved: Tensor, K: Float[Tensor, "n d_mlp"],
     return torch.linalg.solve(A, P @ K.T @ R)
 
 
-def compute_alphaedit_update(session, requests: Sequence[EditRequest], state: AlphaEditState,
+def compute_alphaedit_update(session: Session, requests: Sequence[EditRequest], state: AlphaEditState,
                              config: AlphaEditConfig | None = None, progress: bool = False) -> LayerUpdate:
     """The AlphaEdit update of a batch on the current model; weights untouched.
 

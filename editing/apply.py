@@ -28,6 +28,7 @@ import torch
 
 from workbench._types import Tensor
 from workbench.errors import ShapeError, check_finite
+from workbench.session import Session
 
 from ._prompts import EditError, check_edit_layer
 from .requests import LayerUpdate, RankOneUpdate
@@ -56,7 +57,7 @@ class RestoreHandle:
     layout and dtype): what a ledger saves to replay the edit bit for bit.
     """
 
-    def __init__(self, session, update, deltas: dict[str, Tensor]):
+    def __init__(self, session: Session, update, deltas: dict[str, Tensor]):
         self._session = weakref.ref(session)
         self.update = update
         self.deltas = deltas
@@ -118,7 +119,7 @@ def _rewrite(st: _ParamState) -> None:
         st.param.data.add_(h.deltas[name])
 
 
-def _layer_deltas(session, update) -> list[tuple[int, Tensor]]:
+def _layer_deltas(session: Session, update) -> list[tuple[int, Tensor]]:
     """(layer, [d_mlp d_model] delta) pairs of a RankOneUpdate or LayerUpdate, checked."""
     if isinstance(update, RankOneUpdate):
         layer = check_edit_layer(session, update.layer)
@@ -145,7 +146,7 @@ def _layer_deltas(session, update) -> list[tuple[int, Tensor]]:
 
 
 @torch.no_grad()
-def apply(session, update: RankOneUpdate | LayerUpdate) -> RestoreHandle:
+def apply(session: Session, update: RankOneUpdate | LayerUpdate) -> RestoreHandle:
     """Add `update` to the live W_out of its layer(s); returns the handle that undoes it.
 
     All checks run before the first write; a failure while writing restores every parameter.
@@ -182,7 +183,7 @@ def apply(session, update: RankOneUpdate | LayerUpdate) -> RestoreHandle:
     return handle
 
 
-def active_edits(session) -> list[RestoreHandle]:
+def active_edits(session: Session) -> list[RestoreHandle]:
     """Edits applied to `session` and not yet undone, in the order applied."""
     seen, out = set(), []
     for st in _REGISTRY.get(session, {}).values():
@@ -193,7 +194,7 @@ def active_edits(session) -> list[RestoreHandle]:
     return out
 
 
-def original_weights(session, name: str) -> Tensor | None:
+def original_weights(session: Session, name: str) -> Tensor | None:
     """The saved original bytes of parameter `name` while any edit is applied to it, else None."""
     st = _REGISTRY.get(session, {}).get(name)
     return None if st is None else st.original

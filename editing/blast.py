@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from workbench._types import Float, Tensor
+from workbench.session import Session
 
 from .requests import LayerUpdate, RankOneUpdate
 
@@ -34,7 +35,7 @@ def layer_deltas(update: RankOneUpdate | LayerUpdate) -> dict[int, Tensor]:
 
 
 @torch.no_grad()
-def _keys(session, tokens: Tensor, layers: Sequence[int]) -> dict[int, Tensor]:
+def _keys(session: Session, tokens: Tensor, layers: Sequence[int]) -> dict[int, Tensor]:
     """FFN keys (input of W_out) of every position at `layers`, one forward of the pure view."""
     from workbench.pure import pure_view
 
@@ -63,7 +64,7 @@ def _reach(keys: dict[int, Tensor], deltas: dict[int, Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def prompt_reach(session, update: RankOneUpdate | LayerUpdate, prompts: Sequence[str],
+def prompt_reach(session: Session, update: RankOneUpdate | LayerUpdate, prompts: Sequence[str],
                  batch_size: int = 64) -> Float[Tensor, " n"]:
     """Largest reach over each prompt's tokens (the prediction of how hard the edit hits it)."""
     deltas = layer_deltas(update)
@@ -111,7 +112,7 @@ class BlastRadius:
 
 
 @torch.no_grad()
-def blast_radius(session, update: RankOneUpdate | LayerUpdate, corpus=None, n_tokens: int = 8192,
+def blast_radius(session: Session, update: RankOneUpdate | LayerUpdate, corpus=None, n_tokens: int = 8192,
                  top: int = 20, prompts: Sequence[str] = (), predict_share: float = 0.2,
                  window: int = 128) -> BlastRadius:
     """The corpus prefixes whose keys `update` reaches most, and the reach of `prompts`.

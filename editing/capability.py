@@ -15,13 +15,14 @@ from collections.abc import Sequence
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.session import Session
 
 from ._prompts import target_ids
 
 __all__ = ["perplexity", "known_accuracy", "held_windows"]
 
 
-def held_windows(session, corpus, n_tokens: int = 4096, window: int = 128, skip: int = 0) -> torch.Tensor:
+def held_windows(session: Session, corpus, n_tokens: int = 4096, window: int = 128, skip: int = 0) -> torch.Tensor:
     """[n window] token windows of held text from `corpus` (after `skip` tokens)."""
     ids = corpus.ids[skip : skip + n_tokens]
     n = len(ids) // window
@@ -31,7 +32,7 @@ def held_windows(session, corpus, n_tokens: int = 4096, window: int = 128, skip:
 
 
 @torch.no_grad()
-def perplexity(session, windows: torch.Tensor, batch_size: int = 16) -> float:
+def perplexity(session: Session, windows: torch.Tensor, batch_size: int = 16) -> float:
     """exp(mean next-token NLL) over `windows` [n pos] (no BOS added; every window's first
     token is context only)."""
     from workbench.pure import pure_view
@@ -49,7 +50,7 @@ def perplexity(session, windows: torch.Tensor, batch_size: int = 16) -> float:
 
 
 @torch.no_grad()
-def known_accuracy(session, facts: Sequence[tuple[str, str]], batch_size: int = 64) -> float | None:
+def known_accuracy(session: Session, facts: Sequence[tuple[str, str]], batch_size: int = 64) -> float | None:
     """Percent of (prompt, answer) pairs the model completes greedily (every answer token)."""
     from workbench.pure import pure_view
 

@@ -23,6 +23,7 @@ from workbench._types import Float, Tensor
 from workbench.capture import capture_tokens
 from workbench.errors import WorkbenchError
 from workbench.hooks import Site
+from workbench.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def _digest(t: Tensor) -> str:
     return hashlib.sha1(t.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:12]
 
 
-def stats_key(session, layer: int, corpus, n_tokens: int) -> str:
+def stats_key(session: Session, layer: int, corpus, n_tokens: int) -> str:
     """Cache key: model (name, shape, layer-l key weights), layer, corpus, sample size."""
     mlp = session.model.blocks[layer].mlp
     parts = [session.name, str(session.n_layers), str(session.d_model), str(session.d_mlp),
@@ -80,7 +81,7 @@ def stats_key(session, layer: int, corpus, n_tokens: int) -> str:
 
 
 @torch.no_grad()
-def key_stats(session, layer: int, corpus, n_tokens: int = 100_000, window: int = 128,
+def key_stats(session: Session, layer: int, corpus, n_tokens: int = 100_000, window: int = 128,
               tokens_per_batch: int = 8192, use_cache: bool = True,
               directory: str | Path | None = None, progress: bool = True) -> KeyStats:
     """E[k k^T] of `layer`'s FFN keys over the first `n_tokens` corpus tokens (cached).
@@ -127,7 +128,7 @@ def key_stats(session, layer: int, corpus, n_tokens: int = 100_000, window: int 
 
 
 @torch.no_grad()
-def layers_key_stats(session, layers, corpus, n_tokens: int = 100_000, window: int = 128,
+def layers_key_stats(session: Session, layers, corpus, n_tokens: int = 100_000, window: int = 128,
                      tokens_per_batch: int = 8192, use_cache: bool = True,
                      directory: str | Path | None = None, progress: bool = True) -> dict[int, KeyStats]:
     """`key_stats` of several layers, the missing ones from ONE pass over the corpus (MEMIT's

@@ -17,7 +17,7 @@ import torch
 
 from workbench.capture import capture, capture_tokens
 from workbench.hooks import Site
-from workbench.session import TokenBatch
+from workbench.session import Session, TokenBatch
 from workbench.vocab import top_tokens
 
 from ._prompts import fill
@@ -55,14 +55,14 @@ class EditDiff:
                 "neighbours": self.neighbours, "lens": self.lens}
 
 
-def _top(session, vec: torch.Tensor, k: int) -> list[tuple[str, float]]:
+def _top(session: Session, vec: torch.Tensor, k: int) -> list[tuple[str, float]]:
     """Top tokens of a residual-basis vector by the workbench's vocabulary reading (`workbench.vocab`)."""
     logits = session.unembed(vec.to(session.device, session.dtype)).float()
     return [(t.token, t.score) for t in top_tokens(session, logits, k)]
 
 
 @torch.no_grad()
-def edit_diff(session, update: RankOneUpdate, top_k: int = 10, n_units: int = 10,
+def edit_diff(session: Session, update: RankOneUpdate, top_k: int = 10, n_units: int = 10,
               corpus=None, n_tokens: int = 4096, n_neighbours: int = 10) -> EditDiff:
     """What `update` changes (applied temporarily and undone before returning)."""
     layer = update.layer

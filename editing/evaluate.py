@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from workbench.errors import CorpusError
+from workbench.session import Session
 
 from ._prompts import target_id, target_ids
 
@@ -127,7 +128,7 @@ def load_zsre(path, n: int | None = None) -> list[EditCase]:
     return out
 
 
-def case_target_ids(session, case: EditCase) -> dict[str, tuple[int, ...]]:
+def case_target_ids(session: Session, case: EditCase) -> dict[str, tuple[int, ...]]:
     """Token sequences of the objects after each prompt (any length); TokenError when the
     tokenizer cannot produce one."""
     return {
@@ -140,7 +141,7 @@ def case_target_ids(session, case: EditCase) -> dict[str, tuple[int, ...]]:
     }
 
 
-def usable_cases(session, cases: list[EditCase]) -> tuple[list[EditCase], int]:
+def usable_cases(session: Session, cases: list[EditCase]) -> tuple[list[EditCase], int]:
     """(cases whose objects the tokenizer produces and whose new and true objects differ, skipped)."""
     from workbench.errors import TokenError
 
@@ -159,7 +160,7 @@ def usable_cases(session, cases: list[EditCase]) -> tuple[list[EditCase], int]:
 
 
 @torch.no_grad()
-def sequence_logprobs(session, pairs: list[tuple[str, tuple[int, ...]]], batch_size: int = 64
+def sequence_logprobs(session: Session, pairs: list[tuple[str, tuple[int, ...]]], batch_size: int = 64
                       ) -> list[float]:
     """Mean log p of each target sequence after its prompt (teacher forced), in the current state.
 
@@ -186,7 +187,7 @@ def sequence_logprobs(session, pairs: list[tuple[str, tuple[int, ...]]], batch_s
     return out
 
 
-def score_cases(session, cases: list[EditCase], ids: list[dict] | None = None,
+def score_cases(session: Session, cases: list[EditCase], ids: list[dict] | None = None,
                 batch_size: int = 64) -> list[CaseScores]:
     """`CaseScores` of many cases (any target length) in batched forwards, in the current state."""
     ids = ids or [case_target_ids(session, c) for c in cases]
@@ -201,7 +202,7 @@ def score_cases(session, cases: list[EditCase], ids: list[dict] | None = None,
     return [CaseScores(c.case_id, *p[6 * i : 6 * i + 6]) for i, c in enumerate(cases)]
 
 
-def case_token_ids(session, case: EditCase) -> dict[str, int]:
+def case_token_ids(session: Session, case: EditCase) -> dict[str, int]:
     """Token ids of the objects after each prompt; TokenError when one is not one token."""
     return {
         "new": target_id(session, case.prompt, case.target_new),
@@ -245,7 +246,7 @@ class CaseScores:
 
 
 @torch.no_grad()
-def score_case(session, case: EditCase, ids: dict[str, int] | None = None,
+def score_case(session: Session, case: EditCase, ids: dict[str, int] | None = None,
                fluency: float | None = None) -> CaseScores:
     """One batched forward of the prompt, rephrase and locality prompt, in the current state.
 
@@ -281,7 +282,7 @@ def generation_entropy(texts: list[str], ns=(2, 3), weights=(2 / 3, 4 / 3)) -> f
 
 
 @torch.no_grad()
-def generate_texts(session, prompts: list[str], max_new_tokens: int = 100, top_k: int = 5,
+def generate_texts(session: Session, prompts: list[str], max_new_tokens: int = 100, top_k: int = 5,
                    seed: int = 0) -> list[str]:
     """prompt + a top-k sampled continuation (seeded; the global RNG is left as it was).
 

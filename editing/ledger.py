@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from workbench.session import Session
+
 from ._prompts import EditError
 from .apply import RestoreHandle, apply, original_weights
 from .requests import EditRequest, LayerUpdate, RankOneUpdate
@@ -42,7 +44,7 @@ __all__ = ["Ledger", "LedgerEntry", "params_hash"]
 FORMAT = 1
 
 
-def params_hash(session, names: list[str]) -> str:
+def params_hash(session: Session, names: list[str]) -> str:
     """SHA-256 over the named parameters' names, dtypes, shapes and bytes (sorted by name)."""
     params = dict(session.hf_model.named_parameters())
     return _hash_tensors({n: params[n] for n in names})
@@ -92,7 +94,7 @@ def _describe(update) -> tuple[str, list[EditRequest], dict[int, float]]:
 class Ledger:
     """The applied edits of one session, in order (see the module docstring)."""
 
-    def __init__(self, session):
+    def __init__(self, session: Session):
         self.session = session
         self.entries: list[LedgerEntry] = []
         self._next = 1
@@ -180,7 +182,7 @@ class Ledger:
         return d
 
     @classmethod
-    def load(cls, directory: str | Path, session) -> Ledger:
+    def load(cls, directory: str | Path, session: Session) -> Ledger:
         """Replay a saved ledger on `session` (unedited in the touched parameters); the weights
         then equal the saved state bit for bit (checked; EditError and nothing applied if not)."""
         from safetensors.torch import load_file

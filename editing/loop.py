@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
+from workbench.session import Session
 
 from ._prompts import EditError
 from .alphaedit import AlphaEditConfig, AlphaEditState, compute_alphaedit_update
@@ -80,7 +81,7 @@ class EditRun:
     ledger: list[dict] = field(default_factory=list)
 
 
-def default_layers(session, method: str, corpus, n: int = 5, facts=None) -> tuple[tuple[int, ...], list[float]]:
+def default_layers(session: Session, method: str, corpus, n: int = 5, facts=None) -> tuple[tuple[int, ...], list[float]]:
     """Layers to edit from the FFN causal trace (`ffn_peak_layer` on `facts`, default a few facts
     every small LM knows): ROME the peak; MEMIT / AlphaEdit the `n` consecutive layers with the
     largest summed indirect effect, below the last layer. Returns (layers, the mean curve)."""
@@ -99,13 +100,13 @@ def _request(c: EditCase) -> EditRequest:
     return EditRequest(c.prompt, c.subject, c.target_new)
 
 
-def _fluency(session, cases, gen_tokens, seed) -> list[float | None]:
+def _fluency(session: Session, cases, gen_tokens, seed) -> list[float | None]:
     if gen_tokens <= 0:
         return [None] * len(cases)
     return [generation_entropy(generate_texts(session, [c.prompt], gen_tokens, seed=seed)) for c in cases]
 
 
-def run_edits(session, cases: Sequence[EditCase], stats: Mapping[int, KeyStats], *,
+def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, KeyStats], *,
               method: str = "rome", batch_size: int = 1, sequential: bool | None = None,
               config: RomeConfig | MemitConfig | AlphaEditConfig | None = None,
               held=None, known: Sequence[tuple[str, str]] = (), gen_tokens: int = 0,

@@ -39,6 +39,7 @@ import torch
 
 from workbench._types import Float, Tensor
 from workbench.errors import ShapeError, WorkbenchError
+from workbench.session import Session
 
 from ._prompts import EditError, check_edit_layer, fill, locate_subject, target_ids
 from .covariance import KeyStats
@@ -122,7 +123,7 @@ def critical_layers(curve: Sequence[float], n: int = 5) -> tuple[int, ...]:
     return tuple(range(start, start + n))
 
 
-def check_requests(session, requests: Sequence[EditRequest]) -> list[tuple[int, ...]]:
+def check_requests(session: Session, requests: Sequence[EditRequest]) -> list[tuple[int, ...]]:
     """Target ids of each request; one clear error for an empty batch, a subject not in its
     prompt, a target the tokenizer cannot produce, or two requests that give the same subject
     and prompt different targets."""
@@ -143,7 +144,7 @@ def check_requests(session, requests: Sequence[EditRequest]) -> list[tuple[int, 
     return out
 
 
-def _check_stats(session, layers: Sequence[int], stats: Mapping[int, KeyStats]) -> None:
+def _check_stats(session: Session, layers: Sequence[int], stats: Mapping[int, KeyStats]) -> None:
     if layers and layers[-1] >= session.n_layers - 1:
         raise EditError(f"layers={list(layers)}: the last edited layer must be below the model's last "
                         f"layer ({session.n_layers - 1}); a residual written at the subject there never "
@@ -161,7 +162,7 @@ class _Stop(Exception):
     pass
 
 
-def _delta_hooks(session, deltas: Mapping[int, Tensor]) -> list:
+def _delta_hooks(session: Session, deltas: Mapping[int, Tensor]) -> list:
     """Forward hooks on the pure view's down_proj that add k @ D_l (the model as if edited)."""
     handles = []
     for layer, D in deltas.items():
@@ -175,7 +176,7 @@ def _delta_hooks(session, deltas: Mapping[int, Tensor]) -> list:
 
 
 @torch.no_grad()
-def layer_keys(session, layer: int, last: int, prompts: Sequence[Sequence],
+def layer_keys(session: Session, layer: int, last: int, prompts: Sequence[Sequence],
                deltas: Mapping[int, Tensor] | None = None, chunk: int = 16) -> tuple[Tensor, Tensor, Tensor]:
     """Keys at `layer` and residuals after block `last` at the subject's last token.
 
@@ -239,7 +240,7 @@ def memit_solve(stats: KeyStats, K: Float[Tensor, "n d_mlp"], R: Float[Tensor, "
 Solver = Callable[[int, Tensor, Tensor], Tensor]
 
 
-def spread_update(session, requests: Sequence[EditRequest], layers: Sequence[int], cfg, solver: Solver,
+def spread_update(session: Session, requests: Sequence[EditRequest], layers: Sequence[int], cfg, solver: Solver,
                   method: str, progress: bool = False) -> LayerUpdate:
     """Steps 1 and 2 of the module docstring with `solver(layer, K, R) -> D` for step 2's solve."""
     t0 = time.perf_counter()
@@ -272,7 +273,7 @@ def spread_update(session, requests: Sequence[EditRequest], layers: Sequence[int
     return LayerUpdate({k: v.cpu() for k, v in deltas.items()}, tuple(requests), method, keys, info)
 
 
-def compute_memit_update(session, requests: Sequence[EditRequest], stats: Mapping[int, KeyStats],
+def compute_memit_update(session: Session, requests: Sequence[EditRequest], stats: Mapping[int, KeyStats],
                          config: MemitConfig | None = None, progress: bool = False) -> LayerUpdate:
     """The MEMIT update of a batch of requests over `config.layers` (default: the layers of
     `stats`); the model's weights are not touched.

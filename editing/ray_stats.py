@@ -6,13 +6,14 @@ from workbench.corpus import Corpus
 from workbench.distributed import RayConfig, WorkerModel
 from workbench.distributed.jobs import ray_key_moment_sums
 from workbench.errors import WorkbenchError
+from workbench.session import Session
 
 from .covariance import KeyStats, stats_key
 
 __all__ = ["key_stats_from_sums", "ray_key_stats"]
 
 
-def key_stats_from_sums(sums: dict, layer: int, corpus, session=None, n_tokens: int | None = None):
+def key_stats_from_sums(sums: dict, layer: int, corpus, session: Session | None = None, n_tokens: int | None = None):
     """An `editing.covariance.KeyStats` from merged sums (C = S_kk / n, stored as float32).
 
     With `session` and `n_tokens`, the cache key is the one `key_stats` uses, so the result
@@ -27,7 +28,7 @@ def key_stats_from_sums(sums: dict, layer: int, corpus, session=None, n_tokens: 
 
 def ray_key_stats(model: WorkerModel, layer: int, corpus: Corpus, cfg: RayConfig | None = None,
                   n_tokens: int = 100_000, window: int = 128, tokens_per_batch: int = 8192,
-                  shards_per_worker: int = 2, session=None) -> KeyStats:
+                  shards_per_worker: int = 2, session: Session | None = None) -> KeyStats:
     """`editing.covariance.key_stats` sharded over Ray workers (no cache read or written).
 
     Returns the same `KeyStats` (C = S_kk / n): the shards' float64 sums are merged exactly

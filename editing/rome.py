@@ -36,6 +36,7 @@ import torch
 from workbench._types import Float, Tensor
 from workbench.errors import ShapeError, WorkbenchError
 from workbench.pure import pure_name, pure_view
+from workbench.session import Session
 
 from ._prompts import (
     EditError,
@@ -119,7 +120,7 @@ class RomeConfig:
         return cls(**d)
 
 
-def context_prefixes(session, config: RomeConfig | None = None) -> tuple[str, ...]:
+def context_prefixes(session: Session, config: RomeConfig | None = None) -> tuple[str, ...]:
     """Short texts sampled from the model (top-5, seeded) to prepend to a prompt, plus ``""``.
 
     Cached per session and setting; the global RNG is left as it was.
@@ -193,7 +194,7 @@ class _StepGraph:
         return out
 
 
-def _batch(session, sps: list[SubjectPrompt], tids: tuple[int, ...] = ()):
+def _batch(session: Session, sps: list[SubjectPrompt], tids: tuple[int, ...] = ()):
     """Right-padded tokens, last positions, subject-last positions. On CUDA the width is rounded
     up to a multiple of 16 so that requests share shapes (kernel plans, graphs warm up once).
 
@@ -217,7 +218,7 @@ class _Stop(Exception):
     pass
 
 
-def _down_proj(session, layer: int):
+def _down_proj(session: Session, layer: int):
     """The module of the pure view whose weight is `blocks[layer].mlp.W_out` (input: the FFN key)."""
     name, param, _ = live_w_out(session, layer)
     mod = pure_view(session).get_submodule(pure_name(name).rsplit(".", 1)[0])
@@ -240,7 +241,7 @@ def target_positions(sps: list[SubjectPrompt], tids: tuple[int, ...], device
             torch.tensor(want, device=device))
 
 
-def _logits_at(session, tokens: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+def _logits_at(session: Session, tokens: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     """Logits at positions (rows[i], cols[i]): HF trunk, then the output head there only."""
     hf = pure_view(session)
     h = hf.base_model(input_ids=tokens, use_cache=False).last_hidden_state[rows, cols]
@@ -251,7 +252,7 @@ def _logits_at(session, tokens: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     return logits
 
 
-def _last_logits(session, tokens: Tensor, last: Tensor) -> Tensor:
+def _last_logits(session: Session, tokens: Tensor, last: Tensor) -> Tensor:
     """Logits at one position per row: HF trunk, then the output head at those positions only.
 
     Runs the pure view (what the bridge computes, within float tolerance: SDPA attention). Right
@@ -267,13 +268,13 @@ def _last_logits(session, tokens: Tensor, last: Tensor) -> Tensor:
     return logits
 
 
-def subject_key(session, layer: int, sps: list[SubjectPrompt]) -> Float[Tensor, " d_mlp"]:
+def subject_key(session: Session, layer: int, sps: list[SubjectPrompt]) -> Float[Tensor, " d_mlp"]:
     """Mean FFN key (the input of W_out) at the subject's last token over the prompts."""
     return subject_keys(session, layer, sps).mean(0)
 
 
 @torch.no_grad()
-def subject_keys(session, layer: int, sps: list[SubjectPrompt]) -> Float[Tensor, "n d_mlp"]:
+def subject_keys(session: Session, layer: int, sps: list[SubjectPrompt]) -> Float[Tensor, "n d_mlp"]:
     """FFN key (the input of W_out) at the subject's last token of each prompt, one forward."""
     tokens, _, subj = _batch(session, sps)
     got = {}
@@ -317,7 +318,7 @@ def left_vector(stats: KeyStats, k_star: Float[Tensor, " d_mlp"],
     return (a @ CiK).float()
 
 
-def compute_rome_update(session, request: EditRequest, stats: KeyStats,
+def compute_rome_update(session: Session, request: EditRequest, stats: KeyStats,
                         config: RomeConfig | None = None) -> RankOneUpdate:
     """The ROME update for `request` at `stats.layer`; the model's weights are not touched.
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from workbench._types import Float, Tensor
 from workbench.errors import WorkbenchError
+from workbench.session import Session
 
 from ._prompts import SubjectPrompt, locate_subject, target_id
 
@@ -138,7 +139,7 @@ class TraceResult:
 
 
 @torch.no_grad()
-def embedding_std(session, corpus, max_tokens: int = 20_000) -> float:
+def embedding_std(session: Session, corpus, max_tokens: int = 20_000) -> float:
     """Standard deviation of the embedding output (all elements) over corpus tokens."""
     vals = []
 
@@ -174,7 +175,7 @@ def _cells(kind: str, n_layers: int, n_pos: int, window: int) -> list[tuple[int,
 
 
 @torch.no_grad()
-def trace_fact(session, prompt: str, subject: str, noise_std: float, answer: str | None = None,
+def trace_fact(session: Session, prompt: str, subject: str, noise_std: float, answer: str | None = None,
                config: TraceConfig | None = None, progress: bool = False) -> TraceResult:
     """Trace one fact: restored-probability grids for each kind in `config.kinds`.
 
@@ -242,7 +243,7 @@ def trace_fact(session, prompt: str, subject: str, noise_std: float, answer: str
     )
 
 
-def _run_rows(session, tokens, sp: SubjectPrompt, noise: Tensor, rows: Sequence[tuple[int, int]],
+def _run_rows(session: Session, tokens, sp: SubjectPrompt, noise: Tensor, rows: Sequence[tuple[int, int]],
               cells, clean_states: list[Tensor], template: str, ans_id: int) -> Tensor:
     """One forward pass of corrupted rows, each restoring its cell; p(answer) per row."""
     B = len(rows)
@@ -306,7 +307,7 @@ DEFAULT_FACTS: tuple[tuple[str, str], ...] = (
 )
 
 
-def ffn_peak_layer(session, facts, noise_std: float, config: TraceConfig | None = None,
+def ffn_peak_layer(session: Session, facts, noise_std: float, config: TraceConfig | None = None,
                    progress: bool = False) -> tuple[int, list[float]]:
     """The layer where the mean FFN indirect effect at the subject's last token peaks.
 

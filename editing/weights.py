@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from workbench.session import Session
+
 from ._prompts import EditError, check_edit_layer
 
 __all__ = ["live_w_out"]
 
 
-def live_w_out(session, layer: int) -> tuple[str, torch.nn.Parameter, bool]:
+def live_w_out(session: Session, layer: int) -> tuple[str, torch.nn.Parameter, bool]:
     """(name, HF parameter, transposed) that `blocks[layer].mlp.W_out` is a view of."""
     layer = check_edit_layer(session, layer)
     view = session.model.blocks[layer].mlp.W_out

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench._types import Float, Tensor
+from workbench.session import Session
 
 from ._prompts import SubjectPrompt
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 __all__ = ["target_residuals"]
 
 
-def _rows(session, prompts, ess, tids):
+def _rows(session: Session, prompts, ess, tids):
     """Tokens of a chunk: each request's prompts (with its target tail), then its essence row."""
     seqs, req, subj, tgt_rows, tgt_cols, tgt_ids, tgt_req, ess_rows, ess_cols, bare = \
         [], [], [], [], [], [], [], [], [], []
@@ -64,7 +65,7 @@ def _rows(session, prompts, ess, tids):
             t_(ess_rows), t_(ess_cols), t_(bare))
 
 
-def target_residuals(session, last: int, prompts: Sequence[Sequence[SubjectPrompt]],
+def target_residuals(session: Session, last: int, prompts: Sequence[Sequence[SubjectPrompt]],
                      ess: Sequence[SubjectPrompt], tids: Sequence[tuple[int, ...]], cfg,
                      progress: bool = False) -> tuple[Float[Tensor, "n d_model"], dict]:
     """z_i for every request (module docstring); returns (Z [n d_model] on CPU, info).

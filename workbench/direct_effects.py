@@ -37,6 +37,7 @@ from ._types import Float, Tensor
 from .capture import capture
 from .errors import TokenError, WorkbenchError
 from .hooks import Site
+from .session import Session
 
 __all__ = ["DirectEffects", "direct_effects", "norm_gain"]
 
@@ -91,14 +92,14 @@ class DirectEffects:
         return d
 
 
-def _softcap(session) -> float | None:
+def _softcap(session: Session) -> float | None:
     cfg = getattr(session.hf_model, "config", None)
     cap = getattr(cfg, "final_logit_softcapping", None)
     return float(cap) if cap else None
 
 
 @torch.no_grad()
-def norm_gain(session) -> Float[Tensor, " d_model"]:
+def norm_gain(session: Session) -> Float[Tensor, " d_model"]:
     """The final RMSNorm's elementwise gain g (Gemma: 1 + w), read off the norm itself.
 
     N(x) = c(x) g ⊙ x with c(x) = 1/sqrt(mean(x²) + eps); for x = 1000·1, c·1000 = 1/sqrt(1 + eps/1e6),
@@ -109,7 +110,7 @@ def norm_gain(session) -> Float[Tensor, " d_model"]:
 
 
 @torch.no_grad()
-def direct_effects(session, prompt: str, target: str | int) -> DirectEffects:
+def direct_effects(session: Session, prompt: str, target: str | int) -> DirectEffects:
     """Direct effects of the embedding, each attention and each FFN on `target`'s logit.
 
     Args:

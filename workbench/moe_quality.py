@@ -28,6 +28,7 @@ from .corpus import Corpus
 from .errors import EmptyPromptError, ShapeError, WorkbenchError
 from .hooks import Intervention, Site, intervene
 from .moe_routing import Router
+from .session import Session
 
 __all__ = ["top_k_experts", "check_k", "k_for_share", "perplexity", "fact_accuracy",
            "QualityCurve", "quality_curve"]
@@ -48,7 +49,7 @@ def k_for_share(share: float, n_experts: int) -> int:
     return max(1, min(n_experts, round(share * n_experts)))
 
 
-def top_k_experts(session, routers: Sequence[Router], k: int) -> list[Intervention]:
+def top_k_experts(session: Session, routers: Sequence[Router], k: int) -> list[Intervention]:
     """Interventions keeping only each token's top-k experts at every routed layer."""
     routers = list(routers)
     if not routers:
@@ -92,7 +93,7 @@ def top_k_experts(session, routers: Sequence[Router], k: int) -> list[Interventi
 
 
 @torch.no_grad()
-def perplexity(session, corpus: Corpus, interventions: Sequence[Intervention] = (), window: int = 128,
+def perplexity(session: Session, corpus: Corpus, interventions: Sequence[Intervention] = (), window: int = 128,
                max_tokens: int | None = 4096, tokens_per_batch: int = 2048) -> float:
     """exp(mean next-token NLL) over corpus windows (every prediction inside a window)."""
     total, count = 0.0, 0
@@ -109,7 +110,7 @@ def perplexity(session, corpus: Corpus, interventions: Sequence[Intervention] = 
 
 
 @torch.no_grad()
-def fact_accuracy(session, prompts: Sequence[str], answers: Sequence[str],
+def fact_accuracy(session: Session, prompts: Sequence[str], answers: Sequence[str],
                   interventions: Sequence[Intervention] = (), batch: int = 32) -> float:
     """Share of prompts whose greedy next token is the first token of the answer."""
     if not prompts or len(prompts) != len(answers):
@@ -161,7 +162,7 @@ class QualityCurve:
                 "base_accuracy": self.base_accuracy, "n_tokens": self.n_tokens, "n_facts": self.n_facts}
 
 
-def quality_curve(session, methods: Mapping[str, Sequence[Router]], held: Corpus,
+def quality_curve(session: Session, methods: Mapping[str, Sequence[Router]], held: Corpus,
                   shares: Sequence[float] = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0),
                   facts: tuple[Sequence[str], Sequence[str]] | None = None,
                   max_tokens: int = 4096, window: int = 128) -> QualityCurve:

@@ -40,6 +40,7 @@ from .errors import ShapeError, WorkbenchError, choices
 from .ffn import ffn_weights
 from .hooks import Site
 from .moe import Experts, _windows, key_features, random_experts
+from .session import Session
 
 __all__ = ["balanced_experts", "Router", "ROUTER_KINDS", "similarity_router", "oracle_router",
            "random_router", "train_mlp_routers", "expert_norms", "expert_table", "expert_grams",
@@ -48,7 +49,7 @@ __all__ = ["balanced_experts", "Router", "ROUTER_KINDS", "similarity_router", "o
 ROUTER_KINDS = ("similarity", "mlp", "oracle", "random")
 
 
-def balanced_experts(session, layer: int, n_experts: int = 48, seed: int = 0,
+def balanced_experts(session: Session, layer: int, n_experts: int = 48, seed: int = 0,
                      n_init: int = 1, max_iter: int = 50) -> Experts:
     """KMeans centroids of the normalised keys, units assigned under equal capacity."""
     from sklearn.cluster import KMeans
@@ -74,7 +75,7 @@ def balanced_experts(session, layer: int, n_experts: int = 48, seed: int = 0,
     return Experts(layer, torch.as_tensor(labels, dtype=torch.long), n_experts, "balanced-kmeans")
 
 
-def make_partitions(session, n_experts: int = 48, layers: Sequence[int] | None = None,
+def make_partitions(session: Session, n_experts: int = 48, layers: Sequence[int] | None = None,
                     kind: str = "balanced", seed: int = 0) -> list[Experts]:
     """One partition per layer: ``balanced`` (KMeans + equal sizes) or ``random`` (same sizes)."""
     layers = range(session.n_layers) if layers is None else [session.check_layer(x) for x in layers]
@@ -171,7 +172,7 @@ class Router:
         return torch.rand(ref.shape[0], self.n_experts, generator=gen).to(ref.device)
 
 
-def similarity_router(session, experts: Experts) -> Router:
+def similarity_router(session: Session, experts: Experts) -> Router:
     """The paper's similarity selection: mean (gate) key of each expert's units."""
     w = ffn_weights(session, experts.layer)
     keys = (w.gate_keys if w.gate_keys is not None else w.keys).detach().float()
@@ -180,7 +181,7 @@ def similarity_router(session, experts: Experts) -> Router:
     return Router(experts, "similarity", {"centroids": cent.cpu()})
 
 
-def oracle_router(session, experts: Experts) -> Router:
+def oracle_router(session: Session, experts: Experts) -> Router:
     """Ground-truth selection by the norm of each expert's output."""
     values = ffn_weights(session, experts.layer).values.detach().float()
     units = expert_table(experts)
@@ -207,7 +208,7 @@ def _single_thread(device: torch.device) -> Iterator[None]:
 
 
 @torch.no_grad()
-def _router_data(session, corpus: Corpus, partitions: Sequence[Experts], max_tokens: int,
+def _router_data(session: Session, corpus: Corpus, partitions: Sequence[Experts], max_tokens: int,
                  window: int):
     xs: dict[int, list[Tensor]] = {p.layer: [] for p in partitions}
     ts: dict[int, list[Tensor]] = {p.layer: [] for p in partitions}
@@ -222,7 +223,7 @@ def _router_data(session, corpus: Corpus, partitions: Sequence[Experts], max_tok
     return {k: torch.cat(v) for k, v in xs.items()}, {k: torch.cat(v) for k, v in ts.items()}
 
 
-def train_mlp_routers(session, corpus: Corpus, partitions: Sequence[Experts], hidden: int = 128,
+def train_mlp_routers(session: Session, corpus: Corpus, partitions: Sequence[Experts], hidden: int = 128,
                       steps: int = 300, lr: float = 3e-3, batch: int = 256, max_tokens: int = 4096,
                       window: int = 128, seed: int = 0) -> list[Router]:
     """The paper's MLP selection, one small router per layer, trained on `corpus`.

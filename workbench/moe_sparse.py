@@ -21,6 +21,7 @@ from .errors import ShapeError, WorkbenchError
 from .moe import Experts
 from .moe_quality import check_k
 from .moe_routing import Router, expert_table
+from .session import Session
 
 __all__ = ["ExpertFFN", "expert_ffn", "SparseTiming", "time_sparse_ffn"]
 
@@ -75,7 +76,7 @@ class ExpertFFN:
         return y
 
 
-def expert_ffn(session, experts: Experts) -> ExpertFFN:
+def expert_ffn(session: Session, experts: Experts) -> ExpertFFN:
     """Regroup `experts.layer`'s gated FFN weights by expert."""
     mlp = session.hf_model.model.layers[session.check_layer(experts.layer)].mlp
     if not hasattr(mlp, "gate_proj"):
@@ -120,7 +121,7 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def time_sparse_ffn(session, router: Router, k: int, n_tokens: int = 4096, repeats: int = 20,
+def time_sparse_ffn(session: Session, router: Router, k: int, n_tokens: int = 4096, repeats: int = 20,
                     seed: int = 0) -> SparseTiming:
     """Time the model's dense FFN (the HF module) against the sparse forward of the top-k experts.
 

@@ -45,6 +45,7 @@ import torch
 
 from .._types import Float, Tensor
 from ..errors import ShapeError, WorkbenchError
+from ..session import Session
 
 __all__ = ["LayerDecomposition", "decompose_layer", "decompose_all", "ig_gated_split", "RULES"]
 
@@ -139,7 +140,7 @@ class LayerDecomposition:
         return diff.norm(dim=-1) / self.actual.norm(dim=-1).clamp_min(1e-30)
 
 
-def _capture_layers(session, tokens: Tensor, layers: list[int]) -> dict[str, Tensor]:
+def _capture_layers(session: Session, tokens: Tensor, layers: list[int]) -> dict[str, Tensor]:
     names = []
     for layer in layers:
         b = f"blocks.{layer}"
@@ -173,7 +174,7 @@ def _check_biases(hf_layer, layer: int) -> None:
 
 
 @torch.no_grad()
-def _decompose(session, store: dict[str, Tensor], layer: int, str_tokens, steps: int,
+def _decompose(session: Session, store: dict[str, Tensor], layer: int, str_tokens, steps: int,
                rule: str, dtype: torch.dtype) -> LayerDecomposition:
     hf_layer = session.hf_model.model.layers[layer]
     if not hasattr(hf_layer.mlp, "gate_proj"):
@@ -235,12 +236,12 @@ def _decompose(session, store: dict[str, Tensor], layer: int, str_tokens, steps:
                               torch.stack(actual), head_norms, ff_scope, steps, rule)
 
 
-def _tokens(session, prompt: str):
+def _tokens(session: Session, prompt: str):
     batch = session.tokenize(prompt)
     return batch.tokens, batch.str_tokens[0]
 
 
-def decompose_all(session, prompt: str, layers=None, steps: int = 64, rule: str = "midpoint",
+def decompose_all(session: Session, prompt: str, layers=None, steps: int = 64, rule: str = "midpoint",
                   dtype: torch.dtype = torch.float32):
     """Yield `LayerDecomposition` for each layer (default all) of one prompt, one forward."""
     quadrature(steps, rule)                                              # validates early
@@ -253,7 +254,7 @@ def decompose_all(session, prompt: str, layers=None, steps: int = 64, rule: str 
         yield _decompose(session, store, layer, str_tokens, steps, rule, dtype)
 
 
-def decompose_layer(session, prompt: str, layer: int, steps: int = 64, rule: str = "midpoint",
+def decompose_layer(session: Session, prompt: str, layer: int, steps: int = 64, rule: str = "midpoint",
                     dtype: torch.dtype = torch.float32) -> LayerDecomposition:
     """The contribution vectors of `layer` on `prompt` (see module docstring).
 

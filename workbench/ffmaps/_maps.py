@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .._types import Float, Tensor
 from ..errors import EmptyPromptError, ShapeError
+from ..session import Session
 from ._decompose import LayerDecomposition, decompose_all
 
 __all__ = ["AmplifiedPair", "LayerMaps", "FFMaps", "FFChangeSummary", "ffmaps", "ff_change_summary",
@@ -183,7 +184,7 @@ class FFMaps:
                 "pairs": [p.to_dict() for p in self.pairs]}
 
 
-def ffmaps(session, prompt: str, layers: Sequence[int] | None = None, steps: int = 64,
+def ffmaps(session: Session, prompt: str, layers: Sequence[int] | None = None, steps: int = 64,
            rule: str = "midpoint", top: int = 10, min_share: float = 0.01) -> FFMaps:
     """Contextualisation maps after each component of each layer, and the FF statistics.
 
@@ -233,7 +234,7 @@ class FFChangeSummary:
                 "pairs": [p.to_dict() for p in self.pairs]}
 
 
-def ff_change_summary(session, prompts: Sequence[str], layers: Sequence[int] | None = None,
+def ff_change_summary(session: Session, prompts: Sequence[str], layers: Sequence[int] | None = None,
                       steps: int = 64, rule: str = "midpoint", top: int = 10,
                       min_share: float = 0.01) -> FFChangeSummary:
     """`ffmaps` statistics over several prompts (e.g. WikiText sentences), per layer."""

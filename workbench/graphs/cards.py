@@ -13,6 +13,7 @@ import torch
 
 from ..ffn import ffn_weights
 from ..memories import MemoryExample, MemoryIndex
+from ..session import Session
 from ..vocab import TokenScore, top_tokens, value_tokens
 from .result import AttributionGraph
 
@@ -50,7 +51,7 @@ class MemoryCard:
 
 
 @torch.no_grad()
-def memory_card(session, layer: int, neuron: int, coefficient: float | None = None,
+def memory_card(session: Session, layer: int, neuron: int, coefficient: float | None = None,
                 index: MemoryIndex | None = None, source=None, k: int = 10, n_triggers: int = 5) -> MemoryCard:
     """The memory card of (layer, neuron). `source` is the harvested Corpus or the session
     (decodes the index's stored prefixes); it defaults to the session."""
@@ -66,7 +67,7 @@ def memory_card(session, layer: int, neuron: int, coefficient: float | None = No
     return MemoryCard(layer, neuron, coefficient, vt.norm, vt.promoted, vt.suppressed, sub, triggers)
 
 
-def memory_cards(session, graph: AttributionGraph, index: MemoryIndex | None = None, source=None,
+def memory_cards(session: Session, graph: AttributionGraph, index: MemoryIndex | None = None, source=None,
                  k: int = 10, n_triggers: int = 5, limit: int | None = None) -> dict[str, MemoryCard]:
     """Cards of the graph's unit nodes (the first `limit`, by influence), keyed by node id."""
     units = graph.units()[:limit] if limit is not None else graph.units()

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ShapeError
 from ..hooks import intervene, set_neurons
+from ..session import Session
 from .build import LogitNodes, attribute
 from .config import GraphConfig, UnknownBasisError
 from .faithfulness import Faithfulness, predicted_effects, spearman, with_faithfulness
@@ -33,7 +34,7 @@ from .weights import model_weights
 __all__ = ["contrastive_graph", "contrastive_faithfulness"]
 
 
-def contrastive_graph(session, clean: str, corrupt: str, target: str, foil: str,
+def contrastive_graph(session: Session, clean: str, corrupt: str, target: str, foil: str,
                       config: GraphConfig | dict | None = None, *, progress: bool = True,
                       **overrides: Any) -> AttributionGraph:
     """Graph of logit(target) - logit(foil) on `clean`, edges weighted by clean - corrupt.
@@ -74,7 +75,7 @@ def contrastive_graph(session, clean: str, corrupt: str, target: str, foil: str,
 
 
 @torch.no_grad()
-def contrastive_faithfulness(session, graph: AttributionGraph, corrupt_coeffs, tid: int, fid: int,
+def contrastive_faithfulness(session: Session, graph: AttributionGraph, corrupt_coeffs, tid: int, fid: int,
                              n: int = 20, progress: bool = True) -> Faithfulness:
     """Patch each top unit to its corrupt coefficient in the real clean run; compare the metric."""
     units = [(i, nd) for i, nd in enumerate(graph.nodes) if nd.kind == "unit"][:n]

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .._types import Float, Tensor
 from ..hooks import intervene, scale_neurons
+from ..session import Session
 from .edges import total_derivatives
 from .frozen import freeze
 from .result import AttributionGraph
@@ -100,7 +101,7 @@ class Faithfulness:
 
 
 @torch.no_grad()
-def faithfulness(session, graph: AttributionGraph, n: int = 20, factor: float = 0.0,
+def faithfulness(session: Session, graph: AttributionGraph, n: int = 20, factor: float = 0.0,
                  progress: bool = True) -> Faithfulness:
     """Scale each of the top-n kept units by `factor` in the real model and compare."""
     units = [(i, nd) for i, nd in enumerate(graph.nodes) if nd.kind == "unit"][:n]

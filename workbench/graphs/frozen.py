@@ -26,6 +26,7 @@ import torch
 
 from .._types import Float, Int, Tensor
 from ..errors import EmptyPromptError, TokenError, WorkbenchError
+from ..session import Session
 from .weights import ModelWeights, model_weights
 
 __all__ = ["PromptTooLongError", "Frozen", "FrozenRun", "freeze", "run", "prompt_ids"]
@@ -74,7 +75,7 @@ class Frozen:
         return self.weights.n_layers
 
 
-def prompt_ids(session, prompt: str | Sequence[int]) -> list[int]:
+def prompt_ids(session: Session, prompt: str | Sequence[int]) -> list[int]:
     """Token ids of one prompt (BOS per the session), checked against the model's context."""
     ids = session.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
     if not ids:
@@ -90,7 +91,7 @@ def prompt_ids(session, prompt: str | Sequence[int]) -> list[int]:
 
 
 @torch.no_grad()
-def freeze(session, prompt: str | Sequence[int], weights: ModelWeights | None = None) -> Frozen:
+def freeze(session: Session, prompt: str | Sequence[int], weights: ModelWeights | None = None) -> Frozen:
     """Run `prompt` once in the real model and capture what the local linear model holds fixed.
 
     Reads the residual entering each norm and the attention patterns through scoped hooks (the

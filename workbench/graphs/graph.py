@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..session import Session
 from .build import LogitNodes, RawGraph, attribute
 from .config import GraphConfig, GraphConfigError
 from .frozen import Frozen, freeze
@@ -42,7 +43,7 @@ def _config(config: GraphConfig | dict | None, **overrides: Any) -> GraphConfig:
     return config
 
 
-def logit_nodes(session, fz: Frozen, target: str | None, cfg: GraphConfig) -> LogitNodes:
+def logit_nodes(session: Session, fz: Frozen, target: str | None, cfg: GraphConfig) -> LogitNodes:
     """Top tokens by probability (up to cfg.max_logits, until cfg.logit_prob), plus `target`.
 
     Influence weights: one-hot on the named target, else the probabilities.
@@ -120,7 +121,7 @@ def assemble(raw: RawGraph, fz: Frozen, cfg: GraphConfig, *, prompt: str, model:
                             sub.cpu(), cfg, summary, M)
 
 
-def build_graph(session, prompt: str | Sequence[int], target: str | None = None, config: GraphConfig | dict | None = None,
+def build_graph(session: Session, prompt: str | Sequence[int], target: str | None = None, config: GraphConfig | dict | None = None,
                 *, weights: ModelWeights | None = None, progress: bool = True, **overrides: Any) -> AttributionGraph:
     """The pruned attribution graph of `prompt` over FFN units (exact in the frozen model).
 

@@ -22,6 +22,7 @@ import torch
 
 from .._types import Float, Tensor
 from ..errors import WorkbenchError
+from ..session import Session
 
 __all__ = ["UnsupportedModelError", "NormWeights", "LayerWeights", "ModelWeights", "model_weights"]
 
@@ -121,7 +122,7 @@ class ModelWeights:
         return int(self.layers[0].W_down.shape[1])
 
 
-def model_weights(session, dtype: torch.dtype = torch.float32) -> ModelWeights:
+def model_weights(session: Session, dtype: torch.dtype = torch.float32) -> ModelWeights:
     """Read `session`'s weights for the frozen model (raises UnsupportedModelError).
 
     Weights already in `dtype` are views; others (bf16 / fp16 sessions) are float32 copies, so

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .._types import Float, Tensor
 from ..corpus import Corpus
 from ..errors import ShapeError, WorkbenchError, choices
+from ..session import Session
 from .jacobian import load_jacobian_lens
 from .tuned import collect_residuals, kl_to_final, load_tuned_lens
 
@@ -34,11 +35,11 @@ class LogitReader:
 
     meta: dict = {"kind": "logit"}
 
-    def logits(self, session, resid: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_vocab"]:
+    def logits(self, session: Session, resid: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_vocab"]:
         return session.unembed(resid).float()
 
 
-def load_lens(session, kind: str = "logit", path: str | Path | None = None):
+def load_lens(session: Session, kind: str = "logit", path: str | Path | None = None):
     """A reader with `.logits(session, resid, layer)` for `kind` (tuned/jacobian from `path`
     or the default cache path of the session's model)."""
     if kind == "logit":
@@ -50,7 +51,7 @@ def load_lens(session, kind: str = "logit", path: str | Path | None = None):
     raise WorkbenchError(f"lens kind={kind!r} is unknown; choose one of {choices(LENS_KINDS)}")
 
 
-def lens(session, resid: Float[Tensor, "... d_model"], layer: int, kind: str = "logit",
+def lens(session: Session, resid: Float[Tensor, "... d_model"], layer: int, kind: str = "logit",
          reader=None, path: str | Path | None = None) -> Float[Tensor, "... d_vocab"]:
     """Logits of `resid` (output of block `layer`) through the chosen lens."""
     session.check_layer(layer)
@@ -83,7 +84,7 @@ class LensKL:
 
 
 @torch.no_grad()
-def lens_kl(session, corpus: Corpus, readers: Mapping[str, object] | Sequence[str] = ("logit",),
+def lens_kl(session: Session, corpus: Corpus, readers: Mapping[str, object] | Sequence[str] = ("logit",),
             layers: Sequence[int] | None = None, max_tokens: int = 512, window: int = 128,
             chunk: int = 64) -> LensKL:
     """KL to the final distribution per layer for each lens (readers by kind, or kinds to load)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import WorkbenchError
+from ..session import Session
 
 __all__ = ["LensModelMismatch", "LensNotFound", "identity", "check_identity", "default_path",
            "save_tensors", "load_tensors"]
@@ -28,14 +29,14 @@ class LensNotFound(WorkbenchError):
     """No lens file where one was asked for."""
 
 
-def identity(session) -> dict:
+def identity(session: Session) -> dict:
     """What a lens file records about the model it was trained for."""
     probe = session.W_U.detach()[:8, :16].float().cpu()
     return {"model_name": str(session.name), "d_model": session.d_model, "n_layers": session.n_layers,
             "d_vocab": session.d_vocab, "probe": probe.flatten().tolist()}
 
 
-def check_identity(meta: dict, session, what: str) -> None:
+def check_identity(meta: dict, session: Session, what: str) -> None:
     """Raise LensModelMismatch naming the first difference between `meta` and `session`."""
     mine = identity(session)
     for key in ("model_name", "d_model", "n_layers", "d_vocab"):
@@ -53,7 +54,7 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
 
 
-def default_path(session, kind: str) -> Path:
+def default_path(session: Session, kind: str) -> Path:
     from ..models import cache_root
 
     return cache_root() / "lenses" / _slug(str(session.name)) / f"{kind}.safetensors"

@@ -26,13 +26,14 @@ from pathlib import Path
 
 from .._types import Float, Tensor
 from ..errors import EmptyPromptError, WorkbenchError
+from ..session import Session
 from ._store import check_identity, default_path, identity, load_tensors, save_tensors
 
 __all__ = ["JLens", "fit_jacobian_lens", "load_jacobian_lens"]
 
 
 @contextlib.contextmanager
-def _session_bos(session) -> Iterator[None]:
+def _session_bos(session: Session) -> Iterator[None]:
     cfg = session.model.cfg
     old = cfg.default_prepend_bos
     cfg.default_prepend_bos = bool(session.prepend_bos)
@@ -67,10 +68,10 @@ class JLens:
                                  f"{list(self.layers)} (and {n_layers - 1} as the identity)")
         return self.lens.transport(resid, layer)
 
-    def logits(self, session, resid: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_vocab"]:
+    def logits(self, session: Session, resid: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_vocab"]:
         return session.unembed(self.translate(resid, layer, session.n_layers)).float()
 
-    def save(self, path: str | Path | None = None, session=None) -> Path:
+    def save(self, path: str | Path | None = None, session: Session | None = None) -> Path:
         if path is None:
             if session is None:
                 raise WorkbenchError("save() needs a path or the session (for the default path)")
@@ -81,7 +82,7 @@ class JLens:
         return save_tensors(path, tensors, meta)
 
 
-def fit_jacobian_lens(session, prompts: Sequence[str], corpus: str = "prompts",
+def fit_jacobian_lens(session: Session, prompts: Sequence[str], corpus: str = "prompts",
                       layers: Sequence[int] | None = None, dim_batch: int = 16,
                       max_seq_len: int = 128, skip_first_positions: int | None = None,
                       progress: bool = True) -> JLens:
@@ -119,7 +120,7 @@ def fit_jacobian_lens(session, prompts: Sequence[str], corpus: str = "prompts",
     return JLens(lens, {**identity(session), "prepend_bos": bool(session.prepend_bos)})
 
 
-def load_jacobian_lens(session, path: str | Path | None = None) -> JLens:
+def load_jacobian_lens(session: Session, path: str | Path | None = None) -> JLens:
     """Load a Jacobian lens saved by `JLens.save`, refusing one fit on another model."""
     from transformer_lens.tools.analysis.jacobian_lens import JacobianLens
 

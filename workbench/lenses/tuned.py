@@ -29,6 +29,7 @@ from ..corpus import Corpus
 from ..errors import ShapeError, WorkbenchError
 from ..hooks import Site
 from ..moe import _windows
+from ..session import Session
 from ._store import check_identity, default_path, identity, load_tensors, save_tensors
 
 __all__ = ["TunedLensConfig", "TunedLens", "init_tuned_lens", "train_tuned_lens", "load_tuned_lens",
@@ -97,10 +98,10 @@ class TunedLens:
         h = resid.float()
         return h + h @ A + b
 
-    def logits(self, session, resid: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_vocab"]:
+    def logits(self, session: Session, resid: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_vocab"]:
         return session.unembed(self.translate(resid, layer)).float()
 
-    def save(self, path: str | Path | None = None, session=None) -> Path:
+    def save(self, path: str | Path | None = None, session: Session | None = None) -> Path:
         """Save as safetensors (default: the cache path for `session`'s model)."""
         if path is None:
             if session is None:
@@ -110,7 +111,7 @@ class TunedLens:
         return save_tensors(path, {"A": self.A, "b": self.b}, meta)
 
 
-def init_tuned_lens(session, layers: Sequence[int] | None = None) -> TunedLens:
+def init_tuned_lens(session: Session, layers: Sequence[int] | None = None) -> TunedLens:
     """The identity lens (A = 0, b = 0) for `layers` (default all)."""
     layers = tuple(range(session.n_layers)) if layers is None else tuple(session.check_layer(x) for x in layers)
     if not layers:
@@ -121,7 +122,7 @@ def init_tuned_lens(session, layers: Sequence[int] | None = None) -> TunedLens:
 
 
 @torch.no_grad()
-def collect_residuals(session, corpus: Corpus, layers: Sequence[int], max_tokens: int,
+def collect_residuals(session: Session, corpus: Corpus, layers: Sequence[int], max_tokens: int,
                       window: int = 128) -> tuple[Tensor, Tensor]:
     """resid_post of `layers` [n layer d_model] and of the last layer [n d_model], BOS dropped."""
     last = session.n_layers - 1
@@ -141,7 +142,7 @@ def kl_to_final(logits: Float[Tensor, "... d_vocab"], final_logp: Float[Tensor, 
     return (final_logp.exp() * (final_logp - logq)).sum(-1)
 
 
-def train_tuned_lens(session, corpus: Corpus, config: TunedLensConfig = TunedLensConfig(),
+def train_tuned_lens(session: Session, corpus: Corpus, config: TunedLensConfig = TunedLensConfig(),
                      layers: Sequence[int] | None = None, lens: TunedLens | None = None,
                      progress: bool = True) -> TunedLens:
     """Train translators on `corpus` to minimise KL(p_final || q_l) (module docstring)."""
@@ -179,7 +180,7 @@ def train_tuned_lens(session, corpus: Corpus, config: TunedLensConfig = TunedLen
     return TunedLens(lens.layers, A.detach().cpu(), b.detach().cpu(), meta)
 
 
-def load_tuned_lens(session, path: str | Path | None = None, layers: Sequence[int] | None = None) -> TunedLens:
+def load_tuned_lens(session: Session, path: str | Path | None = None, layers: Sequence[int] | None = None) -> TunedLens:
     """Load a tuned lens for `session`'s model (refusing one trained for another model).
 
     `path`: a file, or None for the default cache path of the session's model. `layers`:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..capture import capture
 from ..errors import WorkbenchError
+from ..session import Session
 from .tasks import CircuitTask
 
 __all__ = ["CircuitConfig", "CircuitResult", "logit_diff", "head_patching_importance",
@@ -91,7 +92,7 @@ def logit_diff(logits, last, correct, wrong) -> torch.Tensor:
 
 
 @torch.no_grad()
-def head_patching_importance(session, task: CircuitTask, progress: bool = True) -> tuple[torch.Tensor, float, float]:
+def head_patching_importance(session: Session, task: CircuitTask, progress: bool = True) -> tuple[torch.Tensor, float, float]:
     """[n_layers n_heads] normalised effect of patching each head's z from corrupt into clean."""
     clean, corrupt = session.tokenize(list(task.clean)), session.tokenize(list(task.corrupt))
     if not torch.equal(clean.lengths, corrupt.lengths):
@@ -152,7 +153,7 @@ def _train_head_saes(x: torch.Tensor, cfg: CircuitConfig) -> torch.Tensor:
 
 
 @torch.no_grad()
-def head_code_scores(session, task: CircuitTask, cfg: CircuitConfig) -> torch.Tensor:
+def head_code_scores(session: Session, task: CircuitTask, cfg: CircuitConfig) -> torch.Tensor:
     """[n_layers n_heads] share of positive prompts whose discrete code no negative uses."""
     sites = [f"head_out:{layer}" for layer in range(session.n_layers)]
     feats = []
@@ -177,7 +178,7 @@ def _topn(t: torch.Tensor, n: int) -> tuple[tuple[int, int], ...]:
     return tuple((int(i) // t.shape[1], int(i) % t.shape[1]) for i in idx)
 
 
-def find_circuit(session, task: CircuitTask, cfg: CircuitConfig | None = None) -> CircuitResult:
+def find_circuit(session: Session, task: CircuitTask, cfg: CircuitConfig | None = None) -> CircuitResult:
     """Rank heads by SAE code uniqueness; compare with activation-patching ground truth."""
     cfg = cfg or CircuitConfig()
     t0 = time.perf_counter()

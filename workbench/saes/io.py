@@ -17,6 +17,7 @@ import torch
 
 from ..errors import ShapeError, WorkbenchError
 from ..hooks import SITE_KINDS
+from ..session import Session
 from .base import SAE
 from .config import SAEConfig
 from .models import make_sae
@@ -80,7 +81,7 @@ def _fill(sae: SAE, tensors: dict[str, torch.Tensor], where: Path) -> SAE:
     return sae.eval()
 
 
-def load_sae(directory: str | Path, session=None, device: str | torch.device = "cpu") -> SAE:
+def load_sae(directory: str | Path, session: Session | None = None, device: str | torch.device = "cpu") -> SAE:
     """Load our layout, or the SAELens layout when cfg.json is there; check the site if `session`."""
     d = Path(directory)
     if not d.is_dir():

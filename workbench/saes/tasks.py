@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import WorkbenchError
+from ..session import Session
 
 __all__ = ["CircuitTask", "TaskUnavailable", "load_task", "template_rows", "TASKS"]
 
@@ -49,12 +50,12 @@ class CircuitTask:
         return len(self.clean)
 
 
-def _one(session, text: str) -> int | None:
+def _one(session: Session, text: str) -> int | None:
     ids = session.tokenizer(text, add_special_tokens=False)["input_ids"]
     return int(ids[0]) if len(ids) == 1 else None
 
 
-def _same_len(session, a: str, b: str) -> bool:
+def _same_len(session: Session, a: str, b: str) -> bool:
     return len(session.encode(a)) == len(session.encode(b))
 
 
@@ -122,7 +123,7 @@ def template_rows(name: str, n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def _ioi(session, rows: list[dict], n: int, rng) -> list[tuple]:
+def _ioi(session: Session, rows: list[dict], n: int, rng) -> list[tuple]:
     names = sorted({r["IO"] for r in rows} | {r["S"] for r in rows})
     names = [m for m in names if _one(session, " " + m) is not None]
     out = []
@@ -144,7 +145,7 @@ def _ioi(session, rows: list[dict], n: int, rng) -> list[tuple]:
     return out
 
 
-def _greaterthan(session, rows: list[dict], n: int, rng) -> list[tuple]:
+def _greaterthan(session: Session, rows: list[dict], n: int, rng) -> list[tuple]:
     suffix = {i: _one(session, f"{i:02d}") for i in range(100)}
     digit = {i: _one(session, str(i)) for i in range(10)}
     two_digit = all(v is not None for v in suffix.values())
@@ -173,7 +174,7 @@ def _greaterthan(session, rows: list[dict], n: int, rng) -> list[tuple]:
     return out
 
 
-def _docstring(session, rows: list[dict], n: int, rng) -> list[tuple]:
+def _docstring(session: Session, rows: list[dict], n: int, rng) -> list[tuple]:
     out = []
     for r in rows:
         c = _one(session, r["correct_answers"][0])
@@ -187,7 +188,7 @@ def _docstring(session, rows: list[dict], n: int, rng) -> list[tuple]:
     return out
 
 
-def load_task(name: str, session, data_dir: str | Path | None = None, n: int = 64,
+def load_task(name: str, session: Session, data_dir: str | Path | None = None, n: int = 64,
               seed: int = 0) -> CircuitTask:
     """Load `n` aligned pairs of task `name` ('ioi', 'greaterthan', 'docstring').
 

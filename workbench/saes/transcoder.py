@@ -30,7 +30,7 @@ from .._types import Float, Tensor
 from ..capture import capture_tokens
 from ..errors import NonFiniteError, WorkbenchError
 from ..hooks import Site
-from ..session import TokenBatch
+from ..session import Session, TokenBatch
 from .config import SAEConfigError
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class TranscoderResult:
     l0: float
 
 
-def _pairs(session, corpus, layer: int, window: int, tokens_per_batch: int, max_tokens: int | None):
+def _pairs(session: Session, corpus, layer: int, window: int, tokens_per_batch: int, max_tokens: int | None):
     """(x, y) = (mlp_in, mlp_out) at `layer` for every corpus token but BOS, in batches."""
     sites = [Site("mlp_in", layer), Site("mlp_out", layer)]
     for wb in corpus.batches(session, window=window, tokens_per_batch=tokens_per_batch, max_tokens=max_tokens,
@@ -157,7 +157,7 @@ def _pairs(session, corpus, layer: int, window: int, tokens_per_batch: int, max_
                cap[sites[1]][:, start:].reshape(-1, session.d_model).float())
 
 
-def train_transcoder(session, corpus, cfg: TranscoderConfig, *, total_tokens: int = 200_000, batch_size: int = 1024,
+def train_transcoder(session: Session, corpus, cfg: TranscoderConfig, *, total_tokens: int = 200_000, batch_size: int = 1024,
                      lr: float = 1e-3, window: int = 64, tokens_per_forward: int = 4096, seed: int = 0,
                      out_dir: str | Path | None = None, progress: bool = True) -> TranscoderResult:
     """Train a transcoder for `cfg.layer`'s FFN on `corpus` (the entry `workbench sae train
@@ -240,7 +240,7 @@ def save_transcoder(tc: Transcoder, directory: str | Path) -> Path:
     return d
 
 
-def check_transcoder(session, tc: Transcoder, layer: int | None = None) -> Transcoder:
+def check_transcoder(session: Session, tc: Transcoder, layer: int | None = None) -> Transcoder:
     """Raise TranscoderMismatch unless `tc` was trained for `session`'s model (and `layer`)."""
     c = tc.cfg
     if c.model and c.model != session.name:
@@ -254,7 +254,7 @@ def check_transcoder(session, tc: Transcoder, layer: int | None = None) -> Trans
     return tc
 
 
-def load_transcoder(directory: str | Path, session=None, layer: int | None = None,
+def load_transcoder(directory: str | Path, session: Session | None = None, layer: int | None = None,
                     device: str | torch.device = "cpu") -> Transcoder:
     """Load transcoder.json + transcoder.safetensors; checked against `session` when given."""
     from safetensors.torch import load_file
