@@ -17,6 +17,7 @@ import torch
 
 from workbench.errors import UnknownSiteError, choices
 from workbench.hooks import SITE_KINDS
+from workbench.session import Session
 
 from .labels import LOOKAHEAD
 from .spec import BatterySpec
@@ -63,7 +64,7 @@ def _flat_site(kind: str) -> None:
 
 
 @torch.no_grad()
-def corpus_activations(session, corpus, kind: str, layers: list[int], max_tokens: int,
+def corpus_activations(session: Session, corpus, kind: str, layers: list[int], max_tokens: int,
                        window: int = 128, tokens_per_batch: int = 4096,
                        progress: bool = True) -> CorpusActs:
     """Capture site `kind` at `layers` over the first `max_tokens` tokens of `corpus`."""
@@ -101,7 +102,7 @@ class ProbeContext:
         progress: show progress bars.
     """
 
-    def __init__(self, spec: BatterySpec, session=None, progress: bool = True):
+    def __init__(self, spec: BatterySpec, session: Session | None = None, progress: bool = True):
         self.spec = spec
         self._session = session
         self._corpus = None

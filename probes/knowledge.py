@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from workbench.session import Session
 
 from .context import ProbeContext
 from .labels import load_facts
@@ -65,7 +68,7 @@ class KnowledgeResult:
 
 
 @torch.no_grad()
-def fact_lens(session, facts: list[dict], batch_size: int = 16, progress: bool = True) -> KnowledgeResult:
+def fact_lens(session: Session, facts: list[dict], batch_size: int = 16, progress: bool = True) -> KnowledgeResult:
     """Logit-lens curves of `facts` (``{"prompt", "answer"}``) at every layer's resid_post."""
     from workbench.capture import capture
 
@@ -80,7 +83,7 @@ def fact_lens(session, facts: list[dict], batch_size: int = 16, progress: bool =
         last = batch.last.to(batch.tokens.device)
         resid = torch.stack([cap[s][rows, last] for s in sites], 1)  # [b, layer, d_model]
         probs = session.unembed(resid).float().softmax(-1)  # [b, layer, d_vocab]
-        final = cap.logits[rows, last].float()  # [b, d_vocab]
+        final = cast(torch.Tensor, cap.logits)[rows, last].float()  # [b, d_vocab] (logits=True)
         for j, f in enumerate(chunk):
             ids = session.tokenizer(" " + f["answer"].strip(), add_special_tokens=False)["input_ids"]
             a = int(ids[0])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from typing import Any
 
 from .context import ProbeContext, parse_layers
 from .registry import Param, SpecError, register_kind
@@ -138,7 +139,7 @@ def band_summary(rows: list[dict], n_layers: int) -> dict:
     ratio is of the means (None when the band was not harvested or its baseline is 0).
     """
     third = n_layers // 3
-    out = {}
+    out: dict[str, Any] = {}
     for band, keep in (("upper", lambda layer: layer >= n_layers - third),
                        ("lower", lambda layer: layer < third)):
         sel = [r for r in rows if keep(r["layer"])]

@@ -21,11 +21,12 @@ import re
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from workbench.distributed.cli import ray_config
 from workbench.distributed.ray_backend import DistributedError, RayConfig, init_ray, release_workers
 from workbench.errors import WorkbenchError
+from workbench.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,9 @@ def ray_run_battery(spec, out_dir: str | Path, cfg: RayConfig | None = None,
     for sp, out, err in zip(specs, outs, errors):
         # every finished probe is cached now; failed ones meet the stand-in session
         try:
-            results[sp.model] = run_battery(sp, out, force=False, session=_FailedOnRay(err),
-                                            progress=progress)
+            # the stand-in raises on any use: a typed Session is what run_battery reads
+            results[sp.model] = run_battery(sp, out, force=False,
+                                            session=cast(Session, _FailedOnRay(err)), progress=progress)
         except DistributedError as exc:  # no probe of this model finished: nothing to assemble
             raise DistributedError(f"every probe of model {sp.model!r} failed on Ray: "
                                    + "; ".join(f"{k}: {v}" for k, v in err.items())) from exc

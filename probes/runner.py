@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
+from workbench.session import Session
 
 from .context import ProbeContext
 from .registry import get_kind
@@ -39,14 +40,14 @@ def results_paths(spec: BatterySpec, out_dir: str | Path) -> tuple[Path, Path]:
     return out / f"{spec.name}.json", out / f"{spec.name}.html"
 
 
-def _model_info(session) -> dict[str, Any]:
+def _model_info(session: Session) -> dict[str, Any]:
     from workbench.provenance import meta
 
     return meta(session)["model"]
 
 
 def run_battery(spec: BatterySpec | str | Path, out_dir: str | Path, force: bool = False,
-                session=None, progress: bool = True) -> dict[str, Any]:
+                session: Session | None = None, progress: bool = True) -> dict[str, Any]:
     """Run `spec` and write its results to `out_dir`; returns the results dict (as written).
 
     Args:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import ipywidgets as W
 
+from workbench.session import Session
+
 from ._base import View
 from .controller import Controller
 from .html.report import escape
@@ -97,7 +99,7 @@ class Workbench(View):
 
     title = "Workbench"
 
-    def __init__(self, session, prompt: str = DEFAULT_PROMPT, run_async: bool = True,
+    def __init__(self, session: Session, prompt: str = DEFAULT_PROMPT, run_async: bool = True,
                  tabs: list[str] | None = None, subject: str = "The Eiffel Tower",
                  target: str = "Rome", sae=None, sae_tokens: int = 8192,
                  memory_tokens: int = 8192):

@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 from .errors import (
     EmptyPromptError,
@@ -68,6 +69,10 @@ def add_prompt_args(p: argparse.ArgumentParser, what: str = "the prompt") -> Non
     p.add_argument("--prompt", default=None, help=f"{what} (same as the positional PROMPT)")
 
 
+@overload
+def prompt_of(args: argparse.Namespace, required: Literal[True] = True) -> str: ...
+@overload
+def prompt_of(args: argparse.Namespace, required: Literal[False]) -> str | None: ...
 def prompt_of(args: argparse.Namespace, required: bool = True) -> str | None:
     """The prompt given positionally or with ``--prompt``; an error if both differ or it is blank."""
     pos, opt = getattr(args, "prompt_pos", None), getattr(args, "prompt", None)

@@ -33,6 +33,7 @@ from workbench.arguments import (
 )
 from workbench.models import cache_root
 from workbench.provenance import meta, write_json
+from workbench.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def _check(args) -> tuple[str | None, Any]:
     return prompt, facts
 
 
-def _one_fact(session, prompt: str, args):
+def _one_fact(session: Session, prompt: str, args):
     """An `EditCase` of the fact given on the command line (true object: the model's answer)."""
     from editing import EditCase, locate_subject
 
@@ -167,7 +168,7 @@ def _one_fact(session, prompt: str, args):
                     neighbour, session.next_token(neighbour))
 
 
-def _edit_layers(session, args, corpus, progress: bool) -> tuple[list[int], list[float] | None]:
+def _edit_layers(session: Session, args, corpus, progress: bool) -> tuple[list[int], list[float] | None]:
     """The layers to edit: given, or the FFN causal-trace peak (cached per model and corpus)."""
     from editing import critical_layers, embedding_std, ffn_peak_layer
     from editing.tracing import DEFAULT_FACTS

@@ -20,6 +20,7 @@ from pathlib import Path
 from workbench.arguments import add_model_args, check_layers, check_model, check_path, load_session
 from workbench.errors import ShapeError, WorkbenchError
 from workbench.provenance import meta, write_json
+from workbench.session import Session
 
 
 def register(sub) -> None:
@@ -64,7 +65,7 @@ def check_args(args) -> None:
         require_ray()
 
 
-def _harvest(args, session, corpus, layers):
+def _harvest(args, session: Session, corpus, layers):
     """Single process, or Ray shards merged exactly (same index either way)."""
     from workbench.memories import harvest, index_from_merged
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from workbench.arguments import add_model_args, check_model, check_path, load_session
 from workbench.provenance import meta, write_json
+from workbench.session import Session
 
 
 def register(sub) -> None:
@@ -75,7 +76,7 @@ def _check(args, sae_dir: bool = False) -> None:
     check_model(args)
 
 
-def _corpus(session, path, max_tokens=None):
+def _corpus(session: Session, path, max_tokens=None):
     from workbench.corpus import Corpus
 
     return Corpus.load(path, session.tokenizer, max_tokens=max_tokens)
