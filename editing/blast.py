@@ -22,6 +22,7 @@ import torch
 from workbench._types import Float, Tensor
 from workbench.session import Session
 
+from ._prompts import EditError
 from .requests import LayerUpdate, RankOneUpdate
 
 __all__ = ["BlastRadius", "blast_radius", "prompt_reach", "auroc", "layer_deltas"]
@@ -37,8 +38,7 @@ def layer_deltas(update: RankOneUpdate | LayerUpdate) -> dict[int, Tensor]:
 @torch.no_grad()
 def _keys(session: Session, tokens: Tensor, layers: Sequence[int]) -> dict[int, Tensor]:
     """FFN keys (input of W_out) of every position at `layers`, one forward of the pure view."""
-    from workbench.pure import pure_view
-
+    from ._hf import pure_lm
     from .rome import _down_proj
 
     got: dict[int, Tensor] = {}
@@ -48,7 +48,7 @@ def _keys(session: Session, tokens: Tensor, layers: Sequence[int]) -> dict[int, 
             got[layer] = inputs[0].detach().float()
         handles.append(_down_proj(session, layer).register_forward_pre_hook(save))
     try:
-        pure_view(session).base_model(input_ids=tokens.to(session.device), use_cache=False)
+        pure_lm(session).base_model(input_ids=tokens.to(session.device), use_cache=False)
     finally:
         for h in handles:
             h.remove()
@@ -56,10 +56,12 @@ def _keys(session: Session, tokens: Tensor, layers: Sequence[int]) -> dict[int, 
 
 
 def _reach(keys: dict[int, Tensor], deltas: dict[int, Tensor]) -> Tensor:
-    out = None
+    out: Tensor | None = None
     for layer, D in deltas.items():
         r = (keys[layer] @ D.to(keys[layer].device)).norm(dim=-1)
         out = r if out is None else out + r
+    if out is None:
+        raise EditError("the update has no deltas: nothing to measure the reach of")
     return out
 
 

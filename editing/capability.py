@@ -35,9 +35,9 @@ def held_windows(session: Session, corpus, n_tokens: int = 4096, window: int = 1
 def perplexity(session: Session, windows: torch.Tensor, batch_size: int = 16) -> float:
     """exp(mean next-token NLL) over `windows` [n pos] (no BOS added; every window's first
     token is context only)."""
-    from workbench.pure import pure_view
+    from ._hf import pure_lm
 
-    hf = pure_view(session)
+    hf = pure_lm(session)
     total, count = 0.0, 0
     for i in range(0, len(windows), batch_size):
         x = windows[i : i + batch_size].to(session.device)
@@ -52,11 +52,11 @@ def perplexity(session: Session, windows: torch.Tensor, batch_size: int = 16) ->
 @torch.no_grad()
 def known_accuracy(session: Session, facts: Sequence[tuple[str, str]], batch_size: int = 64) -> float | None:
     """Percent of (prompt, answer) pairs the model completes greedily (every answer token)."""
-    from workbench.pure import pure_view
+    from ._hf import pure_lm
 
     if not facts:
         return None
-    hf = pure_view(session)
+    hf = pure_lm(session)
     hits = 0
     for i in range(0, len(facts), batch_size):
         rows = [(session.encode(p), list(target_ids(session, p, a))) for p, a in facts[i : i + batch_size]]

@@ -86,7 +86,7 @@ def edit_diff(session: Session, update: RankOneUpdate, top_k: int = 10, n_units:
     tid = update.target_id
     lens = []
     for ell in range(session.n_layers):
-        row = {"layer": ell}
+        row: dict[str, int | str | float] = {"layer": ell}
         for name, cap in (("before", before), ("after", after)):
             p = torch.softmax(session.unembed(cap[sites[ell]][0, -1]).float(), -1)
             row[f"top_{name}"] = session.tokenizer.decode([int(p.argmax())])

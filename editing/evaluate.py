@@ -167,9 +167,9 @@ def sequence_logprobs(session: Session, pairs: list[tuple[str, tuple[int, ...]]]
     One forward per `batch_size` pairs of the session's pure HF view on right-padded rows
     prompt + target[:-1] (causal attention needs no mask for right padding).
     """
-    from workbench.pure import pure_view
+    from ._hf import pure_lm
 
-    hf = pure_view(session)
+    hf = pure_lm(session)
     out: list[float] = []
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i : i + batch_size]
@@ -288,9 +288,9 @@ def generate_texts(session: Session, prompts: list[str], max_new_tokens: int = 1
 
     Runs the session's pure HF view (`workbench.pure.pure_view`): same weights and edits,
     about 30% faster on CPU than through the bridge, same tokens."""
-    from workbench.pure import pure_view
+    from ._hf import pure_generator
 
-    hf = pure_view(session)
+    hf = pure_generator(session)
     out = []
     devices = [session.device] if session.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):

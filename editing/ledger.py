@@ -77,6 +77,12 @@ class LedgerEntry:
     created: str = ""
     handle: RestoreHandle | None = field(default=None, repr=False, compare=False)
 
+    def restore_handle(self) -> RestoreHandle:
+        """The handle that undoes this entry (every entry a `Ledger` applies has one)."""
+        if self.handle is None:
+            raise EditError(f"ledger entry {self.id} has no restore handle: it was not applied by a Ledger")
+        return self.handle
+
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("id", "kind", "requests", "layers", "norms", "params",
                                                "hash_before", "hash_after", "outcome", "created")}
@@ -140,7 +146,7 @@ class Ledger:
     def undo(self, entry_id: int | LedgerEntry) -> LedgerEntry:
         """Take back one entry; the later ones stay applied, exactly as if it had never been."""
         e = self.entry(entry_id)
-        e.handle.undo()
+        e.restore_handle().undo()
         self.entries.remove(e)
         log.info("ledger: undid entry %d", e.id)
         return e
@@ -166,7 +172,7 @@ class Ledger:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tensors = {f"e{e.id}:{n}": t.detach().cpu().contiguous()
-                   for e in self.entries for n, t in e.handle.deltas.items()}
+                   for e in self.entries for n, t in e.restore_handle().deltas.items()}
         names = sorted({n for e in self.entries for n in e.params})
         params = dict(self.session.hf_model.named_parameters())
         originals = {}
@@ -226,11 +232,11 @@ class Ledger:
     def export(self, directory: str | Path) -> Path:
         """Save the model with every active edit as a safetensors directory (config, weights,
         tokenizer) that ``transformers.AutoModelForCausalLM.from_pretrained`` loads."""
-        from workbench.pure import pure_view
+        from ._hf import pure_lm
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        pure_view(self.session).save_pretrained(str(d), safe_serialization=True)
+        pure_lm(self.session).save_pretrained(str(d), safe_serialization=True)
         self.session.tokenizer.save_pretrained(str(d))
         (d / "edit_ledger.json").write_text(json.dumps([e.to_dict() for e in self.entries], indent=1))
         return d

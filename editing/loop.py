@@ -148,9 +148,13 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
         if len(stats) != 1:
             raise EditError(f"ROME edits one layer; statistics given for layers {sorted(stats)}")
         cfg = config or RomeConfig()
+        if not isinstance(cfg, RomeConfig):
+            raise WorkbenchError(f"method='rome' needs a RomeConfig, got {type(cfg).__name__}")
         layers = [next(iter(stats))]
     elif method == "memit":
         cfg = config or MemitConfig()
+        if not isinstance(cfg, MemitConfig):
+            raise WorkbenchError(f"method='memit' needs a MemitConfig, got {type(cfg).__name__}")
         layers = list(cfg.layers or sorted(stats))
     else:
         cfg = config or AlphaEditConfig()
@@ -168,7 +172,7 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
     ids = [case_target_ids(session, c) for c in usable]
     batches = [list(range(i, min(i + batch_size, len(usable)))) for i in range(0, len(usable), batch_size)]
     state = AlphaEditState.from_stats({k: stats[k] for k in layers}, cfg.null_energy) \
-        if method == "alphaedit" else None
+        if method == "alphaedit" and isinstance(cfg, AlphaEditConfig) else None
 
     def compute(idx):
         reqs = [_request(usable[i]) for i in idx]
@@ -187,7 +191,8 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
     at_edit: list = [None] * len(usable)
     reach: list = [None] * len(usable)
     secs: list = [0.0] * len(usable)
-    ppl_after, known_after = [], []
+    ppl_after: list[float] = []
+    known_after: list[float] = []
     ledger = Ledger(session) if sequential else None
     bar = tqdm(total=len(usable), desc=f"{method} edits", unit="case", disable=not progress)
     try:
@@ -202,7 +207,7 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
             for i in idx:
                 secs[i] = sec / len(idx)
             sub = [usable[i] for i in idx]
-            if sequential:
+            if ledger is not None:  # sequential
                 entry = ledger.apply(up)
                 got = score_cases(session, sub, [ids[i] for i in idx])
                 for i, sc in zip(idx, got):
@@ -220,8 +225,8 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
                     if capability_batches is None or bi < capability_batches:
                         if held is not None:
                             ppl_after.append(perplexity(session, held))
-                        if known:
-                            known_after.append(known_accuracy(session, list(known)))
+                        if known and (acc := known_accuracy(session, list(known))) is not None:
+                            known_after.append(acc)
                 for i in idx:
                     _emit(on_row, _row(usable[i], bi, base[i], flu_base[i], edited[i], None, reach[i], secs[i]))
             bar.update(len(idx))
@@ -232,8 +237,8 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
                 edited[i] = _with_fluency(sc, f)
             if held is not None:
                 ppl_after.append(perplexity(session, held))
-            if known:
-                known_after.append(known_accuracy(session, list(known)))
+            if known and (acc := known_accuracy(session, list(known))) is not None:
+                known_after.append(acc)
             for bi, idx in enumerate(batches):
                 for i in idx:
                     _emit(on_row, _row(usable[i], bi, base[i], flu_base[i], edited[i], at_edit[i], reach[i],

@@ -187,11 +187,10 @@ def layer_keys(session: Session, layer: int, last: int, prompts: Sequence[Sequen
         (mean key over each request's prompts [n d_mlp], bare-prompt key [n d_mlp],
          bare-prompt residual after block `last` [n d_model]).
     """
-    from workbench.pure import pure_view
-
+    from ._hf import pure_lm, trunk_layer
     from .rome import _batch
 
-    hf = pure_view(session)
+    hf = pure_lm(session)
     mean_k, bare_k, bare_h = [], [], []
     got: dict = {}
 
@@ -204,7 +203,7 @@ def layer_keys(session: Session, layer: int, last: int, prompts: Sequence[Sequen
 
     handles = _delta_hooks(session, deltas or {})
     handles.append(_down_proj(session, layer).register_forward_pre_hook(save_k))
-    handles.append(hf.base_model.layers[last].register_forward_hook(save_h))
+    handles.append(trunk_layer(hf, last).register_forward_hook(save_h))
     try:
         for lo in range(0, len(prompts), chunk):
             group = prompts[lo : lo + chunk]

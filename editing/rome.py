@@ -29,15 +29,18 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
 from workbench._types import Float, Tensor
 from workbench.errors import ShapeError, WorkbenchError
-from workbench.pure import pure_name, pure_view
+from workbench.pure import pure_name
 from workbench.session import Session
 
+from ._hf import pure_generator, pure_lm
 from ._prompts import (
     EditError,
     SubjectPrompt,
@@ -120,7 +123,19 @@ class RomeConfig:
         return cls(**d)
 
 
-def context_prefixes(session: Session, config: RomeConfig | None = None) -> tuple[str, ...]:
+@runtime_checkable
+class PrefixSettings(Protocol):
+    """The prefix settings `context_prefixes` reads (`RomeConfig`, `MemitConfig`)."""
+
+    @property
+    def prefix_lengths(self) -> tuple[int, ...]: ...
+    @property
+    def prefixes_per_length(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+
+
+def context_prefixes(session: Session, config: PrefixSettings | None = None) -> tuple[str, ...]:
     """Short texts sampled from the model (top-5, seeded) to prepend to a prompt, plus ``""``.
 
     Cached per session and setting; the global RNG is left as it was.
@@ -131,7 +146,7 @@ def context_prefixes(session: Session, config: RomeConfig | None = None) -> tupl
     if key in cache:
         return cache[key]
     out = [""]
-    hf = pure_view(session)
+    hf = pure_generator(session)
     devices = [session.device] if session.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(cfg.seed)
@@ -221,7 +236,7 @@ class _Stop(Exception):
 def _down_proj(session: Session, layer: int):
     """The module of the pure view whose weight is `blocks[layer].mlp.W_out` (input: the FFN key)."""
     name, param, _ = live_w_out(session, layer)
-    mod = pure_view(session).get_submodule(pure_name(name).rsplit(".", 1)[0])
+    mod = pure_lm(session).get_submodule(pure_name(name).rsplit(".", 1)[0])
     if mod.weight is not param:
         raise EditError(f"layer {layer}: the pure view's {name} is not the session's weight")
     return mod
@@ -243,7 +258,7 @@ def target_positions(sps: list[SubjectPrompt], tids: tuple[int, ...], device
 
 def _logits_at(session: Session, tokens: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     """Logits at positions (rows[i], cols[i]): HF trunk, then the output head there only."""
-    hf = pure_view(session)
+    hf = pure_lm(session)
     h = hf.base_model(input_ids=tokens, use_cache=False).last_hidden_state[rows, cols]
     logits = hf.get_output_embeddings()(h).float()
     cap = getattr(hf.config, "final_logit_softcapping", None)
@@ -258,7 +273,7 @@ def _last_logits(session: Session, tokens: Tensor, last: Tensor) -> Tensor:
     Runs the pure view (what the bridge computes, within float tolerance: SDPA attention). Right
     padding needs no attention mask (causal attention never looks right).
     """
-    hf = pure_view(session)
+    hf = pure_lm(session)
     h = hf.base_model(input_ids=tokens, use_cache=False).last_hidden_state
     h = h[torch.arange(tokens.shape[0], device=tokens.device), last]
     logits = hf.get_output_embeddings()(h).float()
@@ -285,7 +300,7 @@ def subject_keys(session: Session, layer: int, sps: list[SubjectPrompt]) -> Floa
 
     h = _down_proj(session, layer).register_forward_pre_hook(save)
     try:
-        pure_view(session).base_model(input_ids=tokens)
+        pure_lm(session).base_model(input_ids=tokens)
     except _Stop:
         pass
     finally:
@@ -294,7 +309,7 @@ def subject_keys(session: Session, layer: int, sps: list[SubjectPrompt]) -> Floa
 
 
 def left_vector(stats: KeyStats, k_star: Float[Tensor, " d_mlp"],
-                pinned: list[Float[Tensor, " d_mlp"]] = (), ridge: float = 1e-6
+                pinned: Sequence[Float[Tensor, " d_mlp"]] = (), ridge: float = 1e-6
                 ) -> Float[Tensor, " d_mlp"]:
     """u of least C-norm (u^T C u) with u . k* = 1 and u . k = 1 for every key in `pinned`.
 

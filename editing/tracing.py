@@ -202,15 +202,16 @@ def trace_fact(session: Session, prompt: str, subject: str, noise_std: float, an
     noise = noise.to(session.device, session.dtype)
 
     # clean states at every layer for every kind asked
-    clean: dict[str, list[Tensor]] = {k: [None] * L for k in cfg.kinds}
+    got: dict[str, dict[int, Tensor]] = {k: {} for k in cfg.kinds}
     saves = []
     for k in cfg.kinds:
         for layer in range(L):
             def save(act, hook=None, k=k, layer=layer):
-                clean[k][layer] = act[0].detach().clone()
+                got[k][layer] = act[0].detach().clone()
             saves.append((KINDS[k].format(l=layer), save))
     with session.hooks(saves):
         session.model(tokens, return_type="logits")
+    clean = {k: [got[k][layer] for layer in range(L)] for k in cfg.kinds}
 
     rows_per = cfg.rows_per_batch or max(cfg.samples, cfg.max_logit_elems // (T * session.d_vocab))
     scores: dict[str, Tensor] = {}
@@ -234,6 +235,7 @@ def trace_fact(session: Session, prompt: str, subject: str, noise_std: float, an
             probs = probs[cfg.samples :]
         scores[k] = probs.view(L, T, cfg.samples).mean(-1)
     bar.close()
+    assert corrupted is not None  # set by the first kind; TraceConfig rejects empty kinds
     ids = list(sp.ids)
     return TraceResult(
         prompt=sp.text, subject=subject, answer=session.tokenizer.decode([ans_id]), answer_id=ans_id,

@@ -33,8 +33,9 @@ __all__ = ["target_residuals"]
 
 def _rows(session: Session, prompts, ess, tids):
     """Tokens of a chunk: each request's prompts (with its target tail), then its essence row."""
-    seqs, req, subj, tgt_rows, tgt_cols, tgt_ids, tgt_req, ess_rows, ess_cols, bare = \
-        [], [], [], [], [], [], [], [], [], []
+    seqs: list[list[int]] = []
+    req, subj, tgt_rows, tgt_cols, tgt_ids, tgt_req, ess_rows, ess_cols, bare = \
+        [], [], [], [], [], [], [], [], []
     for i, (sps, e, t) in enumerate(zip(prompts, ess, tids)):
         for j, sp in enumerate(sps):
             if j == 0:
@@ -73,10 +74,10 @@ def target_residuals(session: Session, last: int, prompts: Sequence[Sequence[Sub
     info: ``h0`` [n d_model] the unedited residuals, ``nll`` per request at its stop,
     ``steps`` per request, ``delta_norm`` mean |delta_i|.
     """
-    from workbench.pure import pure_view
+    from ._hf import pure_lm, trunk_layer
 
-    hf = pure_view(session)
-    block = hf.base_model.layers[last]
+    hf = pure_lm(session)
+    block = trunk_layer(hf, last)
     head = hf.get_output_embeddings()
     cap = getattr(hf.config, "final_logit_softcapping", None)
     Z, H0, NLL, STEPS = [], [], [], []

@@ -1,0 +1,35 @@
+"""The session's pure Hugging Face view, typed as the causal LM it is.
+
+`workbench.pure.pure_view` is declared to return an `nn.Module` (it copies any module tree), so
+attribute access on it types as ``Tensor | Module``. For a session it is a shallow copy of
+`session.hf_model`, a transformers causal LM: `pure_lm` says so, `pure_generator` gives the same
+view as the `GenerationMixin` it also is (both checked at run time under the suite's
+jaxtyping/beartype hook), and `trunk_layer` reaches a decoder block by dotted name.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+
+from workbench.pure import pure_view
+from workbench.session import Session
+
+__all__ = ["pure_generator", "pure_lm", "trunk_layer"]
+
+
+def pure_lm(session: Session) -> PreTrainedModel:
+    """`pure_view(session)` (shared weights, no bridge wrappers, SDPA) as a `PreTrainedModel`."""
+    return cast(PreTrainedModel, pure_view(session))
+
+
+def pure_generator(session: Session) -> GenerationMixin:
+    """The same view as `pure_lm`, typed for ``.generate`` (causal LMs mix in `GenerationMixin`)."""
+    return cast(GenerationMixin, pure_view(session))
+
+
+def trunk_layer(hf: PreTrainedModel, layer: int) -> nn.Module:
+    """Decoder block `layer` of the trunk (``hf.base_model.layers[layer]``)."""
+    return hf.base_model.get_submodule(f"layers.{layer}")
