@@ -57,16 +57,19 @@ def test_ffmaps_cli_matches_library(tiny_cli, tmp_path, capsys):
 
 
 def test_moe_cli_curve_and_identity(tiny_cli, small_corpus_path, tmp_path):
-    out = tmp_path / "m"
+    out, facts = tmp_path / "m", tmp_path / "facts.json"
+    facts.write_text(json.dumps([{"prompt": "The capital of France is", "answer": "Paris"},
+                                 {"prompt": "The Eiffel Tower is in", "answer": "Paris"},
+                                 {"prompt": "Water is made of hydrogen and", "answer": "oxygen"}]))
     assert main(["moe", "--experts", "8", "--shares", "0.25,1.0", "--corpus", str(small_corpus_path),
-                 "--train-tokens", "256", "--held-tokens", "128", "--window", "64", "--router-steps", "20",
-                 "--timing-tokens", "64", "--methods", "similarity,mlp,oracle,random-partition",
-                 "--out", str(out)]) == 0
+                 "--train-tokens", "128", "--held-tokens", "64", "--window", "32", "--router-steps", "10",
+                 "--timing-tokens", "32", "--methods", "similarity,mlp,oracle,random-partition",
+                 "--facts", str(facts), "--out", str(out)]) == 0
     d = json.loads((out / "moe.json").read_text())
     assert {"meta", "config", "curve", "timing", "seconds"} <= set(d)
     c = d["curve"]
     assert c["shares"] == [0.25, 1.0] and c["ks"] == [2, 8] and c["n_experts"] == 8
-    assert c["layers"] == [0, 1] and c["n_facts"] == 30
+    assert c["layers"] == [0, 1] and c["n_facts"] == 3
     assert set(c["perplexity"]) == set(c["accuracy"]) == {"similarity", "mlp", "oracle", "random-partition"}
     for name, ppl in c["perplexity"].items():
         assert ppl[-1] == c["base_perplexity"], name       # k = E is the unmodified model, exactly
@@ -78,6 +81,14 @@ def test_moe_cli_curve_and_identity(tiny_cli, small_corpus_path, tmp_path):
             t["dense_ms"] / t["sparse_ms"])
     html = (out / "moe.html").read_text()
     assert '"type":"log"' in html.replace(" ", "") and "Gated MLPs" in html
+    # the registered renderer draws the same curve from the result object
+    from widgets.html.render import export_html
+    from workbench.moe_quality import QualityCurve
+
+    qc = QualityCurve(**{k: ({m: tuple(v) for m, v in c[k].items()} if isinstance(c[k], dict)
+                             else tuple(c[k]) if isinstance(c[k], list) else c[k]) for k in c})
+    text = export_html([qc], tmp_path / "qc.html").read_text()
+    assert "MoEfication quality curve (8 experts per FFN)" in text and "random-partition" in text
 
 
 def test_lens_cli_tuned_identity_and_missing(tiny_cli, tmp_path, capsys):

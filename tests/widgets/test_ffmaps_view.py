@@ -49,3 +49,17 @@ def test_slider_click_and_prompt(view):
     n = len(view.result.str_tokens)
     assert _z(view.maps.data[0]).shape == (n, n) and view.cell[0] < n
     assert "<table" in view.static_html(include_plotlyjs=False)
+
+
+def test_renderers(view, tiny, small_corpus_path, tmp_path):
+    from widgets.html.render import export_html
+    from workbench.corpus import Corpus
+    from workbench.lenses import lens_kl
+
+    kl = lens_kl(tiny, Corpus.load(small_corpus_path, tiny.tokenizer, max_tokens=256), ["logit"],
+                 max_tokens=64, window=32)
+    assert kl.kl["logit"][-1] == pytest.approx(0.0, abs=1e-5)   # the last layer's lens is the output
+    text = export_html([view.result, kl], tmp_path / "r.html").read_text()
+    assert "FF blocks through attention maps" in text and "sliders" in text
+    assert "KL to the final distribution" in text
+
