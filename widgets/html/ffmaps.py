@@ -63,7 +63,7 @@ def _grid(r: FFMaps, n_scopes: int, titles: list[str]) -> go.Figure:
 def _title(lm: LayerMaps) -> str:
     return (f"Layer {lm.layer}: contextualisation maps after each component (row shares); "
             f"FF re-ranks by 1-ρ = {1 - lm.ff_rho:.3f}, changes by {lm.ff_change:.3f}, "
-            f"{lm.ff_retained:.0%} of it survives")
+            f"ff_retained = {lm.ff_retained:.2f} of it survives")
 
 
 def maps_figure(r: FFMaps, layer: int) -> go.Figure:

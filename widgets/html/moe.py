@@ -37,12 +37,15 @@ def perplexity_figure(c: QualityCurve) -> go.Figure:
                                  customdata=list(c.ks),
                                  hovertemplate=f"{name}<br>%{{x:.0f}}% (k=%{{customdata}}): "
                                                "ppl %{y:.4g}<extra></extra>"))
-    fig.add_hline(y=c.base_perplexity, line=dict(color="#333", dash="dash", width=1),
-                  annotation_text=f"unmodified model {c.base_perplexity:.3g}")
+    fig.add_trace(go.Scatter(x=[0, 100], y=[c.base_perplexity] * 2, mode="lines", name="unmodified model",
+                             line=dict(color="#333", dash="dash", width=1),
+                             hovertemplate=f"unmodified model: ppl {c.base_perplexity:.4g}<extra></extra>"))
+    vals = [v for ys in c.perplexity.values() for v in ys if v and math.isfinite(v)] + [c.base_perplexity]
+    lo, hi = math.log10(min(vals)), math.log10(max(vals))
     fig.update_layout(title=f"Held-text perplexity with only the top-k of {c.n_experts} experts "
                             f"per FFN ({len(c.layers)} layers routed, {c.n_tokens} tokens)",
                       xaxis=dict(title="experts kept (%)", range=[0, 102]),
-                      yaxis=dict(title="perplexity (log)", type="log"), height=430,
+                      yaxis=dict(title="perplexity (log)", type="log", range=[lo - 0.1, hi + 0.1]), height=430,
                       margin=dict(l=60, r=20, t=60, b=50))
     return fig
 
