@@ -29,6 +29,7 @@ from workbench.vocab import SubUpdates, ffn_sub_updates
 
 from ._base import Progress
 from ._editing_ctl import EditingMixin
+from ._ffmaps_ctl import FFMapsMixin
 from ._graph_ctl import GraphMixin
 from ._memory_ctl import MemoryMixin
 from ._sae_ctl import SaeMixin
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Controller", "MAX_ATTENTION_TOKENS"]
 
 
-class Controller(EditingMixin, SaeMixin, MemoryMixin, GraphMixin):
+class Controller(EditingMixin, SaeMixin, MemoryMixin, GraphMixin, FFMapsMixin):
     """Calls the analyses for the views on one session, caches, and locks (thread-safe).
 
     The analyses (`workbench.prompt_lens`, `workbench.vocab`, `workbench.attention`,
