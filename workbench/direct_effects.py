@@ -156,7 +156,7 @@ def direct_effects(session: Session, prompt: str, target: str | int) -> DirectEf
     cap_value = _softcap(session)
     if cap_value is not None:
         b = cap_value * math.atanh(max(min(b / cap_value, 1 - 1e-12), -1 + 1e-12))
-    logit = float(cap.logits[0, pos, t])
+    logit = float(cap.need_logits()[0, pos, t])
     return DirectEffects(
         prompt=prompt, target=session.tokenizer.decode([t]), target_id=t, position=pos,
         embedding=float(u @ at("resid_pre", 0)),

@@ -34,8 +34,9 @@ __all__ = ["top_k_experts", "check_k", "k_for_share", "perplexity", "fact_accura
            "QualityCurve", "quality_curve"]
 
 
-def check_k(k: int, n_experts: int) -> int:
-    """k as an int when 0 < k <= n_experts, else ShapeError naming the range."""
+def check_k(k: int | float, n_experts: int) -> int:
+    """k as an int when 0 < k <= n_experts (an int-valued float counts), else ShapeError naming
+    the range."""
     if isinstance(k, bool) or not isinstance(k, numbers.Real) or int(k) != k or not 0 < k <= n_experts:
         raise ShapeError(f"k={k!r} experts is out of range; valid range is 1..{n_experts} "
                          f"(0 < k <= n_experts={n_experts})")
@@ -49,7 +50,7 @@ def k_for_share(share: float, n_experts: int) -> int:
     return max(1, min(n_experts, round(share * n_experts)))
 
 
-def top_k_experts(session: Session, routers: Sequence[Router], k: int) -> list[Intervention]:
+def top_k_experts(session: Session, routers: Sequence[Router], k: int | float) -> list[Intervention]:
     """Interventions keeping only each token's top-k experts at every routed layer."""
     routers = list(routers)
     if not routers:
@@ -63,7 +64,7 @@ def top_k_experts(session: Session, routers: Sequence[Router], k: int) -> list[I
         if len(r.experts.labels) != session.d_mlp:
             raise ShapeError(f"router for layer {r.layer} partitions {len(r.experts.labels)} units; "
                              f"the model has d_mlp={session.d_mlp}")
-        check_k(k, r.n_experts)
+        k = check_k(k, r.n_experts)
     out: list[Intervention] = []
     for r in routers:
         state: dict[str, torch.Tensor] = {}

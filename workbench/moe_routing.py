@@ -158,16 +158,20 @@ class Router:
 
     def scores(self, x: Float[Tensor, "n d_model"] | None,
                m: Float[Tensor, "n d_mlp"] | None = None) -> Float[Tensor, "n E"]:
-        p = {k: v.to(x.device if x is not None else m.device) for k, v in self.params.items()}
-        if self.kind == "similarity":
-            return x.float() @ p["centroids"].T
-        if self.kind == "mlp":
+        ref = x if x is not None else m
+        if ref is None:
+            raise ShapeError(f"the {self.kind} router needs the residual x (the oracle: the FFN coefficients m)")
+        p = {k: v.to(ref.device) for k, v in self.params.items()}
+        if self.kind in ("similarity", "mlp"):
+            if x is None:
+                raise ShapeError(f"the {self.kind} router needs the residual x")
+            if self.kind == "similarity":
+                return x.float() @ p["centroids"].T
             return torch.relu(x.float() @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
         if self.kind == "oracle":
             if m is None:
                 raise ShapeError("the oracle router needs the FFN coefficients m")
             return expert_norms(m, p["values"], self.experts, p["units"], p["grams"])
-        ref = x if x is not None else m
         gen = torch.Generator(device="cpu").manual_seed(self.seed + ref.shape[0])
         return torch.rand(ref.shape[0], self.n_experts, generator=gen).to(ref.device)
 

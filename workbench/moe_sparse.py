@@ -12,6 +12,7 @@ dense FFN with the coefficients of unchosen units set to zero (what `top_k_exper
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +39,7 @@ class ExpertFFN:
 
     layer: int
     n_experts: int
-    act: object
+    act: Callable[[Tensor], Tensor]
     gate: Float[Tensor, "E s d_model"]
     up: Float[Tensor, "E s d_model"]
     down: Float[Tensor, "E s d_model"]
@@ -121,7 +122,7 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def time_sparse_ffn(session: Session, router: Router, k: int, n_tokens: int = 4096, repeats: int = 20,
+def time_sparse_ffn(session: Session, router: Router, k: int | float, n_tokens: int = 4096, repeats: int = 20,
                     seed: int = 0) -> SparseTiming:
     """Time the model's dense FFN (the HF module) against the sparse forward of the top-k experts.
 

@@ -254,6 +254,6 @@ def ff_change_summary(session: Session, prompts: Sequence[str], layers: Sequence
     pairs.sort(key=lambda q: -q.gain)
     L = sorted(stats)
     mean = np.array([np.nanmean(np.array(stats[x], dtype=float), 0) for x in L])
-    cols = [tuple(float(v) for v in mean[:, c]) for c in range(4)]
-    return FFChangeSummary(tuple(prompts), tuple(L), *cols, float(err_no), float(err_ff),
-                           tuple(pairs[:top]))
+    ff_rho, ff_change, cancel_rho, ff_retained = (tuple(float(v) for v in mean[:, c]) for c in range(4))
+    return FFChangeSummary(tuple(prompts), tuple(L), ff_rho, ff_change, cancel_rho, ff_retained,
+                           float(err_no), float(err_ff), tuple(pairs[:top]))

@@ -219,18 +219,18 @@ def _adjacency(fz: Frozen, units: Tensor, logits: LogitNodes, act: Tensor, e_act
     for (lay, pos), (cols, idx) in groups.items():
         by_layer.setdefault(lay, []).append((pos, cols, idx))
     # target rows sorted by (slot, pos) so blocks share a short pass
-    u_seeds = unit_seeds(fz, units[:, 0], units[:, 1], units[:, 2]) if M else None
     l_seeds = logit_seeds(fz, logits.directions, logits.bias)
     rows = torch.cat([torch.arange(M, device=dev), M + P + torch.arange(len(logits), device=dev)])
-    slot = torch.cat([units[:, 0], l_seeds.slot]) if M else l_seeds.slot
-    pos = torch.cat([units[:, 1], l_seeds.pos]) if M else l_seeds.pos
-    vec = torch.cat([u_seeds.vec, l_seeds.vec]) if M else l_seeds.vec
-    bias = torch.cat([u_seeds.bias, l_seeds.bias]) if M else l_seeds.bias
-    order = torch.argsort(slot * (P + 1) + pos)
+    slot, at, vec, bias = l_seeds.slot, l_seeds.pos, l_seeds.vec, l_seeds.bias
+    if M:
+        u_seeds = unit_seeds(fz, units[:, 0], units[:, 1], units[:, 2])
+        slot, at = torch.cat([units[:, 0], slot]), torch.cat([units[:, 1], at])
+        vec, bias = torch.cat([u_seeds.vec, vec]), torch.cat([u_seeds.bias, bias])
+    order = torch.argsort(slot * (P + 1) + at)
     bar = tqdm(total=len(order), desc="graph: edges", unit="row", disable=not progress, leave=False)
     for i in range(0, len(order), B):
         o = order[i:i + B]
-        seeds = Seeds(slot[o], pos[o], vec[o], bias[o])
+        seeds = Seeds(slot[o], at[o], vec[o], bias[o])
         Q = int(seeds.pos.max()) + 1
         block = torch.zeros(len(o), n, device=dev)
 

@@ -113,7 +113,7 @@ def backward(fz: Frozen, seeds: Seeds, on_ffn: FFNReadout,
         if live.any():  # units of this layer are sources for targets above it
             r = None if bool(live.all()) else live.nonzero().flatten()
             gl = g if r is None else g[r]
-            g_f = gl * (fz.r_post_ffn[layer, :Q, None] * lw.post_ffn.w) if lw.post_ffn is not None else gl
+            g_f = gl * (fz.post_factors("ffn")[layer, :Q, None] * lw.post_ffn.w) if lw.post_ffn is not None else gl
             if lw.b_down is not None:
                 bias.index_add_(0, rows if r is None else r, (g_f.sum(1) @ lw.b_down).float())
             on_ffn(layer, g_f, r)
@@ -131,7 +131,7 @@ def backward(fz: Frozen, seeds: Seeds, on_ffn: FFNReadout,
         r = None if bool(live.all()) else live.nonzero().flatten()
         gl = g if r is None else g[r]
         nb = gl.shape[0]
-        g_o = gl * (fz.r_post_attn[layer, :Q, None] * lw.post_attn.w) if lw.post_attn is not None else gl
+        g_o = gl * (fz.post_factors("attn")[layer, :Q, None] * lw.post_attn.w) if lw.post_attn is not None else gl
         if lw.b_o is not None:
             bias.index_add_(0, rows if r is None else r, (g_o.sum(1) @ lw.b_o).float())
         g_z = (g_o @ lw.W_o).unflatten(-1, (w.n_heads, w.d_head))                  # [b Q H dh]

@@ -27,7 +27,7 @@ import torch
 from .._types import Float, Int, Tensor
 from ..errors import EmptyPromptError, TokenError, WorkbenchError
 from ..session import Session
-from .weights import ModelWeights, model_weights
+from .weights import ModelWeights, NormWeights, model_weights
 
 __all__ = ["PromptTooLongError", "Frozen", "FrozenRun", "freeze", "run", "prompt_ids"]
 
@@ -74,6 +74,15 @@ class Frozen:
     def n_layers(self) -> int:
         return self.weights.n_layers
 
+    def post_factors(self, kind: str) -> Float[Tensor, "L P"]:
+        """`r_post_attn` (kind ``attn``) or `r_post_ffn` (``ffn``), for weights that have those
+        norms (then `freeze` captured them)."""
+        r = self.r_post_attn if kind == "attn" else self.r_post_ffn
+        if r is None:
+            raise WorkbenchError(f"the frozen pass holds no post-{kind} norm factors, but the "
+                                 "weights have post-sublayer norms")
+        return r
+
 
 def prompt_ids(session: Session, prompt: str | Sequence[int]) -> list[int]:
     """Token ids of one prompt (BOS per the session), checked against the model's context."""
@@ -88,6 +97,12 @@ def prompt_ids(session: Session, prompt: str | Sequence[int]) -> list[int]:
         raise PromptTooLongError(f"prompt is {len(ids)} tokens; the model's context is {n_ctx} "
                                  f"(valid lengths 1..{n_ctx})")
     return ids
+
+
+def _post_norm(norm: NormWeights | None, layer: int) -> NormWeights:
+    if norm is None:
+        raise WorkbenchError(f"layer {layer} lacks the post-sublayer norms that layer 0 has")
+    return norm
 
 
 @torch.no_grad()
@@ -133,9 +148,9 @@ def freeze(session: Session, prompt: str | Sequence[int], weights: ModelWeights 
         gate.append(lw.act(pre.to(torch.float32)).to(dt))
     r_pa = r_pf = None
     if gemma:
-        r_pa = torch.stack([w.layers[i].post_attn.scale(grab[f"blocks.{i}.ln1_post.hook_in"].to(dt))
+        r_pa = torch.stack([_post_norm(w.layers[i].post_attn, i).scale(grab[f"blocks.{i}.ln1_post.hook_in"].to(dt))
                             for i in range(L)])
-        r_pf = torch.stack([w.layers[i].post_ffn.scale(grab[f"blocks.{i}.ln2_post.hook_in"].to(dt))
+        r_pf = torch.stack([_post_norm(w.layers[i].post_ffn, i).scale(grab[f"blocks.{i}.ln2_post.hook_in"].to(dt))
                             for i in range(L)])
     h_L = grab["ln_final.hook_in"].to(dt)
     # the embedding scale is applied in the model's dtype (Gemma rounds sqrt(d) to it)
@@ -183,7 +198,7 @@ def run(fz: Frozen, embed: Tensor | None = None, sources: Tensor | None = None) 
         if lw.b_o is not None:
             o = o + lw.b_o
         if lw.post_attn is not None:
-            o = o * (fz.r_post_attn[layer][:, None] * lw.post_attn.w)
+            o = o * (fz.post_factors("attn")[layer][:, None] * lw.post_attn.w)
         h = h + o
         x = h * (fz.r_ffn[layer][:, None] * lw.ln_ffn.w)
         u = x @ lw.W_up.T
@@ -196,7 +211,7 @@ def run(fz: Frozen, embed: Tensor | None = None, sources: Tensor | None = None) 
         if lw.b_down is not None:
             f = f + lw.b_down
         if lw.post_ffn is not None:
-            f = f * (fz.r_post_ffn[layer][:, None] * lw.post_ffn.w)
+            f = f * (fz.post_factors("ffn")[layer][:, None] * lw.post_ffn.w)
         h = h + f
     y = h[..., -1, :] * (fz.r_final[-1] * w.ln_final.w)
     logits = y @ w.W_U.T

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 from tqdm.auto import tqdm
@@ -30,6 +31,14 @@ __all__ = ["LENS_KINDS", "LogitReader", "load_lens", "lens", "LensKL", "lens_kl"
 LENS_KINDS = ("logit", "tuned", "jacobian")
 
 
+@runtime_checkable
+class LensReader(Protocol):
+    """A loaded lens: `LogitReader`, `TunedLens` or `JLens`."""
+
+    def logits(self, session: Session, resid: Float[Tensor, "... d_model"],
+               layer: int) -> Float[Tensor, "... d_vocab"]: ...
+
+
 class LogitReader:
     """The logit lens: unembed(h)."""
 
@@ -39,7 +48,7 @@ class LogitReader:
         return session.unembed(resid).float()
 
 
-def load_lens(session: Session, kind: str = "logit", path: str | Path | None = None):
+def load_lens(session: Session, kind: str = "logit", path: str | Path | None = None) -> LensReader:
     """A reader with `.logits(session, resid, layer)` for `kind` (tuned/jacobian from `path`
     or the default cache path of the session's model)."""
     if kind == "logit":
@@ -52,7 +61,7 @@ def load_lens(session: Session, kind: str = "logit", path: str | Path | None = N
 
 
 def lens(session: Session, resid: Float[Tensor, "... d_model"], layer: int, kind: str = "logit",
-         reader=None, path: str | Path | None = None) -> Float[Tensor, "... d_vocab"]:
+         reader: LensReader | None = None, path: str | Path | None = None) -> Float[Tensor, "... d_vocab"]:
     """Logits of `resid` (output of block `layer`) through the chosen lens."""
     session.check_layer(layer)
     if resid.shape[-1] != session.d_model:
@@ -84,7 +93,7 @@ class LensKL:
 
 
 @torch.no_grad()
-def lens_kl(session: Session, corpus: Corpus, readers: Mapping[str, object] | Sequence[str] = ("logit",),
+def lens_kl(session: Session, corpus: Corpus, readers: Mapping[str, LensReader] | Sequence[str] = ("logit",),
             layers: Sequence[int] | None = None, max_tokens: int = 512, window: int = 128,
             chunk: int = 64) -> LensKL:
     """KL to the final distribution per layer for each lens (readers by kind, or kinds to load)."""

@@ -23,6 +23,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from .._types import Float, Tensor
 from ..errors import EmptyPromptError, WorkbenchError
@@ -43,6 +44,20 @@ def _session_bos(session: Session) -> Iterator[None]:
         cfg.default_prepend_bos = old
 
 
+@runtime_checkable
+class JacobianTransport(Protocol):
+    """What `JLens` uses of TransformerLens' `JacobianLens` (imported lazily: it loads slowly)."""
+
+    jacobians: dict[int, Tensor]
+    n_prompts: int
+    metadata: dict[str, Any]
+
+    @property
+    def source_layers(self) -> list[int]: ...
+
+    def transport(self, residual: Tensor, layer: int) -> Tensor: ...
+
+
 @dataclass(frozen=True)
 class JLens:
     """A fitted TransformerLens `JacobianLens` bound to the identity of the model it was fit on.
@@ -52,7 +67,7 @@ class JLens:
         meta: model identity (see `_store.identity`) and fit provenance.
     """
 
-    lens: object
+    lens: JacobianTransport
     meta: dict
 
     @property

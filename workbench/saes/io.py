@@ -235,10 +235,11 @@ def load_saelens(directory: str | Path) -> SAE:
     act = raw.get("activation_fn", raw.get("activation_fn_str"))
     if arch == "standard" and act == "topk" and (raw.get("activation_fn_kwargs") or {}).get("k"):
         arch = "topk"                      # SAELens < 6 wrote TopK SAEs as standard + topk
-    arch = {"standard": "relu", "relu": "relu", "topk": "topk", "jumprelu": "jumprelu"}.get(arch)
-    if arch is None:
+    ours = {"standard": "relu", "relu": "relu", "topk": "topk", "jumprelu": "jumprelu"}.get(arch)
+    if ours is None:
         raise SAEFileError(f"{where!r}: architecture={raw.get('architecture')!r} is not "
                            "supported; supported are 'standard', 'topk', 'jumprelu'")
+    arch = ours
     try:
         d_in, d_sae = int(raw["d_in"]), int(raw["d_sae"])
     except (KeyError, TypeError, ValueError) as exc:
