@@ -115,12 +115,13 @@ class FFMapsView(View):
 
     # ---------------------------------------------------------------- recompute
     def set_prompt(self, prompt: str, steps: int | None = None) -> None:
-        if self._recompute is None:
+        recompute = self._recompute
+        if recompute is None:
             self.error.value = escape("this view was made without a recompute callback")
             return
         layers = [lm.layer for lm in self.result.layers]
         steps = self.result.steps if steps is None else steps
-        self.submit(lambda progress: self._recompute(prompt, layers, steps=steps, progress=progress),
+        self.submit(lambda progress: recompute(prompt, layers, steps=steps, progress=progress),
                     self._new_result, "decomposing layers")
 
     def _new_result(self, result: FFMaps) -> None:

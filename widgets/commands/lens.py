@@ -85,7 +85,7 @@ def lens_rows(s, prompt: str, reader, target_id: int, top: int) -> list[dict]:
 
     cap = capture(s, prompt, [f"resid_post:{layer}" for layer in range(s.n_layers)])
     last = int(cap.batch.lengths[0]) - 1
-    rows = []
+    rows: list[dict[str, Any]] = []
     for layer in range(s.n_layers):
         try:
             with torch.no_grad():
