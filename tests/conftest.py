@@ -17,7 +17,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if os.environ.get("WORKBENCH_TYPECHECK") == "1":
     from jaxtyping import install_import_hook
 
-    install_import_hook(["workbench", "editing"], "beartype.beartype")
+    # PEP 484's numeric tower (an int where a float is annotated), as mypy reads annotations
+    install_import_hook(["workbench", "editing"],
+                        "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
