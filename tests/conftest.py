@@ -21,6 +21,13 @@ if os.environ.get("WORKBENCH_TYPECHECK") == "1":
     install_import_hook(["workbench", "editing"],
                         "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))")
 
+
+
+def pytest_configure(config):
+    # the project's own warnings are errors in the suite (resolved per test, after the hook above)
+    config.addinivalue_line("filterwarnings", "error::workbench.errors.WorkbenchWarning")
+
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
