@@ -37,30 +37,41 @@ def register_battery(sub) -> None:
 
 
 def run_battery_command(args) -> int:
-    import dataclasses
-
-    from probes.runner import results_paths, run_battery
-    from probes.spec import load_spec
-
-    spec = load_spec(args.spec)  # validated before any model is loaded
-    if args.device:
-        spec = dataclasses.replace(spec, device=args.device)
-    if args.ray is not None:  # probes (x models) as Ray tasks: workbench.distributed.battery
+    spec = _spec(args)  # validated before any model is loaded
+    if args.ray is not None:  # probes (x models) as Ray tasks: probes.ray_battery
         from probes.ray_battery import battery_on_ray
 
         lines, status = battery_on_ray(args, spec)
         print("\n".join(lines))
         return status
+    return _run(spec, args, lambda res, c: f"battery {spec.name}: {c['ran']} ran, {c['cached']} cached, "
+                                          f"{c['failed']} failed in {res['timings']['total_s']:.1f} s",
+                "html")
+
+
+def _spec(args):
+    """The battery spec named by ``args.spec`` (``--device`` applied), validated without a model."""
+    import dataclasses
+
+    from probes.spec import load_spec
+
+    spec = load_spec(args.spec)
+    return dataclasses.replace(spec, device=args.device) if args.device else spec
+
+
+def _run(spec, args, headline, html_label: str) -> int:
+    """Run `spec`, print a headline, the failed probes and the paths written; 1 if any failed."""
+    from probes.runner import results_paths, run_battery
+
     res = run_battery(spec, args.out, force=args.force, progress=not args.no_progress)
     json_path, html_path = results_paths(spec, args.out)
     c = res["counts"]
-    print(f"battery {spec.name}: {c['ran']} ran, {c['cached']} cached, {c['failed']} failed "
-          f"in {res['timings']['total_s']:.1f} s")
+    print(headline(res, c))
     for p in res["probes"]:
         if p["status"] == "failed":
             print(f"  {p['name']}: {p['error']}")
     print(f"json: {json_path}")
-    print(f"html: {html_path}")
+    print(f"{html_label}: {html_path}")
     return 1 if c["failed"] else 0
 
 
@@ -98,22 +109,7 @@ def register_demo(sub) -> None:
 
 
 def run_demo(args) -> int:
-    import dataclasses
-
-    from probes.runner import results_paths, run_battery
-    from probes.spec import load_spec
-
-    spec = load_spec(args.spec)
-    if args.device:
-        spec = dataclasses.replace(spec, device=args.device)
-    res = run_battery(spec, args.out, force=args.force, progress=not args.no_progress)
-    json_path, html_path = results_paths(spec, args.out)
-    c = res["counts"]
-    print(f"demo ({spec.name} battery on {res['model']['name']}): {c['ran']} probes ran, "
-          f"{c['cached']} reused, {c['failed']} failed in {res['timings']['total_s']:.1f} s")
-    for p in res["probes"]:
-        if p["status"] == "failed":
-            print(f"  {p['name']}: {p['error']}")
-    print(f"json: {json_path}")
-    print(f"report: {html_path}")
-    return 1 if c["failed"] else 0
+    spec = _spec(args)
+    return _run(spec, args, lambda res, c: f"demo ({spec.name} battery on {res['model']['name']}): "
+                                          f"{c['ran']} probes ran, {c['cached']} reused, {c['failed']} "
+                                          f"failed in {res['timings']['total_s']:.1f} s", "report")
