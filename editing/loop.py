@@ -56,7 +56,7 @@ from .rome import RomeConfig, compute_rome_update
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EditRun", "run_edits", "default_layers", "METHODS"]
+__all__ = ["EditRun", "run_edits", "default_layers", "layers_from_curve", "METHODS"]
 
 METHODS = ("rome", "memit", "alphaedit")
 
@@ -81,19 +81,27 @@ class EditRun:
     ledger: list[dict] = field(default_factory=list)
 
 
+def layers_from_curve(curve: Sequence[float], method: str, n: int = 5) -> tuple[int, ...]:
+    """Layers to edit from an FFN causal-trace curve [layer]: ROME the peak; MEMIT / AlphaEdit
+    the `n` consecutive layers with the largest summed indirect effect, below the last layer."""
+    from .memit import critical_layers
+
+    if method not in METHODS:
+        raise WorkbenchError(f"method={method!r}; choose one of {list(METHODS)}")
+    if method == "rome":
+        return (max(range(len(curve)), key=lambda i: curve[i]),)
+    return critical_layers(list(curve)[: len(curve) - 1], n)
+
+
 def default_layers(session: Session, method: str, corpus, n: int = 5, facts=None) -> tuple[tuple[int, ...], list[float]]:
     """Layers to edit from the FFN causal trace (`ffn_peak_layer` on `facts`, default a few facts
-    every small LM knows): ROME the peak; MEMIT / AlphaEdit the `n` consecutive layers with the
-    largest summed indirect effect, below the last layer. Returns (layers, the mean curve)."""
-    from .memit import critical_layers
+    every small LM knows), chosen by `layers_from_curve`. Returns (layers, the mean curve)."""
     from .tracing import DEFAULT_FACTS, embedding_std, ffn_peak_layer
 
     if method not in METHODS:
         raise WorkbenchError(f"method={method!r}; choose one of {list(METHODS)}")
-    peak, curve = ffn_peak_layer(session, facts or DEFAULT_FACTS, embedding_std(session, corpus))
-    if method == "rome":
-        return (peak,), curve
-    return critical_layers(curve[: session.n_layers - 1], n), curve
+    _, curve = ffn_peak_layer(session, facts or DEFAULT_FACTS, embedding_std(session, corpus))
+    return layers_from_curve(curve, method, n), curve
 
 
 def _request(c: EditCase) -> EditRequest:

@@ -127,3 +127,14 @@ def test_default_layers_from_the_trace(tiny, small_corpus_path):
     assert len(curve) == tiny.n_layers and peak == max(range(len(curve)), key=curve.__getitem__)
     layers, _ = default_layers(tiny, "memit", corpus, facts=facts)
     assert layers == (0,)                           # the window stops below the last layer
+
+
+def test_layers_from_curve_peak_and_window_below_the_last_layer():
+    from editing.loop import layers_from_curve
+
+    curve = [0.0, 0.1, 0.5, 0.2, 0.0, 0.9]          # the last layer peaks: MEMIT cannot edit it
+    assert layers_from_curve(curve, "rome") == (5,)
+    assert layers_from_curve(curve, "memit", n=2) == (2, 3)
+    assert layers_from_curve(curve, "alphaedit", n=3) == (1, 2, 3)
+    with pytest.raises(WorkbenchError, match="method='bogus'"):
+        layers_from_curve(curve, "bogus")

@@ -170,7 +170,8 @@ def _one_fact(session: Session, prompt: str, args):
 
 def _edit_layers(session: Session, args, corpus, progress: bool) -> tuple[list[int], list[float] | None]:
     """The layers to edit: given, or the FFN causal-trace peak (cached per model and corpus)."""
-    from editing import critical_layers, embedding_std, ffn_peak_layer
+    from editing import embedding_std, ffn_peak_layer
+    from editing.loop import layers_from_curve
     from editing.tracing import DEFAULT_FACTS
 
     if args.layer:
@@ -183,10 +184,7 @@ def _edit_layers(session: Session, args, corpus, progress: bool) -> tuple[list[i
         _, curve = ffn_peak_layer(session, DEFAULT_FACTS, sigma, progress=progress)
         key.parent.mkdir(parents=True, exist_ok=True)
         key.write_text(json.dumps({"curve": curve, "facts": len(DEFAULT_FACTS)}))
-    peak = max(range(len(curve)), key=lambda i: curve[i])
-    if args.method == "rome":
-        return [peak], curve
-    return list(critical_layers(curve, 5)), curve
+    return list(layers_from_curve(curve, args.method)), curve
 
 
 def run(args) -> int:
