@@ -32,8 +32,8 @@ from ._prompts import SubjectPrompt, locate_subject, target_id
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TraceConfig", "TraceResult", "trace_fact", "embedding_std", "ffn_peak_layer", "KINDS",
-           "DEFAULT_FACTS"]
+__all__ = ["TraceConfig", "TraceResult", "trace_fact", "embedding_std", "ffn_peak_layer",
+           "subject_last_curve", "KINDS", "DEFAULT_FACTS"]
 
 # kind -> hook name of the state restored at one layer
 KINDS = {
@@ -298,6 +298,45 @@ def _run_rows(session: Session, tokens, sp: SubjectPrompt, noise: Tensor, rows: 
     return torch.softmax(logits, -1)[:, ans_id].cpu()
 
 
+@torch.no_grad()
+def subject_last_curve(session: Session, prompt: str, subject: str, noise_std: float, kind: str = "mlp",
+                       answer: str | None = None, config: TraceConfig | None = None) -> Float[Tensor, " layer"]:
+    """Indirect effect of restoring `kind` at the subject's last token, per layer.
+
+    Equals ``trace_fact(...).subject_last_curve(kind)`` (same noise, same rows) but runs only
+    that column of the grid: layers x samples rows instead of layers x tokens x samples, which
+    is what choosing an edit layer needs.
+    """
+    if kind not in KINDS:
+        raise WorkbenchError(f"kind={kind!r} must be one of {sorted(KINDS)}")
+    cfg = config or TraceConfig(kinds=(kind,))
+    sp: SubjectPrompt = locate_subject(session, prompt, subject)
+    L = session.n_layers
+    tokens = torch.tensor([sp.ids], device=session.device)
+    logits = session.model(tokens, return_type="logits")[0, -1].float()
+    ans_id = int(logits.argmax()) if answer is None else target_id(session, sp.text, answer)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    noise = torch.randn(cfg.samples, sp.end - sp.start, session.d_model, generator=gen)
+    noise = (noise * (float(noise_std) * cfg.noise_scale)).to(session.device, session.dtype)
+    got: dict[int, Tensor] = {}
+    saves = []
+    for layer in range(L):
+        def save(act, hook=None, layer=layer):
+            got[layer] = act[0].detach().clone()
+        saves.append((KINDS[kind].format(l=layer), save))
+    with session.hooks(saves):
+        session.model(tokens, return_type=None)
+    clean = [got[layer] for layer in range(L)]
+    pos = sp.end - 1
+    cells = [(pos, layers) for p, layers in _cells(kind, L, 1, cfg.window) if p == 0]
+    rows = [(-1, s) for s in range(cfg.samples)] + [(c, s) for c in range(L) for s in range(cfg.samples)]
+    rows_per = cfg.rows_per_batch or max(cfg.samples, cfg.max_logit_elems // (len(sp.ids) * session.d_vocab))
+    probs = torch.cat([_run_rows(session, tokens, sp, noise, rows[lo : lo + rows_per], cells, clean,
+                                 KINDS[kind], ans_id) for lo in range(0, len(rows), rows_per)])
+    corrupted = probs[: cfg.samples].mean()
+    return probs[cfg.samples :].view(L, cfg.samples).mean(-1) - corrupted
+
+
 # a few facts every small English LM knows, for choosing a layer when no fact file is given
 DEFAULT_FACTS: tuple[tuple[str, str], ...] = (
     ("The Eiffel Tower is located in the city of", "The Eiffel Tower"),
@@ -321,9 +360,9 @@ def ffn_peak_layer(session: Session, facts, noise_std: float, config: TraceConfi
     cfg = config or TraceConfig(kinds=("mlp",), samples=3)
     if "mlp" not in cfg.kinds:
         raise WorkbenchError(f"kinds={cfg.kinds!r} must include 'mlp' to find the FFN peak")
-    curves = [trace_fact(session, p, s, noise_std, config=cfg, progress=progress).subject_last_curve("mlp")
-              for p, s in facts]
-    if not curves:
+    if not facts:
         raise WorkbenchError("facts is empty; give at least one (prompt, subject) pair")
+    curves = [subject_last_curve(session, p, s, noise_std, "mlp", config=cfg)
+              for p, s in tqdm(facts, desc="FFN peak", unit="fact", disable=not progress, leave=False)]
     mean = torch.stack(curves).mean(0)
     return int(mean.argmax()), mean.tolist()

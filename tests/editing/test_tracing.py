@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from editing import TraceConfig, trace_fact
-from editing.tracing import ffn_peak_layer
+from editing.tracing import ffn_peak_layer, subject_last_curve
 from workbench.errors import WorkbenchError
 
 PROMPT = "The Eiffel Tower is located in the city of"
@@ -20,6 +20,19 @@ def test_batched_equals_one_pass_per_cell(tiny):
     for k in cfg.kinds:
         assert a.scores[k].shape == (tiny.n_layers, len(a.str_tokens))
         torch.testing.assert_close(a.scores[k], b.scores[k], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "attn", "resid"])
+def test_subject_last_curve_is_the_full_trace_column(tiny, tiny_gemma, kind):
+    """The one-column trace (edit-layer choice) equals that column of the full grid."""
+    for s in (tiny, tiny_gemma):
+        cfg = TraceConfig(kinds=(kind,), samples=2, window=3)
+        full = trace_fact(s, PROMPT, SUBJECT, 0.5, config=cfg).subject_last_curve(kind)
+        col = subject_last_curve(s, PROMPT, SUBJECT, 0.5, kind, config=cfg)
+        assert col.shape == (s.n_layers,)
+        torch.testing.assert_close(col, full, atol=1e-6, rtol=1e-4)
+    with pytest.raises(WorkbenchError, match="kind='mlpp'"):
+        subject_last_curve(tiny, PROMPT, SUBJECT, 0.5, "mlpp")
 
 
 def test_identities(tiny):
