@@ -111,7 +111,8 @@ def _request(c: EditCase) -> EditRequest:
 def _fluency(session: Session, cases, gen_tokens, seed) -> list[float | None]:
     if gen_tokens <= 0:
         return [None] * len(cases)
-    return [generation_entropy(generate_texts(session, [c.prompt], gen_tokens, seed=seed)) for c in cases]
+    texts = generate_texts(session, [c.prompt for c in cases], gen_tokens, seed=seed)
+    return [generation_entropy([t]) for t in texts]
 
 
 def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, KeyStats], *,

@@ -58,3 +58,20 @@ def test_summarize():
     assert s["efficacy"] == 50.0 and s["paraphrase"] == 50.0 and s["neighborhood"] == 50.0
     assert s["fluency"] == 4.5 and s["n"] == 2
     assert s["efficacy_gap"] == pytest.approx((0.5 - 0.1) / 2)
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny_gemma"])
+def test_batched_generation_is_each_prompt_alone(request, name):
+    """A prompt's sampled text depends on its prompt and seed, not on its batch (left padding,
+    one generator per row): batched == one call per prompt with the shifted seed."""
+    from editing import generate_texts
+
+    s = request.getfixturevalue(name)
+    prompts = ["The Eiffel Tower is in", "Hello", "A much longer prompt about the capital of France is"]
+    batched = generate_texts(s, prompts, max_new_tokens=8, seed=3, batch_size=2)
+    alone = [generate_texts(s, [p], max_new_tokens=8, seed=3 + i)[0] for i, p in enumerate(prompts)]
+    assert batched == alone
+    assert all(t.startswith(p) and len(t) > len(p) for t, p in zip(batched, prompts))
+    rng = torch.get_rng_state()
+    generate_texts(s, prompts[:1], max_new_tokens=4)
+    assert torch.equal(rng, torch.get_rng_state())          # the global RNG is untouched
