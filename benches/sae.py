@@ -43,6 +43,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--window", type=int, default=128)
     ap.add_argument("--tokens-per-forward", type=int, default=None)
+    ap.add_argument("--width", type=int, default=None, help="SAE latents (default 16 d_model)")
+    ap.add_argument("--sparse", choices=["auto", "on", "off"], default="auto",
+                    help="TrainConfig.sparse_step (auto: CPU, or CUDA from 32,768 latents)")
     ap.add_argument("--out", default="out/bench/sae.json")
     a = ap.parse_args(argv)
     dev = resolve_device(a.device)
@@ -58,10 +61,11 @@ def main(argv=None) -> dict:
     g = torch.Generator().manual_seed(0)
     corpus = Corpus("random", torch.randint(10, len(s.tokenizer), (tokens * 2 + 100_000,), generator=g),
                     s.tokenizer)
-    scfg = SAEConfig("topk", s.d_model, 16 * s.d_model, site=site, k=64)
+    scfg = SAEConfig("topk", s.d_model, a.width or 16 * s.d_model, site=site, k=64)
     tcfg = TrainConfig(total_tokens=tokens, batch_size=a.batch_size, window=a.window,
                        tokens_per_forward=tpf, buffer_tokens=max(8 * a.batch_size, tpf * 2),
-                       eval_tokens=0, warmup_steps=10, dead_after_tokens=tokens // 4)
+                       eval_tokens=0, warmup_steps=10, dead_after_tokens=tokens // 4,
+                       sparse_step={"auto": None, "on": True, "off": False}[a.sparse])
     # warm-up (kernels, allocator) for both paths
     starts = window_order(corpus, s, a.window, 1)
     for _ in stream_vectors(s, corpus, parse_site(site), None,
@@ -91,6 +95,7 @@ def main(argv=None) -> dict:
     ratio = tr_tps / raw_tps
     out = {"bench": "sae", "device": torch.cuda.get_device_name(dev) if cuda else platform.processor() or "cpu",
            "torch": torch.__version__, "shape": a.shape, "site": site, "d_sae": scfg.d_sae, "k": scfg.k,
+           "sparse_step": a.sparse,
            "dtype_model": str(s.dtype), "amp": tcfg.amp and cuda, "batch_size": a.batch_size,
            "window": a.window, "tokens_per_forward": tpf,
            "raw_forward": {"tokens": n, "seconds": raw_s, "tokens_per_s": raw_tps},

@@ -125,6 +125,9 @@ class TrainConfig:
         seed: initialisation and shuffling seed.
         device: ``auto`` (the session's device), ``cpu``, ``cuda``.
         amp: on CUDA, run the SAE's matmuls in bfloat16 autocast (weights and Adam stay fp32).
+        sparse_step: TopK only: the step whose decoder and encoder gradient touch only the picked
+            latents (`workbench.saes.topk_sparse`; same values); None: on CPU, and on CUDA from
+            32,768 latents.
     """
 
     total_tokens: int = 1_000_000
@@ -145,6 +148,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    sparse_step: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):

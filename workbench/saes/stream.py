@@ -44,6 +44,11 @@ def stream_vectors(session: Session, corpus, site, head: int | None, starts: Ten
     i = 0
     while i < len(starts):
         st = starts[i:i + rows]
+        n_real = len(st)
+        if n_real < rows and len(starts) > rows:
+            # a short last batch is padded with windows already streamed (dropped below), so
+            # every batch of a stream has one shape: compiled capture code is reused, not rebuilt
+            st = torch.cat([st, starts[: rows - n_real]])
         tok = corpus.ids[st[:, None] + torch.arange(width)[None, :]]
         if bos:
             col = torch.full((len(st), 1), session.tokenizer.bos_token_id, dtype=torch.int64)
@@ -58,7 +63,8 @@ def stream_vectors(session: Session, corpus, site, head: int | None, starts: Ten
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             continue
-        i += len(st)
+        i += n_real
+        act = act[:n_real]
         if skip_first:
             act = act[:, 1:]
         yield act.reshape(-1, act.shape[-1]).float()

@@ -28,6 +28,7 @@ from .config import SAEConfig, TrainConfig
 from .models import make_sae
 from .sites import check_sae_site
 from .stream import stream_vectors, window_order
+from .topk_sparse import sparse_aux_loss, sparse_topk_step, use_sparse_step
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,7 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda st: lr_factor(st, total_steps, cfg.warmup_steps, cfg.decay_fraction))
     use_amp = bool(cfg.amp and device.type == "cuda")
+    sparse = use_sparse_step(sae, device, cfg.sparse_step)
     since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
     history: list[dict] = []
     bar = tqdm(total=total_steps * cfg.batch_size, unit="tok", desc=f"SAE {site}", disable=not progress)
@@ -178,11 +180,18 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
                 break
             x = x * scale
             dead = since_fired >= cfg.dead_after_tokens
-            with torch.autocast("cuda", torch.bfloat16, enabled=use_amp):
-                out = sae(x, check=False)
-                losses = sae.loss(x, out)
-                aux = aux_loss(sae, x, out, dead, cfg.aux_k, n_dead)
-                loss = (losses["loss"] + cfg.aux_coefficient * aux).float()
+            if sparse:
+                sp = sparse_topk_step(sae, x, dead, cfg.aux_k, n_dead, amp=use_amp)  # type: ignore[arg-type]
+                mse = (sp.recon - x).pow(2).sum(-1).mean()
+                losses = {"loss": mse, "mse": mse}
+                aux = sparse_aux_loss(x, sp)
+                loss = (mse + cfg.aux_coefficient * aux).float()
+            else:
+                with torch.autocast("cuda", torch.bfloat16, enabled=use_amp):
+                    out = sae(x, check=False)
+                    losses = sae.loss(x, out)
+                    aux = aux_loss(sae, x, out, dead, cfg.aux_k, n_dead)
+                    loss = (losses["loss"] + cfg.aux_coefficient * aux).float()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             sae.remove_parallel_grad()
@@ -190,7 +199,7 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
             sched.step()
             sae.normalize_decoder()
             with torch.no_grad():
-                fired = (out.codes > 0).any(0)
+                fired = sp.fired(sae_cfg.d_sae) if sparse else (out.codes > 0).any(0)
                 since_fired += len(x)
                 since_fired[fired] = 0
             step += 1
@@ -206,7 +215,7 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
                     rec = {"step": step, "tokens": tokens, "lr": sched.get_last_lr()[0],
                            "loss": loss.item(), "mse": losses["mse"].item(),
                            "fvu": (losses["mse"] / var).item(), "aux": float(aux),
-                           "l0": (out.codes > 0).float().sum(-1).mean().item(),
+                           "l0": (sp.l0() if sparse else (out.codes > 0).float().sum(-1).mean()).item(),
                            "dead": int(dead.sum())}
                 history.append(rec)
                 bar.set_postfix(fvu=f"{rec['fvu']:.3f}", l0=f"{rec['l0']:.1f}", dead=rec["dead"])

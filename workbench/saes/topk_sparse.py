@@ -1,0 +1,137 @@
+"""A TopK SAE training step whose cost grows with k, not with the dictionary's width.
+
+The dense step (`TopKSAE.forward` + autograd) spends three [B d_sae d_in] matmuls per batch: the
+encoder (needed: every pre-activation decides the top k), the encoder's backward and the
+decoder. Only the picked pre-activations carry gradient, and only picked decoder rows are read,
+so here
+
+    pre      = (x - b_dec) W_enc + b_enc            dense, no autograd (chooses the latents)
+    picked   = pre[b, idx[b, j]]                    `_PickedPre`: backward touches B*m*d_in
+    x^       = sum_j relu(picked_bj) W_dec[idx_bj] + b_dec     `embedding_bag` (sparse rows)
+
+`_PickedPre`'s backward, with G the [B d_sae] sparse matrix of the picked entries' gradients:
+    dW_enc = (x - b_dec)^T G      (a sparse-dense product)
+    db_enc = column sums of G     db_dec (encoder side) = -W_enc (column sums of G)
+The AuxK picks (top `aux_k` among dead latents) go through the same function. Values and
+gradients equal the dense step's (`tests/workbench/saes/test_topk_sparse.py`); the speed is
+measured in benches/sae.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .._types import Float, Tensor
+from .topk import TopKSAE
+
+__all__ = ["SparseStep", "sparse_topk_step", "sparse_aux_loss", "use_sparse_step"]
+
+# On CUDA the dense matmuls win for narrow dictionaries (one big GEMM beats the sparse product's
+# scattered writes); from this width on the sparse step is used (benches/sae.py measures both).
+CUDA_MIN_WIDTH = 32768
+
+
+def use_sparse_step(sae, device: torch.device, setting: bool | None) -> bool:
+    """Whether `train_sae` takes the sparse step: `setting` if given, else TopK SAEs on CPU or
+    of at least `CUDA_MIN_WIDTH` latents on CUDA."""
+    if setting is not None:
+        return bool(setting) and isinstance(sae, TopKSAE)
+    return isinstance(sae, TopKSAE) and (device.type != "cuda" or sae.d_sae >= CUDA_MIN_WIDTH)
+
+
+class _PickedPre(torch.autograd.Function):
+    """Picked pre-activations with a gradient that reaches W_enc, b_enc, b_dec sparsely."""
+
+    @staticmethod
+    def forward(ctx, x, b_dec, W_enc, b_enc, idx, picked):  # type: ignore[override]
+        ctx.save_for_backward(x, b_dec, W_enc, idx)
+        return picked
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, b_dec, W_enc, idx = ctx.saved_tensors
+        B, m = idx.shape
+        d_sae = W_enc.shape[1]
+        g = g.float().reshape(-1)
+        cols = idx.reshape(-1)
+        colsum = torch.zeros(d_sae, device=g.device, dtype=torch.float32).index_add_(0, cols, g)
+        gW = gb = gbd = None
+        if ctx.needs_input_grad[2]:
+            rows = torch.arange(B, device=g.device).repeat_interleave(m)
+            gt = torch.sparse_coo_tensor(torch.stack([cols, rows]), g, (d_sae, B), check_invariants=False)
+            xc = (x.float() - b_dec.float())
+            gW = torch.sparse.mm(gt, xc).t().to(W_enc.dtype)          # [d_in d_sae]
+        if ctx.needs_input_grad[3]:
+            gb = colsum.to(W_enc.dtype)
+        if ctx.needs_input_grad[1]:
+            gbd = -(W_enc.float() @ colsum).to(b_dec.dtype)
+        return None, gbd, gW, gb, None, None
+
+
+@dataclass(frozen=True)
+class SparseStep:
+    """One sparse TopK pass: reconstruction [B d_in], the k picks (idx, values after ReLU
+    [B k]), and the AuxK reconstruction of the dead latents' picks (None when off)."""
+
+    recon: Tensor
+    idx: Tensor
+    vals: Tensor
+    aux_recon: Tensor | None
+
+    def l0(self) -> Tensor:
+        return (self.vals > 0).float().sum(-1).mean()
+
+    def fired(self, d_sae: int) -> Tensor:
+        out = torch.zeros(d_sae, dtype=torch.bool, device=self.idx.device)
+        out[self.idx[self.vals > 0]] = True
+        return out
+
+
+def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor | None = None,
+                     aux_k: int = 0, n_dead: int | None = None, amp: bool = False) -> SparseStep:
+    """The TopK forward of a training step, sparse in its decoder and encoder gradient.
+
+    Args:
+        x: [B d_in] activations (no gradient).
+        dead: [d_sae] bool, latents that count as dead for AuxK (None or aux_k = 0: no AuxK).
+        n_dead: a (possibly stale) host-side count of dead latents, as `train.aux_loss` takes
+            it: min(aux_k, n_dead) latents are picked; 0 turns AuxK off.
+        amp: compute the dense pre-activations in bfloat16 (CUDA), as the dense step's autocast.
+    """
+    k = sae.cfg.k
+    with torch.no_grad():
+        with torch.autocast("cuda", torch.bfloat16, enabled=amp and x.is_cuda):
+            pre = sae.pre_acts(x)
+        top_v, top_i = pre.topk(k, dim=-1)
+        idx, valid = top_i, None
+        n_aux = 0
+        n_dead = int(dead.sum()) if dead is not None and n_dead is None else n_dead
+        if dead is not None and aux_k > 0 and n_dead:
+            masked = pre.masked_fill(~dead, float("-inf"))
+            aux_v, aux_i = masked.topk(min(aux_k, n_dead, sae.d_sae), dim=-1)
+            n_aux = aux_i.shape[1]
+            idx = torch.cat([top_i, aux_i], 1)
+            valid = aux_v > float("-inf")
+            picked_vals = torch.cat([top_v, pre.gather(-1, aux_i)], 1)
+        else:
+            picked_vals = top_v
+    picked = _PickedPre.apply(x, sae.b_dec, sae.W_enc, sae.b_enc, idx, picked_vals.float())
+    act = torch.relu(picked).to(sae.W_dec.dtype)
+    vals = act[:, :k]
+    recon = torch.nn.functional.embedding_bag(idx[:, :k], sae.W_dec, per_sample_weights=vals,
+                                              mode="sum") + sae.b_dec
+    aux = None
+    if n_aux and valid is not None:
+        w = act[:, k:] * valid.to(act.dtype)
+        aux = torch.nn.functional.embedding_bag(idx[:, k:], sae.W_dec, per_sample_weights=w, mode="sum")
+    return SparseStep(recon, top_i, vals.detach(), aux)
+
+
+def sparse_aux_loss(x: Tensor, step: SparseStep) -> Tensor:
+    """AuxK as `train.aux_loss`: ||e - e^_dead||^2 / ||e||^2 with e = x - x^ (detached)."""
+    if step.aux_recon is None:
+        return x.new_zeros(())
+    e = (x - step.recon).detach()
+    return (e - step.aux_recon).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)
