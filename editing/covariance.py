@@ -23,6 +23,7 @@ from workbench._types import Float, Tensor
 from workbench.capture import capture_tokens
 from workbench.errors import WorkbenchError
 from workbench.hooks import Site
+from workbench.memplan import plan_batch
 from workbench.session import Session
 
 log = logging.getLogger(__name__)
@@ -90,41 +91,9 @@ def key_stats(session: Session, layer: int, corpus, n_tokens: int = 100_000, win
         >>> st = key_stats(s, 5, Corpus.load("data/corpus/tiny_corpus.txt", s.tokenizer))
         >>> st.moment.shape            # [d_mlp, d_mlp]
     """
-    from safetensors.torch import load_file, save_file
-
     layer = session.check_layer(layer)
-    if n_tokens < 1:
-        raise WorkbenchError(f"n_tokens={n_tokens} must be >= 1")
-    key = stats_key(session, layer, corpus, n_tokens)
-    path = Path(directory) if directory is not None else cache_dir()
-    f = path / f"{key}.safetensors"
-    if use_cache and f.exists():
-        d = load_file(str(f))
-        return KeyStats(layer, d["moment"], int(d["n_tokens"]), corpus.name, key)
-    site = Site("mlp_post", layer)
-    acc = torch.zeros(session.d_mlp, session.d_mlp, dtype=torch.float64, device=session.device)
-    n = 0
-    for wb in corpus.batches(session, window=window, tokens_per_batch=tokens_per_batch,
-                             max_tokens=n_tokens, progress=progress, desc=f"key stats L{layer}"):
-        tokens = wb.tokens
-        from workbench.session import TokenBatch
-
-        lengths = torch.full((tokens.shape[0],), tokens.shape[1], device=tokens.device)
-        cap = capture_tokens(session, TokenBatch(tokens, lengths), [site])
-        k = cap[site][:, int(wb.bos):].reshape(-1, session.d_mlp).double()
-        acc += k.T @ k
-        n += k.shape[0]
-    if n == 0:
-        raise WorkbenchError(f"corpus {corpus.name!r} gave no tokens for the key statistics")
-    moment = (acc / n).float().cpu()
-    if use_cache:
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(".tmp")
-        save_file({"moment": moment, "n_tokens": torch.tensor(n)}, str(tmp),
-                  metadata={"model": session.name, "layer": str(layer), "corpus": corpus.name})
-        tmp.replace(f)
-        log.info("key stats L%d: %d tokens, cached at %s", layer, n, f)
-    return KeyStats(layer, moment, n, corpus.name, key)
+    return layers_key_stats(session, [layer], corpus, n_tokens, window, tokens_per_batch, use_cache,
+                            directory, progress)[layer]
 
 
 @torch.no_grad()
@@ -156,14 +125,35 @@ def layers_key_stats(session: Session, layers, corpus, n_tokens: int = 100_000, 
         acc = [torch.zeros(session.d_mlp, session.d_mlp, dtype=torch.float64, device=session.device)
                for _ in todo]
         n = 0
-        for wb in corpus.batches(session, window=window, tokens_per_batch=tokens_per_batch,
+        # memory plan: captured keys + their float64 copy (one layer at a time) per token
+        plan = plan_batch(session, sites, window, tokens_per_batch, extra=8 * session.d_mlp)
+
+        def add(tokens: Tensor, bos: bool) -> None:
+            """Accumulate k^T k of `tokens`' rows; on CUDA out-of-memory, in halves (nothing is
+            added before a batch's products are all computed, so a retry counts nothing twice)."""
+            try:
+                lengths = torch.full((tokens.shape[0],), tokens.shape[1], device=tokens.device)
+                cap = capture_tokens(session, TokenBatch(tokens, lengths), sites)
+                prods = []
+                for site in sites:
+                    k = cap[site][:, int(bos):].reshape(-1, session.d_mlp).double()
+                    prods.append(k.T @ k)
+                    del k
+            except torch.OutOfMemoryError:
+                if tokens.shape[0] == 1:
+                    raise
+                torch.cuda.empty_cache()
+                half = tokens.shape[0] // 2
+                add(tokens[:half], bos)
+                add(tokens[half:], bos)
+                return
+            for a, p in zip(acc, prods):
+                a += p
+
+        for wb in corpus.batches(session, window=window, tokens_per_batch=plan.tokens_per_batch,
                                  max_tokens=n_tokens, progress=progress,
                                  desc=f"key stats L{[t[0] for t in todo]}"):
-            lengths = torch.full((wb.tokens.shape[0],), wb.tokens.shape[1], device=wb.tokens.device)
-            cap = capture_tokens(session, TokenBatch(wb.tokens, lengths), sites)
-            for a, site in zip(acc, sites):
-                k = cap[site][:, int(wb.bos):].reshape(-1, session.d_mlp).double()
-                a += k.T @ k
+            add(wb.tokens, bool(wb.bos))
             n += wb.tokens.shape[0] * (wb.tokens.shape[1] - int(wb.bos))
         if n == 0:
             raise WorkbenchError(f"corpus {corpus.name!r} gave no tokens for the key statistics")

@@ -37,3 +37,26 @@ def test_cache_hit_and_key(tiny, small_corpus_path, tmp_path):
     assert c.key != a.key and len(list(tmp_path.glob("*.safetensors"))) == 2
     d = key_stats(tiny, 1, corpus, n_tokens=256, window=64, directory=tmp_path, progress=False)
     assert d.key != a.key
+
+
+def test_out_of_memory_halves_and_counts_once(tiny, small_corpus_path, tmp_path, monkeypatch):
+    """A batch that runs out of memory is redone in halves: same moment, same token count."""
+    import editing.covariance as cov
+    from workbench.capture import capture_tokens
+
+    corpus = Corpus.load(small_corpus_path, tiny.tokenizer, max_tokens=2000)
+    want = key_stats(tiny, 1, corpus, n_tokens=512, window=64, directory=tmp_path / "a", progress=False)
+    calls = []
+
+    def flaky(session, batch, sites, **kw):
+        calls.append(batch.tokens.shape[0])
+        if batch.tokens.shape[0] > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return capture_tokens(session, batch, sites, **kw)
+
+    monkeypatch.setattr(cov, "capture_tokens", flaky)
+    got = key_stats(tiny, 1, corpus, n_tokens=512, window=64, tokens_per_batch=512,
+                    directory=tmp_path / "b", progress=False)
+    assert max(calls) > 2 and min(calls) <= 2          # it failed, then ran in halves
+    assert got.n_tokens == want.n_tokens
+    torch.testing.assert_close(got.moment, want.moment, atol=1e-6, rtol=1e-5)
