@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The README's many-edits table: MEMIT (N cases, one batch), AlphaEdit (10 sequential batches of
+# N/10) and ROME (one case at a time, split over SHARDS processes and merged), all on the same
+# usable CounterFact cases (scripts/usable_cases.py), statistics corpus and settings.
+#   scripts/edit_table.sh CASES CORPUS OUT [DEVICE] [SHARDS]
+# On one GPU the processes run side by side (the model is small; they are launch-bound).
+set -uo pipefail
+CASES=$1 CORPUS=$2 OUT=$3 DEVICE=${4:-cuda} SHARDS=${5:-10}
+N=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$CASES")
+WB=(python3 -m workbench.cli)
+LAYERS=(--layer 1 --layer 2 --layer 3 --layer 4 --layer 5)
+COMMON=(--cases "$CASES" --device "$DEVICE" --dtype float32 --stats-corpus "$CORPUS"
+        --stats-tokens "${STATS_TOKENS:-50000}" --gen-tokens "${GEN_TOKENS:-50}" --no-progress)
+mkdir -p "$OUT"
+# warm the caches once (dequantized model, covariance of layers 1-5) before the processes share them
+"${WB[@]}" edit "${COMMON[@]}" --n 1 --method memit "${LAYERS[@]}" --no-capability \
+    --out "$OUT/warm" > "$OUT/warm.log" 2>&1 || { tail -20 "$OUT/warm.log"; exit 1; }
+pids=()
+"${WB[@]}" edit "${COMMON[@]}" --n "$N" --method memit --batch "$N" "${LAYERS[@]}" \
+    --out "$OUT/memit" > "$OUT/memit.log" 2>&1 & pids+=($!)
+"${WB[@]}" edit "${COMMON[@]}" --n "$N" --method alphaedit --batch $(( N >= 10 ? N / 10 : 1 )) "${LAYERS[@]}" \
+    --out "$OUT/alphaedit" > "$OUT/alphaedit.log" 2>&1 & pids+=($!)
+per=$(( (N + SHARDS - 1) / SHARDS ))
+for ((k = 0; k < SHARDS; k++)); do
+  "${WB[@]}" edit "${COMMON[@]}" --skip $((k * per)) --n "$per" --method rome --layer 4 \
+      --out "$OUT/rome-$k" > "$OUT/rome-$k.log" 2>&1 & pids+=($!)
+done
+fail=0
+for p in "${pids[@]}"; do wait "$p" || fail=1; done
+"${WB[@]}" edit --merge "$OUT"/rome-* --out "$OUT/rome" > "$OUT/rome-merge.log" 2>&1 || fail=1
+for f in "$OUT"/*.log; do echo "== $f"; tail -3 "$f"; done
+exit $fail
