@@ -217,8 +217,18 @@ def throughput(s, plain, dev, shapes, args, flops_tok, peak) -> list[dict]:
     use_compile = dev.type == "cuda" and not args.no_compile
     cc = CompiledCapture(s, mp, compile=True) if use_compile else None
     ce = CompiledCapture(s, mp, compile=False)
+    cm = CompiledCapture(s, mp, compile=True, mode=args.compile_mode) if use_compile and args.compile_mode else None
     for bsz, seq in shapes:
         rows = _tp_shape(s, plain, dev, bsz, seq, args, cc, ce)
+        if cm is not None:
+            ids = torch.randint(0, s.d_vocab, (bsz, seq), device=dev)
+            batch = TokenBatch(ids, torch.full((bsz,), seq, device=dev))
+            t0 = time.perf_counter()
+            cm(batch)
+            sync_s = time.perf_counter() - t0
+            r = guarded(f"capture compiled ({args.compile_mode})", lambda: cm(batch), dev, args.tp_reps, 1)
+            r["first_call_s (compile)"] = sync_s
+            rows.append(r)
         for r in rows:
             r["shape"] = f"{bsz}x{seq}"
             if "median_s" in r:
@@ -243,6 +253,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--tp-reps", type=int, default=None)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-graph-compile", action="store_true", help="skip the graph+compile row")
+    ap.add_argument("--compile-mode", default=None,
+                    help="also time a compiled capture in this torch.compile mode, e.g. max-autotune-no-cudagraphs")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     dev = resolve_device(args.device)

@@ -405,11 +405,13 @@ class CompiledCapture:
         bucket: pad each chunk's rows to a multiple of 8 and its width to a multiple of 128
             (right padding: real tokens are unchanged), so varied request shapes reuse a few
             compiled shapes (the default `capture` on CUDA sets it).
+        mode: torch.compile's mode (None: its default; e.g. ``max-autotune-no-cudagraphs``
+            tunes the matmuls, minutes more compile, benches/capture.py --compile-mode).
     """
 
     def __init__(self, session: Session, sites: Iterable[Site | str | tuple[str, int]],
                  compile: bool | None = None, memory_fraction: float = 0.7,
-                 budget_bytes: int | None = None, bucket: bool = False):
+                 budget_bytes: int | None = None, bucket: bool = False, mode: str | None = None):
         if not 0 < memory_fraction <= 1:
             raise WorkbenchError(f"memory_fraction={memory_fraction} must be in (0, 1]")
         self.session = session
@@ -424,7 +426,8 @@ class CompiledCapture:
         if self.fast:
             self._trunk = _Trunk(session, self.sites)
             self.compiled = session.device.type == "cuda" if compile is None else bool(compile)
-            self._run = torch.compile(self._trunk.run, dynamic=False) if self.compiled else self._trunk.run
+            self._run = (torch.compile(self._trunk.run, dynamic=False, mode=mode) if self.compiled
+                         else self._trunk.run)
         self.last_plan: list[tuple[int, int]] = []
 
     def release(self) -> None:
