@@ -8,9 +8,11 @@ a stray TypeError/IndexError/RuntimeError traceback), and afterwards the session
 no hook left registered, every weight bitwise unchanged, the logits of a fixed prompt unchanged.
 `test_zz_count` reports how many inputs were tried (FUZZ_INPUTS=N with ``pytest -s``).
 
-Inputs that hit a known bug in code this suite's owner does not own are kept out of the random
-strategies and pinned instead as strict-xfail cases in `KNOWN_BUGS` (each turns into a failure,
-XPASS, once fixed, so the exclusion is then lifted).
+The strategies hold no exclusions: units, layers, k, positions, targets, token counts and
+widths also come as None, floats, strings, bools, empty lists and values past the vocabulary,
+and site tuples carry any layer. `BAD_INPUTS` pins the 18 inputs this suite once found raising a
+stray TypeError / ValueError / RuntimeError (Dec 2026, since fixed): each must raise one
+`WorkbenchError` of the right kind whose message names the offending value.
 """
 
 from __future__ import annotations
@@ -40,14 +42,16 @@ PROMPTS = st.one_of(
 INTS = st.one_of(st.integers(-3, 3), st.integers(-1000, 1000), st.sampled_from([2**31, -(2**40)]))
 ODD = st.sampled_from([None, 1.5, "3", True, float("nan"), [1], ()])
 LAYERS = st.one_of(INTS, ODD)
-# units: not None / a float (known bug: TypeError in hooks._units, see KNOWN_BUGS)
-UNITS = st.one_of(INTS, st.lists(INTS, max_size=4), st.sampled_from(["3", True, [1], ()]))
+UNITS = st.one_of(INTS, st.lists(INTS, max_size=4), ODD)
+KS = st.one_of(INTS, ODD)
 KINDS = st.sampled_from(sorted(wb.SITE_KINDS) + ["bogus", "", "MLP_POST"])
-# (kind, layer) tuples only with int layers (known bug: parse_site(("k", None)))
 SITES = st.one_of(st.builds(lambda k, layer: f"{k}:{layer}", KINDS, INTS),
-                  st.builds(lambda k, layer: (k, layer), KINDS, INTS), st.text(max_size=12), ODD)
-K_LENS = st.integers(-3, 50)            # logit_lens: k past the vocabulary is a known bug
-POSITIONS = st.one_of(st.none(), INTS, st.lists(INTS, max_size=3))
+                  st.builds(lambda k, layer: (k, layer), KINDS, LAYERS), st.text(max_size=12), ODD,
+                  st.sampled_from([("mlp_post",), ("mlp_post", 0, 1), (["mlp_post"], 0), (None, 0)]))
+# logit_lens: small k mostly (each kept token is decoded at every site), also past the vocabulary
+K_LENS = st.one_of(st.integers(-3, 50), st.sampled_from([10**6, 2**31]), ODD)
+POSITIONS = st.one_of(st.none(), INTS, st.lists(INTS, max_size=3), ODD)
+TARGETS = st.one_of(st.none(), st.lists(st.text(max_size=6), max_size=3), ODD)
 DTYPES = st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64,
                           torch.bool])
 FILL = st.sampled_from([0.0, 1.0, -3.5, 1e30, float("nan"), float("inf")])
@@ -126,7 +130,7 @@ def test_interventions(sess, which, layer, units, positions, factor, prompt):
 
 @SETTINGS
 @given(site=SITES, width=st.integers(0, 600), dtype=DTYPES, fill=FILL, positions=POSITIONS,
-       scale=st.floats(allow_nan=True, allow_infinity=True), pos=st.integers(0, 3))
+       scale=st.one_of(st.floats(allow_nan=True, allow_infinity=True), ODD), pos=st.integers(0, 3))
 def test_vectors_and_patches(sess, site, width, dtype, fill, positions, scale, pos):
     def go():
         s = sess[0]
@@ -145,13 +149,12 @@ def test_vectors_and_patches(sess, site, width, dtype, fill, positions, scale, p
 
 
 @SETTINGS
-@given(prompt=PROMPTS, targets=st.one_of(st.none(), st.lists(st.text(max_size=6), min_size=1, max_size=3)),
-       k=INTS, k_lens=K_LENS, layer=LAYERS, units=UNITS, position=INTS)
+@given(prompt=PROMPTS, targets=TARGETS, k=KS, k_lens=K_LENS, layer=LAYERS, units=UNITS,
+       position=st.one_of(INTS, ODD))
 def test_vocab(sess, prompt, targets, k, k_lens, layer, units, position):
     s = sess[0]
     run(sess, lambda: wb.logit_lens(s, prompt, targets, k=k_lens))
-    if units != ():                      # empty unit list: known bug (KNOWN_BUGS)
-        run(sess, lambda: wb.value_tokens(s, layer, units, k=k))
+    run(sess, lambda: wb.value_tokens(s, layer, units, k=k))
     run(sess, lambda: wb.ffn_sub_updates(s, prompt, layer, position=position, k=k))
     run(sess, lambda: wb.top_tokens(s, torch.randn(s.d_vocab), k=k))
 
@@ -163,54 +166,61 @@ def test_direct_effects(sess, prompt, target):
 
 
 @SETTINGS
-@given(prompt=PROMPTS, text=st.one_of(st.text(max_size=6), ODD), layer=LAYERS, unit=INTS,
-       n=st.integers(-2, 4))
-def test_session_methods(sess, prompt, text, layer, unit, n):
+@given(prompt=PROMPTS, prompts=st.one_of(st.lists(PROMPTS, max_size=3), INTS, ODD),
+       text=st.one_of(st.text(max_size=6), ODD), layer=LAYERS, unit=INTS,
+       n=st.one_of(st.integers(-2, 4), ODD), width=st.sampled_from([0, 0, 1, -1, -64, 100]))
+def test_session_methods(sess, prompt, prompts, text, layer, unit, n, width):
     s = sess[0]
     run(sess, lambda: s.token_id(text))
     run(sess, lambda: s.tokenize(prompt))
+    run(sess, lambda: s.tokenize(prompts))
     run(sess, lambda: s.next_token(prompt))
     run(sess, lambda: s.generate(prompt, max_new_tokens=n))
     run(sess, lambda: s.check_layer(layer))
     run(sess, lambda: s.check_neuron(layer, unit))
     run(sess, lambda: s.check_head(layer, unit))
-    run(sess, lambda: s.unembed(_tensor((2, s.d_model), torch.float32, 1.0)))
+    run(sess, lambda: s.unembed(_tensor((2, s.d_model + width), torch.float32, 1.0)))
     run(sess, lambda: wb.ffn_weights(s, layer))
 
 
-# Found by this suite (Dec 2026), in files owned elsewhere: each raises a stray TypeError /
-# ValueError / RuntimeError instead of a WorkbenchError.
-KNOWN_BUGS = {
-    "parse_site(('attn_out', None))": lambda s: wb.capture(s, "hi", [("attn_out", None)]),
-    "parse_site(('attn_out', 'x'))": lambda s: wb.capture(s, "hi", [("attn_out", "x")]),
-    "zero_neurons(0, 1.5)": lambda s: wb.zero_neurons(0, 1.5),
-    "zero_neurons(0, None)": lambda s: wb.zero_neurons(0, None),
-    "ablate_heads(0, None)": lambda s: wb.ablate_heads(0, None),
-    "logit_lens(k=1.5)": lambda s: wb.logit_lens(s, "hi", k=1.5),
-    "logit_lens(k=10**6)": lambda s: wb.logit_lens(s, "hi", k=10**6),
-    "tokenize(None)": lambda s: s.tokenize(None),
-    "tokenize(3)": lambda s: s.tokenize(3),
-    "generate(max_new_tokens=None)": lambda s: s.generate("hi", max_new_tokens=None),
-    "generate(max_new_tokens=1.5)": lambda s: s.generate("hi", max_new_tokens=1.5),
-    "unembed(width d_model + 1)": lambda s: s.unembed(torch.ones(2, s.d_model + 1)),
-    "logit_lens(targets=[])": lambda s: wb.logit_lens(s, "hi", [], k=3),
-    "value_tokens(0, ())": lambda s: wb.value_tokens(s, 0, (), k=3),
-    "value_tokens(0, 1, k=1.5)": lambda s: wb.value_tokens(s, 0, 1, k=1.5),
-    "top_tokens(k=None)": lambda s: wb.top_tokens(s, torch.randn(s.d_vocab), k=None),
-    "ffn_sub_updates(position=1.5)": lambda s: wb.ffn_sub_updates(s, "hi there", 0, position=1.5),
-    "ffn_sub_updates(k='3')": lambda s: wb.ffn_sub_updates(s, "hi there", 0, k="3"),
+# Found by this suite (Dec 2026), each once a stray TypeError / ValueError / RuntimeError:
+# (call, the WorkbenchError subclass it must raise, the offending value its message must name)
+BAD_INPUTS = {
+    "parse_site(('attn_out', None))": (lambda s: wb.capture(s, "hi", [("attn_out", None)]),
+                                       wb.LayerOutOfRange, "None"),
+    "parse_site(('attn_out', 'x'))": (lambda s: wb.capture(s, "hi", [("attn_out", "x")]),
+                                      wb.LayerOutOfRange, "'x'"),
+    "zero_neurons(0, 1.5)": (lambda s: wb.zero_neurons(0, 1.5), wb.NeuronOutOfRange, "1.5"),
+    "zero_neurons(0, None)": (lambda s: wb.zero_neurons(0, None), wb.NeuronOutOfRange, "None"),
+    "ablate_heads(0, None)": (lambda s: wb.ablate_heads(0, None), wb.HeadOutOfRange, "None"),
+    "logit_lens(k=1.5)": (lambda s: wb.logit_lens(s, "hi", k=1.5), wb.ShapeError, "1.5"),
+    "logit_lens(k=10**6)": (lambda s: wb.logit_lens(s, "hi", k=10**6), wb.ShapeError, "1000000"),
+    "tokenize(None)": (lambda s: s.tokenize(None), wb.EmptyPromptError, "None"),
+    "tokenize(3)": (lambda s: s.tokenize(3), wb.EmptyPromptError, "3"),
+    "generate(max_new_tokens=None)": (lambda s: s.generate("hi", max_new_tokens=None), wb.ShapeError,
+                                      "None"),
+    "generate(max_new_tokens=1.5)": (lambda s: s.generate("hi", max_new_tokens=1.5), wb.ShapeError,
+                                     "1.5"),
+    "unembed(width d_model + 1)": (lambda s: s.unembed(torch.ones(2, s.d_model + 1)), wb.ShapeError,
+                                   "65"),
+    "logit_lens(targets=[])": (lambda s: wb.logit_lens(s, "hi", [], k=3), wb.TokenError, "[]"),
+    "value_tokens(0, ())": (lambda s: wb.value_tokens(s, 0, (), k=3), wb.NeuronOutOfRange, "()"),
+    "value_tokens(0, 1, k=1.5)": (lambda s: wb.value_tokens(s, 0, 1, k=1.5), wb.ShapeError, "1.5"),
+    "top_tokens(k=None)": (lambda s: wb.top_tokens(s, torch.randn(s.d_vocab), k=None), wb.ShapeError,
+                           "None"),
+    "ffn_sub_updates(position=1.5)": (lambda s: wb.ffn_sub_updates(s, "hi there", 0, position=1.5),
+                                      wb.PositionOutOfRange, "1.5"),
+    "ffn_sub_updates(k='3')": (lambda s: wb.ffn_sub_updates(s, "hi there", 0, k="3"), wb.ShapeError,
+                               "'3'"),
 }
 
 
-@pytest.mark.parametrize("name", list(KNOWN_BUGS))
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known bug outside this suite's files")
-def test_known_bugs(tiny, name):
-    try:
-        KNOWN_BUGS[name](tiny)
-    except WorkbenchError:
-        return
-    except Exception as exc:
-        raise AssertionError(f"{name}: {type(exc).__name__}: {exc}") from exc
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_inputs(tiny, name):
+    call, kind, value = BAD_INPUTS[name]
+    with pytest.raises(kind) as info:
+        call(tiny)
+    assert value in str(info.value), f"{name}: the message does not name {value}: {info.value}"
 
 
 def test_zz_count():

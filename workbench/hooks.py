@@ -23,6 +23,7 @@ gets the post-sublayer RMSNorm of them.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,12 +33,15 @@ import torch
 from ._types import Tensor
 from .errors import (
     HeadOutOfRange,
+    LayerOutOfRange,
     NeuronOutOfRange,
     NonFiniteError,
     PositionOutOfRange,
     ShapeError,
     UnknownSiteError,
+    as_int,
     check_index,
+    check_units,
     choices,
 )
 from .session import Session
@@ -86,10 +90,16 @@ class Site:
     layer: int
 
     def __post_init__(self):
-        if self.kind not in SITE_KINDS:
+        if not isinstance(self.kind, str) or self.kind not in SITE_KINDS:
             raise UnknownSiteError(
                 f"site kind={self.kind!r} is unknown; valid kinds are {choices(SITE_KINDS, 20)}"
             )
+        layer = as_int(self.layer)
+        if layer is None:
+            raise LayerOutOfRange(f"layer={self.layer!r} of site {self.kind!r} must be an int "
+                                  "(a block index)")
+        if type(self.layer) is not int:  # a NumPy or tensor integer: keep a plain int
+            object.__setattr__(self, "layer", layer)
 
     @property
     def hook_name(self) -> str:
@@ -138,7 +148,10 @@ def parse_site(text: str | Site | tuple[str, int]) -> Site:
     if isinstance(text, Site):
         return text
     if isinstance(text, tuple):
-        return Site(text[0], int(text[1]))
+        if len(text) != 2:
+            raise UnknownSiteError(f"site={text!r} must be a (kind, layer) pair such as "
+                                   f"('mlp_post', 5); kinds are {choices(SITE_KINDS, 20)}")
+        return Site(text[0], text[1])
     m = _SITE_RE.match(str(text).strip())
     if not m:
         raise UnknownSiteError(
@@ -242,14 +255,24 @@ def _unit_mask(act: Tensor, positions: Positions, units: Sequence[int], unit_axi
     return mask.view(shape)
 
 
-def _units(units: int | Sequence[int]) -> tuple[int, ...]:
-    return (int(units),) if isinstance(units, int) else tuple(int(u) for u in units)
+def _positions(positions: Positions) -> tuple[int, ...] | None:
+    """None (every position), or the positions as a tuple of ints (ranges are checked per prompt)."""
+    return None if positions is None else check_units(positions, "positions", PositionOutOfRange)
+
+
+def _factor(value: float, what: str) -> float:
+    """A real number (or a one-element tensor) to scale by, else ShapeError naming it."""
+    if isinstance(value, numbers.Real) or (isinstance(value, torch.Tensor) and value.numel() == 1):
+        return value
+    raise ShapeError(f"{what}={value!r} must be a real number")
 
 
 def scale_neurons(layer: int, neurons: int | Sequence[int], factor: float,
                   positions: Positions = None) -> Intervention:
     """Multiply FFN coefficients m_i of `neurons` by `factor` (at `positions`, default all)."""
-    units = _units(neurons)
+    units = check_units(neurons, "neurons", NeuronOutOfRange)
+    factor = _factor(factor, "factor")
+    positions = _positions(positions)
 
     def edit(act):
         mask = _unit_mask(act, positions, units, act.dim() - 1)
@@ -268,8 +291,12 @@ def zero_neurons(layer: int, neurons: int | Sequence[int], positions: Positions 
 def set_neurons(layer: int, neurons: int | Sequence[int], value: float | Sequence[float],
                 positions: Positions = None) -> Intervention:
     """Set FFN coefficients of `neurons` to `value` (one value, or one per neuron)."""
-    units = _units(neurons)
-    vals = torch.as_tensor(value, dtype=torch.float32).flatten()
+    units = check_units(neurons, "neurons", NeuronOutOfRange)
+    positions = _positions(positions)
+    try:
+        vals = torch.as_tensor(value, dtype=torch.float32).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        raise ShapeError(f"value={value!r} must be a number or a list of numbers (one per neuron)") from None
     if vals.numel() not in (1, len(units)):
         raise ShapeError(f"value has {vals.numel()} entries; give 1 or one per neuron ({len(units)})")
     if not torch.isfinite(vals).all():
@@ -288,7 +315,9 @@ def set_neurons(layer: int, neurons: int | Sequence[int], value: float | Sequenc
 def scale_heads(layer: int, heads: int | Sequence[int], factor: float,
                 positions: Positions = None) -> Intervention:
     """Scale the attention heads' z (and so their outputs) by `factor`."""
-    units = _units(heads)
+    units = check_units(heads, "heads", HeadOutOfRange)
+    factor = _factor(factor, "factor")
+    positions = _positions(positions)
 
     def edit(act):  # [batch pos head d_head]
         mask = _unit_mask(act, positions, units, 2)
@@ -311,6 +340,11 @@ def patch(site_: Site | str, source: Tensor, positions: Positions = None) -> Int
     the source's length are an error.
     """
     s = parse_site(site_)
+    where = positions if positions is not None else "all"
+    positions = _positions(positions)
+    if not isinstance(source, torch.Tensor):
+        raise ShapeError(f"patch source for {s} must be a tensor of the site's shape ({s.dims}), "
+                         f"got {type(source).__name__}")
     src = source.detach()
     if not torch.isfinite(src).all():
         raise NonFiniteError(f"patch source for {s} holds NaN or infinite values")
@@ -331,13 +365,18 @@ def patch(site_: Site | str, source: Tensor, positions: Positions = None) -> Int
             out[:, pidx] = s_[:, pidx]
         return out
 
-    return Intervention(s, edit, f"patch {s} at {positions if positions is not None else 'all'}")
+    return Intervention(s, edit, f"patch {s} at {where}")
 
 
 def add_vector(site_: Site | str, vector: Tensor, scale: float = 1.0,
                positions: Positions = None) -> Intervention:
     """Add `scale * vector` to the site's activation (steering) at `positions`."""
     s = parse_site(site_)
+    scale = _factor(scale, "scale")
+    positions = _positions(positions)
+    if not isinstance(vector, torch.Tensor):
+        raise ShapeError(f"vector for {s} must be a tensor [{s.dims.split()[-1]}], "
+                         f"got {type(vector).__name__}")
     vec = vector.detach().flatten()
 
     def edit(act):

@@ -16,7 +16,7 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +28,12 @@ from .errors import (
     HeadOutOfRange,
     LayerOutOfRange,
     NeuronOutOfRange,
+    ShapeError,
     TokenError,
     UnknownModelError,
     WorkbenchError,
     check_index,
+    check_int,
     choices,
 )
 from .models import DEFAULT_MODEL, EMBEDDED, cached_model_dir, gguf_model_dir
@@ -281,7 +283,7 @@ class Session:
     def encode(self, prompt: str, prepend_bos: bool | None = None) -> list[int]:
         """Token ids of one prompt, with BOS per the session's policy."""
         if not isinstance(prompt, str):
-            raise EmptyPromptError(f"prompt must be a string, got {type(prompt).__name__}")
+            raise EmptyPromptError(f"prompt={prompt!r} must be a string, got {type(prompt).__name__}")
         if prompt == "":
             raise EmptyPromptError("prompt='' is empty; give at least one character")
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -294,6 +296,8 @@ class Session:
         """Tokenize one prompt or a list into a right-padded `TokenBatch` on the session device."""
         if isinstance(prompts, str):
             prompts = [prompts]
+        elif not isinstance(prompts, Iterable) or isinstance(prompts, bytes):
+            raise EmptyPromptError(f"prompts={prompts!r} must be a string or a list of strings")
         prompts = list(prompts)
         if not prompts:
             raise EmptyPromptError("prompts=[] is empty; give at least one prompt")
@@ -328,7 +332,10 @@ class Session:
 
         A leading space matters (" Paris" and "Paris" are different tokens).
         """
-        if not isinstance(text, str) or text == "":
+        if not isinstance(text, str):
+            raise TokenError(f"target={text!r} must be a string that is one token, "
+                             f"got {type(text).__name__}")
+        if text == "":
             raise TokenError(f"target={text!r} is empty; give a string that is one token")
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
@@ -365,6 +372,7 @@ class Session:
     def generate(self, prompt: str, max_new_tokens: int = 20, greedy: bool = True,
                  temperature: float = 1.0, seed: int = 0) -> str:
         """Continue `prompt` (through the bridge, so active hooks and edits apply); returns new text."""
+        max_new_tokens = check_int(max_new_tokens, "max_new_tokens", ShapeError, lo=0)
         ids = self.encode(prompt)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         tokens = torch.tensor([ids], device=self.device)
@@ -388,16 +396,27 @@ class Session:
         This is the logit lens convention: the model's own final norm (RMSNorm with its learned
         scale) applied to `resid` as if it were the last layer's output, then W_U (and b_U).
         """
+        self._check_width(resid, "unembed")
         x = self.final_norm(resid)
         return self.unembed_normed(x)
 
     def final_norm(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         """The model's final normalisation applied to `resid`."""
+        self._check_width(resid, "final_norm")
         return self.model.ln_final(resid.to(self.dtype))
 
     def unembed_normed(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
         """W_U (and b_U, and any logit soft-cap the model applies) on a normalised vector."""
+        self._check_width(x, "unembed_normed")
         return self.model.unembed(x.to(self.dtype))
+
+    def _check_width(self, x: Tensor, what: str) -> None:
+        """ShapeError unless `x` is a tensor whose last dimension is d_model."""
+        if not isinstance(x, Tensor):
+            raise ShapeError(f"{what} expects a tensor [..., d_model={self.d_model}], got {type(x).__name__}")
+        if x.dim() == 0 or x.shape[-1] != self.d_model:
+            raise ShapeError(f"{what} expects last dimension d_model={self.d_model}, got "
+                             f"{x.shape[-1] if x.dim() else 'a 0-d tensor'} (shape {tuple(x.shape)})")
 
     @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab"]:

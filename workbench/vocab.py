@@ -12,14 +12,23 @@ direction before that norm (the norm's scale is elementwise); documented, not hi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ._types import Float, Int, Tensor
 from .capture import capture
-from .errors import NeuronOutOfRange, PositionOutOfRange, ShapeError, check_index
+from .errors import (
+    NeuronOutOfRange,
+    PositionOutOfRange,
+    ShapeError,
+    TokenError,
+    UnknownSiteError,
+    check_index,
+    check_int,
+    check_units,
+)
 from .ffn import ffn_weights
 from .hooks import Intervention, Site, intervene
 from .session import Session
@@ -53,9 +62,9 @@ class TokenScore:
 
 def top_tokens(session: Session, scores: Float[Tensor, " d_vocab"], k: int = 10,
                largest: bool = True) -> tuple[TokenScore, ...]:
-    """The k highest (or lowest) scoring tokens of one vocabulary vector."""
-    if k <= 0:
-        raise ShapeError(f"k={k} must be >= 1")
+    """The k highest (or lowest) scoring tokens of one vocabulary vector (all of them when k
+    is past its length)."""
+    k = check_int(k, "k", ShapeError, lo=1)
     v, i = scores.float().topk(min(k, scores.shape[-1]), largest=largest)
     strs = session.to_str_tokens(i)
     return tuple(TokenScore(s, int(t), float(x)) for s, t, x in zip(strs, i.tolist(), v.tolist()))
@@ -65,7 +74,10 @@ def _neurons(session: Session, layer: int, neurons: int | Sequence[int] | None) 
     session.check_layer(layer)
     if neurons is None:
         return list(range(session.d_mlp))
-    units = [neurons] if isinstance(neurons, int) else list(neurons)
+    units = check_units(neurons, "neurons", NeuronOutOfRange)
+    if not units:
+        raise NeuronOutOfRange(f"neurons={neurons!r} is empty; give at least one neuron in "
+                               f"0..{session.d_mlp - 1} (or None for all)")
     return [check_index(n, session.d_mlp, f"neuron (layer {layer})", NeuronOutOfRange) for n in units]
 
 
@@ -92,8 +104,7 @@ class ValueTokens:
 
 def value_tokens(session: Session, layer: int, neurons: int | Sequence[int], k: int = 10) -> list[ValueTokens]:
     """Top promoted and suppressed tokens of each value vector (logits of unembed(v_i))."""
-    if k <= 0:
-        raise ShapeError(f"k={k} must be >= 1")
+    k = check_int(k, "k", ShapeError, lo=1)
     units = _neurons(session, layer, neurons)
     logits = value_logits(session, layer, units)
     norms = torch.linalg.vector_norm(ffn_weights(session, layer).values[units].float(), dim=-1)
@@ -147,11 +158,25 @@ class LogitLens:
 @torch.no_grad()
 def logit_lens(session: Session, prompt: str, targets: Sequence[str] | None = None, k: int = 5,
                kinds: Sequence[str] = LENS_KINDS) -> LogitLens:
-    """Logit lens: softmax(unembed(resid)) at resid_pre/mid/post of every layer and position."""
-    if k <= 0:
-        raise ShapeError(f"k={k} must be >= 1")
+    """Logit lens: softmax(unembed(resid)) at resid_pre/mid/post of every layer and position.
+
+    `targets`: a non-empty list of one-token strings to follow, or None for the model's own top-1
+    at the last position; `k`: the number of top tokens kept, 1..d_vocab.
+    """
+    k = check_int(k, "k", ShapeError, lo=1, hi=session.d_vocab)
+    if isinstance(kinds, str) or not kinds:
+        raise UnknownSiteError(f"kinds={kinds!r} must be a non-empty list of residual site kinds, "
+                               f"such as {list(LENS_KINDS)}")
     for kd in kinds:
         Site(kd, 0)  # validates the kind
+    tids: list[int] | None = None
+    names: tuple[str, ...] = ()
+    if targets is not None:
+        given = list(targets) if isinstance(targets, Iterable) and not isinstance(targets, str) else []
+        if not given:
+            raise TokenError(f"targets={targets!r} must be a non-empty list of strings (one token "
+                             "each), or None for the model's own top-1")
+        tids, names = session.token_ids(given), tuple(given)
     sites = [Site(kd, layer) for layer in range(session.n_layers) for kd in kinds]
     cap = capture(session, prompt, sites, logits=True)
     n = int(cap.batch.lengths[0])
@@ -159,11 +184,9 @@ def logit_lens(session: Session, prompt: str, targets: Sequence[str] | None = No
                          for kd in kinds])  # [kind layer pos d_model]
     logp = session.unembed(resid).float().log_softmax(-1)  # [kind layer pos vocab]
     final = cap.need_logits()[0, :n].float().softmax(-1)
-    if targets is None:
+    if tids is None:
         tids = [int(final[-1].argmax())]
-        targets = tuple(session.to_str_tokens(tids))
-    else:
-        tids = session.token_ids(list(targets))
+        names = tuple(session.to_str_tokens(tids))
     tid = torch.tensor(tids, device=logp.device)
     tp, ti = logp.topk(k, dim=-1)
     tgt_logp = logp[..., tid]  # [kind layer pos t]
@@ -171,7 +194,7 @@ def logit_lens(session: Session, prompt: str, targets: Sequence[str] | None = No
     strs = tuple(tuple(tuple(tuple(session.to_str_tokens(ti[a, b, c])) for c in range(n))
                        for b in range(session.n_layers)) for a in range(len(kinds)))
     return LogitLens(prompt, tuple(cap.batch.str_tokens[0]), tuple(kinds), ti.cpu(), tp.exp().cpu(), strs,
-                     tuple(targets), tid.cpu(), tgt_logp.exp().cpu(), ranks.cpu(), final[:, tid].cpu())
+                     names, tid.cpu(), tgt_logp.exp().cpu(), ranks.cpu(), final[:, tid].cpu())
 
 
 # ---------------------------------------------------------------- sub-updates
@@ -225,17 +248,22 @@ def ffn_sub_updates(session: Session, prompt: str, layer: int, position: int = -
     in `keep` head the magnitude ranking whatever their size (a zeroed unit stays listed, so a
     view can restore it).
     """
-    if k <= 0:
-        raise ShapeError(f"k={k} must be >= 1")
+    k = check_int(k, "k", ShapeError, lo=1)
+    check_int(n_tokens, "n_tokens", ShapeError, lo=1)
     session.check_layer(layer)
-    last = session.n_layers - 1
-    cap = capture(session, prompt, [Site("mlp_post", layer), Site("mlp_out", layer), Site("resid_post", last)],
-                  interventions=interventions)
-    n = int(cap.batch.lengths[0])
+    position = check_int(position, "position", PositionOutOfRange)
+    keep = check_units(keep, "keep", NeuronOutOfRange)
+    for i in keep:
+        session.check_neuron(layer, i)
+    batch = session._as_batch(prompt)  # tokenized once, so the position is checked first
+    n = int(batch.lengths[0])
     pos = position + n if position < 0 else position
     if not 0 <= pos < n:
         raise PositionOutOfRange(f"position={position} is out of range for a prompt of {n} tokens "
                                  f"(valid: {-n}..{n - 1})")
+    last = session.n_layers - 1
+    cap = capture(session, batch, [Site("mlp_post", layer), Site("mlp_out", layer), Site("resid_post", last)],
+                  interventions=interventions)
     w = ffn_weights(session, layer)
     m = cap[Site("mlp_post", layer)][0, pos].float()
     values = w.values.float()
@@ -261,8 +289,6 @@ def ffn_sub_updates(session: Session, prompt: str, layer: int, position: int = -
                                top_tokens(session, lg[j], n_tokens, largest=False))
                      for j, i in enumerate(idx.tolist()))
 
-    for i in keep:
-        session.check_neuron(layer, int(i))
     order = magnitude.topk(min(k, len(m))).indices.tolist()
     picked = list(dict.fromkeys([*map(int, keep), *order]))[: max(k, len(keep))]
     by_mag = rows(torch.tensor(picked, dtype=torch.long))
@@ -295,6 +321,7 @@ class DistributionChange:
 def memory_intervention(session: Session, prompt: str, interventions: Sequence[Intervention],
                         k: int = 10) -> DistributionChange:
     """Run `prompt` with and without `interventions` (e.g. zero/scale/set neurons)."""
+    check_int(k, "k", ShapeError, lo=1)
     if not interventions:
         raise ShapeError("interventions=[] is empty; give at least one (zero_neurons, ...)")
     p0 = session.last_logits(prompt)[0].float().softmax(-1)
@@ -310,8 +337,7 @@ def memory_intervention(session: Session, prompt: str, interventions: Sequence[I
 @torch.no_grad()
 def next_tokens(session: Session, prompt: str, k: int = 5) -> tuple[tuple[str, float], ...]:
     """The top-k next tokens of `prompt` with their probabilities, as (token, p) pairs."""
-    if k <= 0:
-        raise ShapeError(f"k={k} must be >= 1")
+    k = check_int(k, "k", ShapeError, lo=1, hi=session.d_vocab)
     p = torch.softmax(session.last_logits(prompt)[0].float(), -1).topk(k)
     return tuple((session.tokenizer.decode([int(i)]), float(v))
                  for i, v in zip(p.indices.tolist(), p.values.tolist()))
@@ -327,6 +353,8 @@ def written_tokens(session: Session, prompt: str, kind: str = "mlp_resid", posit
     """
     if kind not in ("mlp_resid", "attn_resid", "mlp_out", "attn_out"):
         raise ShapeError(f"kind={kind!r}; choose mlp_resid, attn_resid, mlp_out or attn_out")
+    position = check_int(position, "position", PositionOutOfRange)
+    check_int(k, "k", ShapeError, lo=1)
     sites = [Site(kind, layer) for layer in range(session.n_layers)]
     cap = capture(session, prompt, sites)
     n = int(cap.batch.lengths[0])
