@@ -1,6 +1,11 @@
 """What one applied rank-one edit did at its own prompt: p before / after, the units it moved.
 
-    delta_rel = ||u r^T||_F / ||W_out||_F,   unit i moved by |u_i| ||r||,   r read through W_U
+    delta_rel = ||u r^T||_F / ||W_out||_F,   unit i moved by |u_i| ||r||,   r read as tokens
+
+r = v* - v is the change of the subject's FFN output at the edited layer l, a direction: its
+tokens are unembed(L_l r) with L_l the chosen lens's linear part (the identity for the logit
+lens; x + x A_l for a tuned lens, bias left out; J_l x for the Jacobian lens), as
+`workbench.lenses.direction_logits` reads every direction.
 
 `apply_and_measure` is the edit studio's step: it measures the unedited model, applies the
 update (`editing.apply`, the only writer of weights), measures again and returns the outcome with
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from workbench.lenses import LensReader, as_reader, direction_logits, kind_of
 from workbench.session import Session
 from workbench.vocab import next_tokens
 
@@ -36,8 +42,8 @@ class EditOutcome:
         gen_before, gen_after: greedy continuations of the prompt.
         delta_rel: ||u r^T||_F / ||W_out||_F.
         units: [k] (unit, |u_i| ||r||): the rows of W_out the update moves most.
-        r_promotes: [k] tokens r (the value change) pushes up, read through W_U.
-        active: whether the edit is still applied.
+        r_promotes: [k] tokens r = v* - v (the value change) pushes up, through `lens`.
+        active: whether the edit is still applied. lens: the lens r was read through.
     """
 
     prompt: str
@@ -55,6 +61,7 @@ class EditOutcome:
     units: tuple[tuple[int, float], ...]
     r_promotes: tuple[str, ...]
     active: bool = True
+    lens: str = "logit"
 
 
 @torch.no_grad()
@@ -64,9 +71,13 @@ def _probs(session: Session, text: str, ids: dict[str, int]) -> dict[str, float]
 
 
 def apply_and_measure(session: Session, update: RankOneUpdate, gen_tokens: int = 12,
-                      k: int = 5) -> tuple[EditOutcome, RestoreHandle]:
-    """Measure, apply `update`, measure again; returns (outcome, handle that undoes the edit)."""
+                      k: int = 5, lens: str | LensReader = "logit") -> tuple[EditOutcome, RestoreHandle]:
+    """Measure, apply `update`, measure again; returns (outcome, handle that undoes the edit).
+
+    `lens`: the lens r = v* - v is read through (module docstring; a kind or a loaded reader).
+    """
     s = session
+    reader = as_reader(s, lens)          # a missing or foreign lens fails before any weight moves
     req = update.request
     sp = locate_subject(s, req.prompt, req.subject)
     ids = {"target": target_id(s, sp.text, req.target),
@@ -85,12 +96,14 @@ def apply_and_measure(session: Session, update: RankOneUpdate, gen_tokens: int =
     u, r = update.u.float().cpu(), update.r.float().cpu()
     rel = float(u.norm() * r.norm() / W.norm().cpu())
     top_units = (u.abs() * r.norm()).topk(min(8, u.numel()))
-    promotes = (r.to(s.W_U.device, s.W_U.dtype) @ s.W_U).float().topk(8).indices.tolist()
+    with torch.no_grad():
+        promotes = direction_logits(s, r.to(s.device), layer, reader).float().topk(8).indices.tolist()
     out = EditOutcome(
         prompt=sp.text, subject=req.subject, target=req.target, layer=int(layer),
         answer=s.tokenizer.decode([ids["answer"]]), p_before=p_before, p_after=p_after,
         top_before=top_before, top_after=top_after, gen_before=gen_before, gen_after=gen_after,
         delta_rel=rel, units=tuple(zip(top_units.indices.tolist(), top_units.values.tolist())),
         r_promotes=tuple(s.tokenizer.decode([t]) for t in promotes),
+        lens=kind_of(reader),
     )
     return out, handle

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ipywidgets as W
@@ -23,7 +23,7 @@ from .html.tables import static_figure_html, table_html
 
 log = logging.getLogger(__name__)
 
-__all__ = ["View", "Progress", "figure_widget"]
+__all__ = ["View", "Progress", "figure_widget", "lens_picker", "with_lens"]
 
 Progress = Callable[[float, str], None]
 """progress(fraction in [0, 1], message): reported by long work, shown in the view's bar."""
@@ -35,6 +35,34 @@ def figure_widget(fig):
     import plotly.graph_objects as go
 
     return go.FigureWidget(fig)
+
+
+LENS_ORDER = ("logit", "tuned", "jacobian")
+
+
+def lens_picker(lenses: Mapping[str, str | None] | None, value: str = "logit"):
+    """(dropdown, note) choosing the lens a view reads directions and residuals through.
+
+    `lenses`: kind -> None where the lens can be drawn for the session's model, else why not
+    (`Controller.lens_choices`). The dropdown lists the drawable kinds and is disabled when the
+    logit lens is the only one; the note says why the others are missing.
+    """
+    notes = dict(lenses) if lenses is not None else {"logit": None}
+    drawable = [k for k in LENS_ORDER if k in notes and notes[k] is None]
+    if value not in drawable:
+        drawable.append(value)
+    pick = W.Dropdown(options=drawable, value=value, description="lens", disabled=len(drawable) < 2,
+                      layout=W.Layout(width="180px"))
+    missing = [v for v in notes.values() if v is not None]
+    note = W.HTML("" if not missing else "<span style='color:#6a7385'>"
+                  + "<br>".join(escape(v) for v in missing) + "</span>")
+    return pick, note
+
+
+def with_lens(fn: Callable, kind: str, *args, **kwargs):
+    """fn(*args, **kwargs), with ``lens=kind`` only for a lens other than logit (callbacks written
+    before lenses were selectable take no `lens`)."""
+    return fn(*args, **kwargs) if kind == "logit" else fn(*args, lens=kind, **kwargs)
 
 
 class View:

@@ -45,11 +45,13 @@ class EditingMixin(ControllerState):
         return self._remember(res)
 
     def apply_edit(self, prompt: str, subject: str, target: str, layer: int,
-                   rome_config=None, progress: Progress | None = None) -> EditOutcome:
-        """Compute the ROME update (model untouched), then `editing.outcome.apply_and_measure`."""
+                   rome_config=None, progress: Progress | None = None, lens: str = "logit") -> EditOutcome:
+        """Compute the ROME update (model untouched), then `editing.outcome.apply_and_measure`,
+        reading v* - v through `lens` (its linear part at `layer`)."""
         from editing import EditRequest, compute_rome_update, key_stats
 
         s = self.session
+        reader = self.reader(lens)        # a missing lens fails before the optimisation
         req = EditRequest(prompt, subject, target)
         with self.lock:
             if progress:
@@ -60,7 +62,7 @@ class EditingMixin(ControllerState):
             upd = compute_rome_update(s, req, stats, rome_config)
             if progress:
                 progress(0.85, "measuring the edited model")
-            out, handle = apply_and_measure(s, upd)
+            out, handle = apply_and_measure(s, upd, lens=reader)
         self.edit_handles.append((handle, out))
         return self._remember(out)
 

@@ -31,11 +31,13 @@ class SaeMixin(ControllerState):
 
         return feature_contexts(self._corpus(), harvest, feature, before=12, after=2)
 
-    def feature_vocab(self, sae, feature: int, k: int = 8):
+    def feature_vocab(self, sae, feature: int, k: int = 8, lens: str = "logit"):
+        """`workbench.saes.decoder_vocab`: the decoder row read through `lens` (its linear part)."""
         from workbench.saes import decoder_vocab
 
+        reader = self.reader(lens)
         with self.lock:
-            return decoder_vocab(self.session, sae, feature, k=k)
+            return decoder_vocab(self.session, sae, feature, k=k, lens=reader)
 
     def steer(self, sae, prompt: str, feature: int, amount: float, max_new_tokens: int = 12,
               progress: Progress | None = None) -> SteerOutcome:

@@ -34,7 +34,7 @@ def _prompt_tab(app: Workbench) -> View:
 
     c = app.controller
     return PromptExplorer(c.prompt_lens(app.prompt), c.prompt_lens, c.sub_updates,
-                          run_async=app.run_async)
+                          run_async=app.run_async, lenses=c.lens_choices())
 
 
 def _attention_tab(app: Workbench) -> View:
@@ -62,7 +62,7 @@ def _edit_tab(app: Workbench) -> View:
     c = app.controller
     return TraceEditStudio(c.trace, c.apply_edit, c.undo_edit, prompt=app.prompt,
                            subject=app.subject, target=app.target, n_layers=c.session.n_layers,
-                           run_async=app.run_async)
+                           run_async=app.run_async, lenses=c.lens_choices())
 
 
 def _sae_tab(app: Workbench) -> View:
@@ -70,9 +70,10 @@ def _sae_tab(app: Workbench) -> View:
 
     c, sae = app.controller, app.sae
     h = c.harvest(sae, max_tokens=app.sae_tokens)
-    return FeatureBrowser(h, lambda f: c.feature_contexts(h, f), lambda f: c.feature_vocab(sae, f),
+    return FeatureBrowser(h, lambda f: c.feature_contexts(h, f),
+                          lambda f, lens="logit": c.feature_vocab(sae, f, lens=lens),
                           lambda p, f, a: c.steer(sae, p, f, a), prompt=app.prompt,
-                          run_async=app.run_async)
+                          run_async=app.run_async, lenses=c.lens_choices())
 
 
 # (title, builder, import that must succeed for the tab to exist); pillars append theirs

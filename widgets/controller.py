@@ -16,6 +16,8 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from workbench.attention import MAX_ATTENTION_TOKENS, AttentionResult, attention_summary
+from workbench.errors import WorkbenchError, choices
+from workbench.lenses import LENS_KINDS
 from workbench.prompt_lens import (
     LensBase,
     PromptLens,
@@ -57,7 +59,7 @@ class Controller(EditingMixin, SaeMixin, MemoryMixin, GraphMixin, FFMapsMixin):
     def __init__(self, session: Session, top_k: int = 10, corpus=None):
         super().__init__(session, corpus)
         self.top_k = int(top_k)
-        self._lens: dict[str, LensBase] = {}
+        self._lens: dict[tuple[str, str], LensBase] = {}
 
     # ------------------------------------------------------------------ attention
     def attention(self, prompt: str, layers: Sequence[int] | None = None,
@@ -70,23 +72,32 @@ class Controller(EditingMixin, SaeMixin, MemoryMixin, GraphMixin, FFMapsMixin):
         return self._remember(res)
 
     # ------------------------------------------------------------------ prompt lens
-    def _base(self, prompt: str) -> LensBase:
-        if prompt not in self._lens:
+    def _base(self, prompt: str, kind: str) -> LensBase:
+        if (prompt, kind) not in self._lens:
+            reader = self.reader(kind)
             with self.lock:
-                base = lens_base(self.session, prompt)
-            self._lens = {prompt: base}  # keep one prompt: residuals of long prompts add up
-        return self._lens[prompt]
+                base = lens_base(self.session, prompt, reader)
+            # keep one prompt (residuals of long prompts add up), under each lens asked for
+            self._lens = {k: v for k, v in self._lens.items() if k[0] == prompt}
+            self._lens[(prompt, kind)] = base
+        return self._lens[(prompt, kind)]
 
     def prompt_lens(self, prompt: str, edits: Iterable[UnitScale] = (),
-                    progress: Progress | None = None) -> PromptLens:
-        """`workbench.prompt_lens.prompt_lens` of `prompt` under FFN unit scalings `edits`
-        (the unedited run of the prompt is cached, so a redraw costs one partial forward)."""
-        source: str | LensBase = self._base(prompt) if isinstance(prompt, str) and prompt.strip() else prompt
+                    progress: Progress | None = None, lens: str = "logit") -> PromptLens:
+        """`workbench.prompt_lens.prompt_lens` of `prompt` under FFN unit scalings `edits`, read
+        through `lens` (logit, tuned or jacobian; the unedited run of the prompt is cached, so a
+        redraw costs one partial forward)."""
+        if lens not in LENS_KINDS:
+            raise WorkbenchError(f"lens={lens!r} is unknown; choose one of {choices(LENS_KINDS)}")
+        source: str | LensBase = (self._base(prompt, lens) if isinstance(prompt, str) and prompt.strip()
+                                  else prompt)
         with self.lock:  # a blank prompt reaches prompt_lens, which names it in its error
-            return self._remember(prompt_lens(self.session, source, edits, self.top_k))
+            return self._remember(prompt_lens(self.session, source, edits, self.top_k,
+                                              lens=self.reader(lens)))
 
     def sub_updates(self, lens: PromptLens, layer: int, pos: int, k: int | None = None) -> SubUpdates:
-        """`workbench.vocab.ffn_sub_updates` of `layer` at token `pos`, under the lens's scalings.
+        """`workbench.vocab.ffn_sub_updates` of `layer` at token `pos`, under the lens's scalings,
+        the promoted tokens read through the same lens as the cells (`PromptLens.lens`).
 
         Units the lens zeroes or scales at that cell stay listed first, so they can be restored.
         """
@@ -96,4 +107,5 @@ class Controller(EditingMixin, SaeMixin, MemoryMixin, GraphMixin, FFMapsMixin):
         kept = [e.neuron for e in lens.edits if e.layer == layer and e.pos == p]
         with self.lock:
             return ffn_sub_updates(self.session, lens.prompt, layer, position=pos, k=k,
-                                   interventions=unit_interventions(lens.edits), keep=kept)
+                                   interventions=unit_interventions(lens.edits), keep=kept,
+                                   lens=self.reader(lens.lens))

@@ -3,19 +3,23 @@ model before and after (probabilities, generations), read the edit diff, undo.
 
     studio = TraceEditStudio(trace=ctl.trace, apply_edit=ctl.apply_edit, undo=ctl.undo_edit,
                              prompt="The Eiffel Tower is located in the city of",
-                             subject="The Eiffel Tower", target="Rome")
+                             subject="The Eiffel Tower", target="Rome", lenses=ctl.lens_choices())
+
+The lens dropdown (`lenses`, as in the prompt explorer) picks the lens the edit's value change
+r = v* - v is read through (its linear part at the edited layer): ``apply_edit(..., lens=KIND)``
+for a lens other than logit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import ipywidgets as W
 import plotly.graph_objects as go
 
 from editing.outcome import EditOutcome
 
-from ._base import View, figure_widget
+from ._base import View, figure_widget, lens_picker, with_lens
 from .html.editing import compare_html, edit_bars
 
 __all__ = ["TraceEditStudio"]
@@ -36,8 +40,10 @@ class TraceEditStudio(View):
 
     def __init__(self, trace: Callable, apply_edit: Callable, undo: Callable,
                  prompt: str = "", subject: str = "", target: str = "", n_layers: int = 1,
-                 trace_result=None, run_async: bool = True):
+                 trace_result=None, run_async: bool = True,
+                 lenses: Mapping[str, str | None] | None = None):
         super().__init__(run_async)
+        self.lens_pick, self.lens_note = lens_picker(lenses)
         self._trace, self._apply, self._undo = trace, apply_edit, undo
         self.trace_result = trace_result
         self.outcome: EditOutcome | None = None
@@ -58,7 +64,8 @@ class TraceEditStudio(View):
         self.bars_box = W.VBox()
         self.body = W.VBox([
             self.prompt, W.HBox([self.subject, self.target]),
-            W.HBox([self.trace_btn, self.layer, self.edit_btn, self.undo_btn]),
+            W.HBox([self.trace_btn, self.layer, self.edit_btn, self.undo_btn, self.lens_pick]),
+            self.lens_note,
             self.trace_box, self.bars_box, self.compare,
         ])
         self.body.add_class("wb-edit-studio")
@@ -73,7 +80,8 @@ class TraceEditStudio(View):
 
     def apply(self) -> None:
         p, s, t, ly = self.prompt.value, self.subject.value, self.target.value, self.layer.value
-        self.submit(lambda progress: self._apply(p, s, t, ly, progress=progress),
+        kind = self.lens_pick.value          # the lens v* - v is read through
+        self.submit(lambda progress: with_lens(self._apply, kind, p, s, t, ly, progress=progress),
                     self._show_outcome, f"ROME edit at layer {ly}")
 
     def undo(self) -> None:

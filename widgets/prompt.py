@@ -1,22 +1,27 @@
 """Prompt explorer: logit-lens heatmap, a cell's top FFN sub-updates with zero/scale/boost
 controls, and the next-token distribution, redrawn live as units are edited.
 
-    view = PromptExplorer(lens, recompute=ctl.prompt_lens, sub_updates=ctl.sub_updates)
+    view = PromptExplorer(lens, recompute=ctl.prompt_lens, sub_updates=ctl.sub_updates,
+                          lenses=ctl.lens_choices())
 
 `recompute(prompt, edits) -> PromptLens` and `sub_updates(lens, layer, pos) -> SubUpdates` are
-the only ways the view reaches the model (through `widgets.controller.Controller`).
+the only ways the view reaches the model (through `widgets.controller.Controller`). The lens
+dropdown (logit / tuned / jacobian) lists the lenses `lenses` marks drawable (kind -> None; else
+kind -> why not, shown as a note); with none but the logit lens it is disabled, with the note.
+A lens other than logit is passed as ``recompute(prompt, edits, lens=KIND)``; the sub-updates'
+tokens are read through the same lens (`PromptLens.lens`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import ipywidgets as W
 
 from workbench.prompt_lens import PromptLens, UnitScale
 from workbench.vocab import SubUpdates
 
-from ._base import View, figure_widget
+from ._base import View, figure_widget, lens_picker, with_lens
 from .html.figures import lens_heatmap, next_token_bars, round4, short
 from .html.report import escape
 
@@ -31,7 +36,8 @@ class PromptExplorer(View):
     title = "Prompt explorer"
 
     def __init__(self, lens: PromptLens, recompute: Callable[..., PromptLens],
-                 sub_updates: Callable[..., SubUpdates], run_async: bool = True):
+                 sub_updates: Callable[..., SubUpdates], run_async: bool = True,
+                 lenses: Mapping[str, str | None] | None = None):
         super().__init__(run_async)
         self.lens = lens
         self._recompute = recompute
@@ -44,6 +50,8 @@ class PromptExplorer(View):
                                  layout=W.Layout(width="70%"))
         self.run_btn = W.Button(description="Run", button_style="primary", icon="play")
         self.reset_btn = W.Button(description="Reset edits", icon="undo")
+        self.lens_pick, self.lens_note = lens_picker(lenses, lens.lens)
+        self.lens_pick.observe(lambda change: self.set_lens(change["new"]), "value")
         self.edits_label = W.HTML()
         self.heat = figure_widget(lens_heatmap(lens, self.selected))
         self.bars = figure_widget(next_token_bars(lens))
@@ -54,6 +62,7 @@ class PromptExplorer(View):
         self.reset_btn.on_click(lambda _: self.reset())
         self.body = W.VBox([
             W.HBox([self.prompt_box, self.run_btn, self.reset_btn]),
+            W.HBox([self.lens_pick, self.lens_note]),
             self.heat,
             self.sub_title, self.sub_box, self.bars,
             self.edits_label,
@@ -67,10 +76,22 @@ class PromptExplorer(View):
     def edits(self) -> tuple[UnitScale, ...]:
         return tuple(sorted(UnitScale(ly, p, n, f) for (ly, p, n), f in self.factors.items() if f != 1.0))
 
+    def _run(self, prompt: str, edits, kind: str) -> PromptLens:
+        return with_lens(self._recompute, kind, prompt, edits)
+
     def set_prompt(self, prompt: str) -> None:
         """Run a new prompt (edits are cleared: they name token positions of the old one)."""
         self.factors.clear()
-        self.submit(lambda progress: self._recompute(prompt, ()), self._new_lens, "running prompt")
+        kind = self.lens.lens
+        self.submit(lambda progress: self._run(prompt, (), kind), self._new_lens, "running prompt")
+
+    def set_lens(self, kind: str) -> None:
+        """Read the cells (and the sub-updates' tokens) through lens `kind`; edits are kept."""
+        if kind == self.lens.lens:
+            return
+        edits, prompt = self.edits, self.lens.prompt
+        self.submit(lambda progress: self._run(prompt, edits, kind), self._relens,
+                    f"reading through the {kind} lens")
 
     def select(self, layer: int, pos: int) -> None:
         """Show the top sub-updates of FFN `layer` at token `pos` (what a click on a cell does)."""
@@ -96,9 +117,9 @@ class PromptExplorer(View):
         self._apply()
 
     def _apply(self) -> None:
-        edits, prompt = self.edits, self.lens.prompt
+        edits, prompt, kind = self.edits, self.lens.prompt, self.lens.lens
         self._show_edits()
-        self.submit(lambda progress: self._recompute(prompt, edits), self._update_lens,
+        self.submit(lambda progress: self._run(prompt, edits, kind), self._update_lens,
                     "recomputing with edits")
 
     # ------------------------------------------------------------------ drawing
@@ -114,6 +135,15 @@ class PromptExplorer(View):
         self._update_lens(lens)
         subs = self._sub_updates(lens, *self.selected)
         self._show_subs(subs)
+
+    def _relens(self, lens: PromptLens) -> None:
+        """Redraw under another lens: cells, title, and the selected cell's sub-updates."""
+        self._update_lens(lens)
+        with self.heat.batch_update():
+            self.heat.layout.title.text = lens_heatmap(lens, self.selected).layout.title.text
+        if self.lens_pick.value != lens.lens:
+            self.lens_pick.value = lens.lens
+        self._show_subs(self._sub_updates(lens, *self.selected))
 
     def _update_lens(self, lens: PromptLens) -> None:
         """Redraw both figures in place from a recomputed lens."""

@@ -3,19 +3,23 @@ activation histogram, vocabulary view) and steering.
 
     fb = FeatureBrowser(harvest, contexts=lambda f: ctl.feature_contexts(harvest, f),
                         vocab=lambda f: ctl.feature_vocab(sae, f),
-                        steer=lambda p, f, a: ctl.steer(sae, p, f, a), prompt="...")
+                        steer=lambda p, f, a: ctl.steer(sae, p, f, a), prompt="...",
+                        lenses=ctl.lens_choices())
+
+The lens dropdown (`lenses`, as in the prompt explorer) reads the decoder direction through the
+chosen lens's linear part: ``vocab(feature, lens=KIND)`` for a lens other than logit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import ipywidgets as W
 import plotly.graph_objects as go
 
 from workbench.saes.steering import SteerOutcome
 
-from ._base import View, figure_widget
+from ._base import View, figure_widget, lens_picker, with_lens
 from .html.report import escape
 from .html.sae import examples_html, steer_html
 
@@ -29,11 +33,11 @@ def _hist(harvest, i: int) -> go.Figure:
                              int(harvest.features[i]))
 
 
-def _vocab(reading) -> go.Figure:
+def _vocab(reading, kind: str = "logit") -> go.Figure:
     from .html.figures_sae import vocab_bar
 
     return vocab_bar(reading.top_tokens, reading.top_logits,
-                     f"feature {reading.feature}: decoder direction promotes")
+                     f"feature {reading.feature}: decoder direction promotes ({kind} lens)")
 
 
 class FeatureBrowser(View):
@@ -42,9 +46,12 @@ class FeatureBrowser(View):
     title = "SAE features"
 
     def __init__(self, harvest, contexts: Callable, vocab: Callable, steer: Callable,
-                 prompt: str = "", run_async: bool = True):
+                 prompt: str = "", run_async: bool = True,
+                 lenses: Mapping[str, str | None] | None = None):
         super().__init__(run_async)
         self.harvest = harvest
+        self.lens_pick, self.lens_note = lens_picker(lenses)
+        self.lens_kind = "logit"
         self._contexts, self._vocab, self._steer = contexts, vocab, steer
         order = harvest.frequencies.argsort(descending=True).tolist()
         opts = [(f"{int(harvest.features[i])} (freq {float(harvest.frequencies[i]):.2%})", i)
@@ -63,8 +70,10 @@ class FeatureBrowser(View):
         self.rows: list[dict] = []
         self.reading = None
         self.feature.observe(lambda _: self.show(self.feature.value), "value")
+        self.lens_pick.observe(lambda change: self.set_lens(change["new"]), "value")
         self.steer_btn.on_click(lambda _: self.run_steer())
-        self.body = W.VBox([self.feature, W.HBox([self.hist, self.vocab_box]), self.examples,
+        self.body = W.VBox([W.HBox([self.feature, self.lens_pick, self.lens_note]),
+                            W.HBox([self.hist, self.vocab_box]), self.examples,
                             W.HBox([self.prompt, self.amount, self.steer_btn]), self.steer_out])
         self.body.add_class("wb-sae-browser")
         self.show(order[0])
@@ -75,17 +84,24 @@ class FeatureBrowser(View):
 
     def show(self, index: int) -> None:
         """Load the dashboard of harvested feature number `index`."""
-        f = int(self.harvest.features[index])
-        self.submit(lambda progress: (self._contexts(f), self._vocab(f)),
+        f, kind = int(self.harvest.features[index]), self.lens_pick.value
+        self.submit(lambda progress: (self._contexts(f), with_lens(self._vocab, kind, f), kind),
                     lambda res: self._draw(index, *res), f"feature {f}")
 
-    def _draw(self, index: int, rows: list[dict], reading) -> None:
-        self.rows, self.reading = rows, reading
+    def set_lens(self, kind: str) -> None:
+        """Read the decoder direction through lens `kind` (redraws the shown feature)."""
+        if self.lens_pick.value != kind:
+            self.lens_pick.value = kind          # observed: shows again
+            return
+        self.show(self.feature.value)
+
+    def _draw(self, index: int, rows: list[dict], reading, kind: str = "logit") -> None:
+        self.rows, self.reading, self.lens_kind = rows, reading, kind
         h = _hist(self.harvest, index)
         with self.hist.batch_update():
             self.hist.data[0].y = h.data[0].y
             self.hist.layout.title.text = h.layout.title.text
-        v = _vocab(reading)
+        v = _vocab(reading, kind)
         if self.vocab_fig is None:
             self.vocab_fig = figure_widget(v)
             self.vocab_box.children = [self.vocab_fig]
@@ -110,7 +126,7 @@ class FeatureBrowser(View):
     def static_parts(self):
         parts = [("html", self.examples.value), ("figure", _hist(self.harvest, self.feature.value))]
         if self.reading is not None:
-            parts.append(("figure", _vocab(self.reading)))
+            parts.append(("figure", _vocab(self.reading, self.lens_kind)))
         if self.steered is not None:
             parts.append(("html", steer_html(self.steered)))
         return parts

@@ -10,6 +10,8 @@ it imports no face and no torch (a bad flag fails in well under a second):
 - `add_prompt_args` / `prompt_of`: the prompt, as a positional argument or as ``--prompt``.
 - `check_layers`, `check_path`, `check_positive`: one clear error naming the flag, the value and
   the valid range.
+- `add_lens_arg` / `check_lens`: ``--lens logit|tuned|jacobian``, the lens a command reads
+  residuals and directions through (`workbench.lenses`; the same flag everywhere).
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ from .errors import (
 )
 from .models import DEFAULT_MODEL, EMBEDDED, cache_root
 
-__all__ = ["ModelFacts", "add_model_args", "add_prompt_args", "check_layers", "check_model",
-           "check_path", "check_positive", "load_session", "model_facts", "prompt_of"]
+__all__ = ["ModelFacts", "LENS_KINDS", "add_lens_arg", "add_model_args", "add_prompt_args", "check_layers",
+           "check_lens", "check_model", "check_path", "check_positive", "load_session", "model_facts",
+           "prompt_of"]
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+LENS_KINDS = ("logit", "tuned", "jacobian")   # workbench.lenses.LENS_KINDS (no torch import here)
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,19 @@ def check_positive(**values: float | int | None) -> None:
     for name, v in values.items():
         if v is not None and not v > 0:
             raise ShapeError(f"--{name.replace('_', '-')}={v} must be > 0")
+
+
+def add_lens_arg(p: argparse.ArgumentParser, what: str = "directions are read") -> None:
+    p.add_argument("--lens", default="logit",
+                   help=f"the lens {what} through: {', '.join(LENS_KINDS)} (tuned / jacobian: the "
+                        "lens saved for the model, see workbench lens-train)")
+
+
+def check_lens(kind: str, flag: str = "--lens") -> str:
+    """`kind` if it is a lens kind, else one error naming the flag and the choices."""
+    if kind not in LENS_KINDS:
+        raise WorkbenchError(f"{flag}={kind!r} is not a lens; choose one of {choices(LENS_KINDS)}")
+    return kind
 
 
 def load_session(args: argparse.Namespace):

@@ -8,6 +8,14 @@ reading of Geva et al. 2022 with the final norm handled as the model does.
 
 On Gemma the residual receives post_ffn_norm(FFN(x)), so a value's projection there reads the
 direction before that norm (the norm's scale is elementwise); documented, not hidden.
+
+Other lenses: `value_logits`, `value_tokens`, `ffn_sub_updates` and `written_tokens` take
+``lens="logit" | "tuned" | "jacobian"`` (or a reader from `workbench.lenses.load_lens`). What
+they read are directions written inside block l (a value v_i, a sub-update m_i v_i, a sublayer's
+output), so a tuned or Jacobian lens applies only its linear part L_l before the unembedding:
+unembed(v + v A_l) for the tuned lens (the bias b_l is left out: it belongs to the state, not
+to what a component adds), unembed(J_l v) for the Jacobian lens (`workbench.lenses.direction_logits`).
+With the default ``lens="logit"`` every reading is unchanged.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from .errors import (
 )
 from .ffn import ffn_weights
 from .hooks import Intervention, Site, intervene
+from .lenses import LensReader, as_reader, direction_logits
 from .session import Session
 
 __all__ = [
@@ -83,11 +92,14 @@ def _neurons(session: Session, layer: int, neurons: int | Sequence[int] | None) 
 
 @torch.no_grad()
 def value_logits(session: Session, layer: int, neurons: int | Sequence[int] | None = None,
-                 chunk: int = 512) -> Float[Tensor, "n d_vocab"]:
-    """Value vectors v_i of `layer` read in the vocabulary: unembed(v_i), one row per neuron."""
+                 chunk: int = 512, lens: str | LensReader = "logit") -> Float[Tensor, "n d_vocab"]:
+    """Value vectors v_i of `layer` read in the vocabulary: unembed(v_i), one row per neuron
+    (through `lens`'s linear part at `layer`, L_l v_i, for a tuned / Jacobian lens)."""
     units = _neurons(session, layer, neurons)
+    reader = as_reader(session, lens)
     values = ffn_weights(session, layer).values
-    out = [session.unembed(values[units[i : i + chunk]]).float() for i in range(0, len(units), chunk)]
+    out = [direction_logits(session, values[units[i : i + chunk]], layer, reader).float()
+           for i in range(0, len(units), chunk)]
     return torch.cat(out, 0)
 
 
@@ -102,11 +114,13 @@ class ValueTokens:
     suppressed: tuple[TokenScore, ...]
 
 
-def value_tokens(session: Session, layer: int, neurons: int | Sequence[int], k: int = 10) -> list[ValueTokens]:
-    """Top promoted and suppressed tokens of each value vector (logits of unembed(v_i))."""
+def value_tokens(session: Session, layer: int, neurons: int | Sequence[int], k: int = 10,
+                 lens: str | LensReader = "logit") -> list[ValueTokens]:
+    """Top promoted and suppressed tokens of each value vector (logits of unembed(v_i), or of
+    unembed(L_l v_i) through `lens`'s linear part: see the module docstring)."""
     k = check_int(k, "k", ShapeError, lo=1)
     units = _neurons(session, layer, neurons)
-    logits = value_logits(session, layer, units)
+    logits = value_logits(session, layer, units, lens=lens)
     norms = torch.linalg.vector_norm(ffn_weights(session, layer).values[units].float(), dim=-1)
     return [ValueTokens(layer, n, float(norms[j]), top_tokens(session, logits[j], k),
                         top_tokens(session, logits[j], k, largest=False))
@@ -238,7 +252,7 @@ class SubUpdates:
 @torch.no_grad()
 def ffn_sub_updates(session: Session, prompt: str, layer: int, position: int = -1, target: str | None = None,
                     k: int = 10, n_tokens: int = 5, interventions: Sequence[Intervention] = (),
-                    keep: Sequence[int] = ()) -> SubUpdates:
+                    keep: Sequence[int] = (), lens: str | LensReader = "logit") -> SubUpdates:
     """Split `layer`'s FFN update at `position` into sub-updates m_i v_i and rank them.
 
     The effect on the target's logit is the sub-update's direct contribution through the
@@ -246,7 +260,9 @@ def ffn_sub_updates(session: Session, prompt: str, layer: int, position: int = -
     position and g the final norm's scale (the linearisation used by direct logit attribution).
     With `interventions` (e.g. units zeroed or scaled), coefficients are read under them; units
     in `keep` head the magnitude ranking whatever their size (a zeroed unit stays listed, so a
-    view can restore it).
+    view can restore it). `lens`: the promoted / suppressed tokens of each sub-update and of the
+    whole update are read through that lens's linear part at `layer` (module docstring); the
+    target effect stays the direct logit effect.
     """
     k = check_int(k, "k", ShapeError, lo=1)
     check_int(n_tokens, "n_tokens", ShapeError, lo=1)
@@ -261,6 +277,7 @@ def ffn_sub_updates(session: Session, prompt: str, layer: int, position: int = -
     if not 0 <= pos < n:
         raise PositionOutOfRange(f"position={position} is out of range for a prompt of {n} tokens "
                                  f"(valid: {-n}..{n - 1})")
+    reader = as_reader(session, lens)   # a missing or foreign lens fails before the forward
     last = session.n_layers - 1
     cap = capture(session, batch, [Site("mlp_post", layer), Site("mlp_out", layer), Site("resid_post", last)],
                   interventions=interventions)
@@ -283,7 +300,7 @@ def ffn_sub_updates(session: Session, prompt: str, layer: int, position: int = -
         # read each signed value as workbench.vocab does: unembed(sign(m_i) v_i); the final norm
         # makes the reading independent of |m_i| (a zeroed unit still shows what it writes)
         sign = torch.where(m[idx] < 0, -1.0, 1.0)[:, None]
-        lg = session.unembed(values[idx] * sign).float()
+        lg = direction_logits(session, values[idx] * sign, layer, reader).float()
         return tuple(SubUpdate(int(i), float(m[i]), float(norms[i]), float(magnitude[i]), float(effect[i]),
                                top_tokens(session, lg[j], n_tokens),
                                top_tokens(session, lg[j], n_tokens, largest=False))
@@ -295,7 +312,8 @@ def ffn_sub_updates(session: Session, prompt: str, layer: int, position: int = -
     by_tgt = rows(effect.topk(min(k, len(m))).indices) if tid is not None else ()
     update = cap[Site("mlp_out", layer)][0, pos].float()
     return SubUpdates(prompt, layer, pos, cap.batch.str_tokens[0][pos], target, by_mag, by_tgt,
-                      update.cpu(), m.cpu(), top_tokens(session, session.unembed(update).float(), n_tokens))
+                      update.cpu(), m.cpu(),
+                      top_tokens(session, direction_logits(session, update, layer, reader).float(), n_tokens))
 
 
 # ---------------------------------------------------------------- interventions on memories
@@ -345,11 +363,12 @@ def next_tokens(session: Session, prompt: str, k: int = 5) -> tuple[tuple[str, f
 
 @torch.no_grad()
 def written_tokens(session: Session, prompt: str, kind: str = "mlp_resid", position: int = -1,
-                   k: int = 5) -> list[tuple[TokenScore, ...]]:
+                   k: int = 5, lens: str | LensReader = "logit") -> list[tuple[TokenScore, ...]]:
     """Per layer, the top tokens of what sublayer `kind` writes into the residual at `position`.
 
     ``mlp_resid`` / ``attn_resid`` are what reaches the residual (after Gemma's post-norms), read
-    through the final norm and unembedding: top of unembed(y_l).
+    through the final norm and unembedding: top of unembed(y_l) (of unembed(L_l y_l) through
+    `lens`'s linear part).
     """
     if kind not in ("mlp_resid", "attn_resid", "mlp_out", "attn_out"):
         raise ShapeError(f"kind={kind!r}; choose mlp_resid, attn_resid, mlp_out or attn_out")
@@ -363,5 +382,9 @@ def written_tokens(session: Session, prompt: str, kind: str = "mlp_resid", posit
         raise PositionOutOfRange(f"position={position} is out of range for a prompt of {n} tokens "
                                  f"(valid: {-n}..{n - 1})")
     ys = torch.stack([cap[s][0, pos] for s in sites])
-    logits = session.unembed(ys).float()
+    if isinstance(lens, str) and lens == "logit":
+        logits = session.unembed(ys).float()
+    else:
+        reader = as_reader(session, lens)
+        logits = torch.stack([direction_logits(session, y, layer, reader).float() for layer, y in enumerate(ys)])
     return [top_tokens(session, row, k) for row in logits]

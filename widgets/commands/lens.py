@@ -9,8 +9,10 @@ layers (default target: the model's own top next token), and splits the FFN upda
 ``--layer`` (default: every layer, summarised) at the last position into sub-updates m_i v_i
 ranked by |m_i| ||v_i|| and by their effect on the target's logit. ``--lens tuned`` or
 ``--lens jacobian`` also reads each layer's resid_post through a saved tuned lens (Belrose et al.
-2023) or Jacobian lens (TransformerLens 4.3) next to the logit lens (`workbench.lenses`; the
-logit-lens fields stay as they are). Writes OUT/lens.json (fields: docs/cli.md) and OUT/lens.html.
+2023) or Jacobian lens (TransformerLens 4.3) next to the logit lens, and the sub-updates and FFN
+updates through its linear part (`workbench.lenses`; the logit-lens fields stay as they are;
+``workbench lens-train`` trains and saves a lens). Writes OUT/lens.json (fields: docs/cli.md)
+and OUT/lens.html.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.arguments import (
+    LENS_KINDS,
     add_model_args,
     add_prompt_args,
     check_layers,
@@ -53,14 +56,11 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-LENS_KINDS = ("logit", "tuned", "jacobian")   # workbench.lenses.LENS_KINDS
 TRAIN_HINT = {
-    "tuned": "python -c \"from workbench import Session; from workbench.corpus import Corpus; "
-             "from workbench.lenses import train_tuned_lens; s = Session.load('{model}'); "
-             "train_tuned_lens(s, Corpus.load('data/corpus/natural', s.tokenizer)).save(session=s)\"",
-    "jacobian": "python -c \"from workbench import Session; from workbench.lenses import fit_jacobian_lens; "
-                "s = Session.load('{model}'); fit_jacobian_lens(s, PROMPTS).save(session=s)\" "
-                "(PROMPTS: a list of texts longer than 17 tokens)",
+    "tuned": "workbench lens-train --lens tuned --model {model} (in Python: "
+             "workbench.lenses.train_tuned_lens(s, corpus).save(session=s))",
+    "jacobian": "workbench lens-train --lens jacobian --model {model} (in Python: "
+                "workbench.lenses.fit_jacobian_lens(s, prompts).save(session=s))",
 }
 
 
@@ -104,10 +104,12 @@ def _tokens(ts) -> list[dict]:
     return [{"token": t.token, "id": t.id, "score": t.score} for t in ts]
 
 
-def _sub(r) -> dict:
+def _sub(r, via_lens) -> dict:
+    """One sub-update; `via_lens`: the same sub-update read through the --lens lens."""
     return {"neuron": r.neuron, "coefficient": r.coefficient, "value_norm": r.value_norm,
             "magnitude": r.magnitude, "target_effect": r.target_effect,
-            "promoted": [t.token for t in r.promoted]}
+            "promoted": [t.token for t in r.promoted],
+            "lens_promoted": [t.token for t in via_lens.promoted]}
 
 
 def run(args) -> int:
@@ -137,11 +139,17 @@ def run(args) -> int:
     target = lens.targets[0]
     effects = direct_effects(s, args.prompt, target)          # what reaches the residual
     written = written_tokens(s, args.prompt, "mlp_resid", -1, 5)
+    # directions read through the --lens lens too (its linear part; the logit fields stay as they are)
+    logit = args.lens == "logit"
+    written_l = written if logit else written_tokens(s, args.prompt, "mlp_resid", -1, 5, lens=reader)
     per_layer: list[dict[str, Any]] = [{"layer": layer, "ffn_target_effect": effects.ffn[layer],
                   "attn_target_effect": effects.attn[layer],
-                  "top_promoted": [t.token for t in written[layer]]} for layer in range(s.n_layers)]
+                  "top_promoted": [t.token for t in written[layer]],
+                  "lens_top_promoted": [t.token for t in written_l[layer]]} for layer in range(s.n_layers)]
     chosen = args.layer or [r["layer"] for r in sorted(per_layer, key=lambda r: -r["ffn_target_effect"])[:3]]
     subs_all = {layer: ffn_sub_updates(s, args.prompt, layer, -1, target, k=args.k) for layer in chosen}
+    subs_l = subs_all if logit else {layer: ffn_sub_updates(s, args.prompt, layer, -1, target, k=args.k,
+                                                             lens=reader) for layer in chosen}
     kinds = list(lens.kinds)
     post = kinds.index("resid_post")
     n = len(lens.str_tokens)
@@ -168,9 +176,12 @@ def run(args) -> int:
         "ffn_layers": per_layer,
         "direct_effects": effects.to_dict(),
         "sub_updates": [{"layer": layer, "position": subs_all[layer].position, "token": subs_all[layer].token,
-                         "by_magnitude": [_sub(r) for r in subs_all[layer].by_magnitude],
-                         "by_target": [_sub(r) for r in subs_all[layer].by_target],
-                         "update_promoted": _tokens(subs_all[layer].update_promoted)} for layer in chosen],
+                         "by_magnitude": [_sub(r, rl) for r, rl in zip(subs_all[layer].by_magnitude,
+                                                                       subs_l[layer].by_magnitude)],
+                         "by_target": [_sub(r, rl) for r, rl in zip(subs_all[layer].by_target,
+                                                                    subs_l[layer].by_target)],
+                         "update_promoted": _tokens(subs_all[layer].update_promoted),
+                         "lens_update_promoted": _tokens(subs_l[layer].update_promoted)} for layer in chosen],
     }
     data["lens_first_top1_layer"] = next((r["layer"] for r in data["lens"] if r["lens_rank"] == 0), None)
     out = Path(args.out)

@@ -8,7 +8,9 @@ reload with ``MemoryIndex.load``), computes the per-layer key-value agreement ta
 random-key baseline and the composition share, and writes OUT/memories.json (fields:
 docs/cli.md) and OUT/memories.html. ``--ray [ADDRESS]`` shards the harvest over Ray workers
 (local Ray without an address, or "auto" / "ray://HOST:PORT"); the merge is exact, so the
-index is the same as a single-process harvest.
+index is the same as a single-process harvest. ``--lens tuned|jacobian`` reads the example
+memories' values through that saved lens's linear part (the agreement table keeps the logit
+reading of the paper).
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ import argparse
 import time
 from pathlib import Path
 
-from workbench.arguments import add_model_args, check_layers, check_model, check_path, load_session
+from workbench.arguments import (
+    add_lens_arg,
+    add_model_args,
+    check_layers,
+    check_lens,
+    check_model,
+    check_path,
+    load_session,
+)
 from workbench.errors import ShapeError, WorkbenchError
 from workbench.provenance import meta, write_json
 from workbench.session import Session
@@ -39,6 +49,7 @@ def register(sub) -> None:
     p.add_argument("--composition-tokens", type=int, default=1024,
                    help="corpus tokens sampled for the composition share (0: skip)")
     p.add_argument("--examples", type=int, default=8, help="example memories shown per chosen layer")
+    add_lens_arg(p, "the example memories' values are read")
     # ---- scale-out (teammate: workbench.distributed) --------------------------------------
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="shard the harvest over Ray workers: local Ray without ADDRESS, or "
@@ -91,13 +102,17 @@ def run(args) -> int:
     from workbench.memory_agreement import agreement
     from workbench.vocab import value_tokens
 
+    from .lens import read_lens
+
     check_args(args)
+    check_lens(args.lens)
     if args.layers is not None and not args.layers:
         raise WorkbenchError("--layers is empty")
     if not str(args.corpus).startswith("hf:"):
         check_path(args.corpus, "--corpus")
     check_layers(check_model(args), args.layers, "--layers")   # all before the model loads
     s = load_session(args)
+    reader = read_lens(s, args.lens, None)        # a missing / foreign lens fails before the harvest
     layers = None if args.layers is None else [s.check_layer(x) for x in args.layers]
     corpus = Corpus.load(args.corpus, s.tokenizer, max_tokens=args.max_tokens)
     corpus.source = str(args.corpus)
@@ -123,7 +138,7 @@ def run(args) -> int:
     best = max(range(len(rows)), key=lambda i: rows[i]["agreement"] - rows[i]["random_baseline"])
     layer = index.layers[best]
     neurons = index.values[best, :, 0].topk(min(args.examples, index.d_mlp)).indices.tolist()
-    vt = {v.neuron: v for v in value_tokens(s, layer, neurons, k=8)} if neurons else {}
+    vt = {v.neuron: v for v in value_tokens(s, layer, neurons, k=8, lens=reader)} if neurons else {}
     examples = [{"layer": layer, "neuron": n, "frequency": float(freq[best, n]),
                  "promoted": [t.token for t in vt[n].promoted],
                  "prefixes": [{"coefficient": e.coefficient, "offset": e.offset, "prefix": e.prefix,
@@ -131,6 +146,7 @@ def run(args) -> int:
                               for e in index.examples(layer, n, corpus, n=3)]} for n in neurons]
     data = {
         "meta": meta(s),
+        "lens_kind": args.lens,
         "corpus": {"name": corpus.name, "path": str(args.corpus), "tokens": len(corpus)},
         "harvest": {"layers": list(index.layers), "k": index.k, "window": index.window, "bos": index.bos,
                     "n_tokens": index.n_tokens, "seconds": seconds,

@@ -37,6 +37,7 @@ def compare_html(out: EditOutcome) -> str:
     return (f"<p><b>Edit</b> {escape(out.subject)!s} → {escape(out.target)} at layer "
             f"{out.layer} ({state}); ‖ΔW‖/‖W‖ = {out.delta_rel:.4f}</p>"
             + table_html(rows, ["", "before", "after"])
-            + "<p><b>Edit diff</b> W' = W + u rᵀ: rows of W_out moved most; r promotes "
+            + "<p><b>Edit diff</b> W' = W + u rᵀ: rows of W_out moved most; r = v* − v promotes "
+            + f"(read through the {escape(out.lens)} lens) "
             + escape(", ".join(repr(t) for t in out.r_promotes)) + "</p>"
             + table_html(diff, ["unit", "|u_i| |r|"]))

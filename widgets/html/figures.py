@@ -47,7 +47,7 @@ def lens_heatmap(lens: PromptLens, selected: tuple[int, int] | None = None) -> g
         colorbar={"title": {"text": "p(top)"}, "len": 0.8}, name="lens",
     ))
     fig.update_layout(
-        title="Logit lens: top token per layer and position (click a cell)",
+        title=f"{lens.lens.capitalize()} lens: top token per layer and position (click a cell)",
         xaxis=dict(title="token", **_pos_axis(lens.str_tokens)), yaxis_title="layer",
         height=max(360, 14 * n_layers + 140), margin=dict(l=50, r=20, t=50, b=90),
     )

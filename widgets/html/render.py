@@ -76,7 +76,7 @@ def _builtin_renderers() -> None:
     from .sae import steer_html
 
     def lens(r: PromptLens, rep: HtmlReport) -> None:
-        rep.heading(f"Logit lens: {r.prompt!r}")
+        rep.heading(f"{r.lens.capitalize()} lens: {r.prompt!r}")
         rep.text(f"Next token: {r.prediction!r}" + (f" under {len(r.edits)} edits" if r.edits else ""))
         rep.figure(lens_heatmap(r)).figure(next_token_bars(r))
         if r.edits:

@@ -7,6 +7,16 @@ unembed(h) (final norm + W_U, `Session.unembed`); ``tuned`` is unembed(T_l(h)) a
 ``jacobian`` is unembed(J_l h), with the lens loaded from the default cache path of the
 session's model unless a loaded reader is passed. Faces that read many layers should call
 `load_lens` once and use `reader.logits(session, resid, layer)`.
+
+Directions (a value vector v_i, a sub-update m_i v_i, an SAE decoder row, ROME's v* - v) are
+not residual states: they are what a component adds to the residual. `direction_logits` reads
+one written inside block `layer` through the lens's *linear part* only,
+
+    logit: unembed(x)      tuned: unembed(x + x A_l)  (no b_l)      jacobian: unembed(J_l x)
+
+because an affine map sends h + x to T(h) + L(x): the bias belongs to the state, and what the
+direction adds is L(x). With ``lens="logit"`` it is exactly ``session.unembed(x)``, the
+workbench's reading of directions (`workbench.vocab`).
 """
 
 from __future__ import annotations
@@ -23,10 +33,12 @@ from .._types import Float, Tensor
 from ..corpus import Corpus
 from ..errors import ShapeError, WorkbenchError, choices
 from ..session import Session
-from .jacobian import load_jacobian_lens
-from .tuned import collect_residuals, kl_to_final, load_tuned_lens
+from ._store import check_identity
+from .jacobian import JLens, load_jacobian_lens
+from .tuned import TunedLens, collect_residuals, kl_to_final, load_tuned_lens
 
-__all__ = ["LENS_KINDS", "LogitReader", "load_lens", "lens", "LensKL", "lens_kl"]
+__all__ = ["LENS_KINDS", "LogitReader", "load_lens", "as_reader", "kind_of", "lens", "direction_logits", "LensKL",
+           "lens_kl"]
 
 LENS_KINDS = ("logit", "tuned", "jacobian")
 
@@ -38,6 +50,8 @@ class LensReader(Protocol):
     def logits(self, session: Session, resid: Float[Tensor, "... d_model"],
                layer: int) -> Float[Tensor, "... d_vocab"]: ...
 
+    def linear(self, x: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_model"]: ...
+
 
 class LogitReader:
     """The logit lens: unembed(h)."""
@@ -46,6 +60,10 @@ class LogitReader:
 
     def logits(self, session: Session, resid: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_vocab"]:
         return session.unembed(resid).float()
+
+    def linear(self, x: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_model"]:
+        """The identity (x unchanged, dtype included)."""
+        return x
 
 
 def load_lens(session: Session, kind: str = "logit", path: str | Path | None = None) -> LensReader:
@@ -58,6 +76,49 @@ def load_lens(session: Session, kind: str = "logit", path: str | Path | None = N
     if kind == "jacobian":
         return load_jacobian_lens(session, path)
     raise WorkbenchError(f"lens kind={kind!r} is unknown; choose one of {choices(LENS_KINDS)}")
+
+
+def as_reader(session: Session, lens: str | LensReader = "logit",
+              path: str | Path | None = None) -> LensReader:
+    """`lens` itself when it is a loaded reader (checked against the session's model:
+    `LensModelMismatch` for a lens made for another), else `load_lens(session, lens, path)`."""
+    if isinstance(lens, str):
+        return load_lens(session, lens, path)
+    if not isinstance(lens, LensReader):
+        raise WorkbenchError(f"lens={lens!r} is neither a lens kind ({choices(LENS_KINDS)}) nor a "
+                             "loaded lens (load_lens)")
+    meta = getattr(lens, "meta", None)
+    if isinstance(meta, dict) and "model_name" in meta:    # a lens made for another model: refused
+        check_identity(meta, session, f"{kind_of(lens)} lens")
+    return lens
+
+
+def kind_of(lens: str | LensReader) -> str:
+    """``"logit"``, ``"tuned"`` or ``"jacobian"`` for a kind or a loaded reader."""
+    if isinstance(lens, str):
+        return lens
+    if isinstance(lens, TunedLens):
+        return "tuned"
+    if isinstance(lens, JLens):
+        return "jacobian"
+    return str(getattr(lens, "meta", {}).get("kind", "logit"))
+
+
+def direction_logits(session: Session, x: Float[Tensor, "... d_model"], layer: int,
+                     lens: str | LensReader = "logit") -> Float[Tensor, "... d_vocab"]:
+    """Logits of direction(s) `x` written inside block `layer`, through the lens's linear part.
+
+    unembed(L_l x) with L_l the identity (logit), x -> x + x A_l (tuned, bias b_l left out) or
+    x -> J_l x (jacobian): see the module docstring. Not `.float()`-cast, so the logit reading
+    is bit for bit ``session.unembed(x)``.
+    """
+    session.check_layer(layer)
+    if not isinstance(x, Tensor) or x.dim() == 0 or x.shape[-1] != session.d_model:
+        raise ShapeError(f"x has shape {tuple(getattr(x, 'shape', ()))}; directions need last dim "
+                         f"d_model={session.d_model}")
+    reader = as_reader(session, lens)
+    with torch.no_grad():
+        return session.unembed(reader.linear(x, layer))
 
 
 def lens(session: Session, resid: Float[Tensor, "... d_model"], layer: int, kind: str = "logit",

@@ -30,7 +30,7 @@ from ..errors import EmptyPromptError, WorkbenchError
 from ..session import Session
 from ._store import check_identity, default_path, identity, load_tensors, save_tensors
 
-__all__ = ["JLens", "fit_jacobian_lens", "load_jacobian_lens"]
+__all__ = ["JLens", "fit_jacobian_lens", "load_jacobian_lens", "estimate_jacobian_seconds"]
 
 
 @contextlib.contextmanager
@@ -86,6 +86,10 @@ class JLens:
     def logits(self, session: Session, resid: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_vocab"]:
         return session.unembed(self.translate(resid, layer, session.n_layers)).float()
 
+    def linear(self, x: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_model"]:
+        """J_l x: the Jacobian lens is linear already (the identity at the last layer)."""
+        return self.translate(x, layer, int(self.meta["n_layers"]))
+
     def save(self, path: str | Path | None = None, session: Session | None = None) -> Path:
         if path is None:
             if session is None:
@@ -133,6 +137,27 @@ def fit_jacobian_lens(session: Session, prompts: Sequence[str], corpus: str = "p
     except (TypeError, ValueError) as exc:
         raise WorkbenchError(f"TransformerLens JacobianLens.fit refused this session: {exc}") from exc
     return JLens(lens, {**identity(session), "prepend_bos": bool(session.prepend_bos)})
+
+
+def estimate_jacobian_seconds(session: Session, n_prompts: int, seq_len: int = 128,
+                              dim_batch: int = 16) -> float:
+    """Seconds `fit_jacobian_lens` will take here: per prompt one forward of `dim_batch` copies
+    and ceil(d_model / dim_batch) backward passes (each about two forwards), from one timed
+    forward of [dim_batch, seq_len] tokens with gradients on (the faster of two: the first pays
+    for warm-up)."""
+    import time
+
+    import torch
+
+    ids = torch.randint(session.d_vocab, (dim_batch, seq_len), device=session.device)
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        with torch.enable_grad():
+            session.model(ids)
+        times.append(time.perf_counter() - t0)
+    forward = min(times)
+    return n_prompts * forward * (1 + 2 * -(-session.d_model // dim_batch))
 
 
 def load_jacobian_lens(session: Session, path: str | Path | None = None) -> JLens:

@@ -12,7 +12,9 @@ makes the logits scale-invariant in T_l(h), gradients have similar size at every
 At the last layer T = identity already gives q = p_final, the minimum, so training leaves
 it (up to rounding) where it starts, as long as the step is below 2 / curvature: on
 SmolLM2 lr = 0.5 made that minimum unstable (the last translator grew from 1e-6 to 1e-3 in
-six steps and to norm 1.1 in 40); lr = 0.1 (default, linearly decayed) keeps it below 1e-5.
+six steps and to norm 1.1 in 40); lr = 0.1 (default, linearly decayed) kept it below 1e-5 over
+40 steps of 16 tokens, but over 200 steps of 32 it drifted to max |A| = 0.02 (KL 0.003 nats at
+the last layer, README).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..session import Session
 from ._store import check_identity, default_path, identity, load_tensors, save_tensors
 
 __all__ = ["TunedLensConfig", "TunedLens", "init_tuned_lens", "train_tuned_lens", "load_tuned_lens",
-           "collect_residuals", "kl_to_final"]
+           "collect_residuals", "kl_to_final", "estimate_tuned_seconds"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,13 @@ class TunedLens:
     def logits(self, session: Session, resid: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_vocab"]:
         return session.unembed(self.translate(resid, layer)).float()
 
+    def linear(self, x: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_model"]:
+        """The linear part x -> x + x A_l (no bias): how a direction written into the residual
+        at block `layer` moves the translated state (T(h + x) = T(h) + x + x A_l)."""
+        i = self._row(layer)
+        v = x.float()
+        return v + v @ self.A[i].to(v.device)
+
     def save(self, path: str | Path | None = None, session: Session | None = None) -> Path:
         """Save as safetensors (default: the cache path for `session`'s model)."""
         if path is None:
@@ -142,6 +151,46 @@ def kl_to_final(logits: Float[Tensor, "... d_vocab"], final_logp: Float[Tensor, 
     return (final_logp.exp() * (final_logp - logq)).sum(-1)
 
 
+def _backward(session: Session, h: Tensor, target: Tensor, A: Tensor, b: Tensor) -> float:
+    """Accumulate d/d(A, b) of sum over layers of mean KL(target || lens); returns that sum."""
+    loss = 0.0
+    for c in range(0, h.shape[1], 8):                                    # bounded memory
+        with torch.enable_grad():
+            hc = h[:, c : c + 8]
+            t = hc + torch.einsum("bld,lde->ble", hc, A[c : c + 8]) + b[c : c + 8]
+            part = kl_to_final(session.unembed(t), target[:, None]).mean(0).sum()
+            part.backward()
+        loss += float(part.detach())
+    return loss
+
+
+def estimate_tuned_seconds(session: Session, config: TunedLensConfig = TunedLensConfig(),
+                           layers: Sequence[int] | None = None) -> float:
+    """Seconds `train_tuned_lens` will take here, from one timed step (random residuals, the
+    same work as a training step) and one timed forward of a `config.window` window (the
+    faster of two tries each: the first pays for warm-up)."""
+    n_layers = len(tuple(range(session.n_layers)) if layers is None else tuple(layers))
+    d, dev = session.d_model, session.device
+    h = torch.randn(config.batch, n_layers, d, device=dev)
+    A = torch.zeros(n_layers, d, d, device=dev, requires_grad=True)
+    b = torch.zeros(n_layers, d, device=dev, requires_grad=True)
+    with torch.no_grad():
+        target = session.unembed(h[:, -1]).float().log_softmax(-1)
+    step = min(_seconds(lambda: _backward(session, h, target, A, b)) for _ in range(2))
+    ids = torch.randint(session.d_vocab, (1, min(config.window, config.max_tokens)), device=dev)
+    with torch.no_grad():
+        forward = min(_seconds(lambda: session.model(ids)) for _ in range(2))   # first: warm-up
+    return step * config.steps + forward * config.max_tokens / ids.shape[1]
+
+
+def _seconds(fn) -> float:
+    import time
+
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def train_tuned_lens(session: Session, corpus: Corpus, config: TunedLensConfig = TunedLensConfig(),
                      layers: Sequence[int] | None = None, lens: TunedLens | None = None,
                      progress: bool = True) -> TunedLens:
@@ -162,14 +211,7 @@ def train_tuned_lens(session: Session, corpus: Corpus, config: TunedLensConfig =
         with torch.no_grad():
             target = session.unembed(f).float().log_softmax(-1)          # [B V]
         opt.zero_grad()
-        loss = 0.0
-        for c in range(0, h.shape[1], 8):                                # bounded memory
-            with torch.enable_grad():
-                hc = h[:, c : c + 8]
-                t = hc + torch.einsum("bld,lde->ble", hc, A[c : c + 8]) + b[c : c + 8]
-                part = kl_to_final(session.unembed(t), target[:, None]).mean(0).sum()
-                part.backward()
-            loss += float(part.detach())
+        loss = _backward(session, h, target, A, b)
         torch.nn.utils.clip_grad_norm_([A, b], config.clip)
         opt.step()
         sched.step()

@@ -3,7 +3,9 @@ activation histograms, and the decoder row read in the vocabulary.
 
 Decoder direction d_i in the residual basis: the row itself for d_model-wide sites; mapped by
 the FFN values (d_i @ W_out) for mlp_pre/mlp_post; by W_O[h] for attn_z of head h. It is read
-as logits by the logit-lens convention `session.unembed` (final norm, then W_U).
+as logits by the logit-lens convention `session.unembed` (final norm, then W_U), or through a
+tuned / Jacobian lens's linear part at the block that writes it (`lens_layer`; the tuned lens's
+bias is left out: a decoder row is a direction, `workbench.lenses.direction_logits`).
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from tqdm.auto import tqdm
 
 from .._types import Float, Int, Tensor
 from ..capture import capture
-from ..errors import ShapeError, check_index
+from ..errors import ShapeError, WorkbenchError, check_index
+from ..hooks import Site
+from ..lenses import LensReader, as_reader, direction_logits
 from ..session import Session
 from ..topk import StreamingTopK
 from .sites import check_sae_site, to_vectors
 from .splice import FeatureOutOfRange
 
 __all__ = ["PromptCodes", "FeatureHarvest", "VocabReading", "encode_prompts", "harvest_features",
-           "feature_contexts", "decoder_directions", "decoder_vocab", "HIST_EDGES"]
+           "feature_contexts", "decoder_directions", "decoder_vocab", "lens_layer", "HIST_EDGES"]
 
 HIST_EDGES = torch.linspace(-3, 3, 49)  # log10 activation bins for the histograms
 
@@ -167,12 +171,29 @@ def decoder_directions(session: Session, sae) -> Float[Tensor, "d_sae d_model"]:
     return W
 
 
+def lens_layer(site: Site) -> int:
+    """The block whose residual output a direction at `site` is part of: the block before for
+    ``resid_pre`` (raises at layer 0: the embeddings precede every lens layer), else its own."""
+    if site.kind != "resid_pre":
+        return site.layer
+    if site.layer == 0:
+        raise WorkbenchError("a direction at resid_pre:0 (the embeddings) is read before any "
+                             "block; a tuned or Jacobian lens has no layer for it; use lens='logit'")
+    return site.layer - 1
+
+
 @torch.no_grad()
-def decoder_vocab(session: Session, sae, feature: int, k: int = 10) -> VocabReading:
-    """Read decoder direction `feature` in the vocabulary (logit lens)."""
+def decoder_vocab(session: Session, sae, feature: int, k: int = 10,
+                  lens: str | LensReader = "logit") -> VocabReading:
+    """Read decoder direction `feature` in the vocabulary: unembed(d_i) (logit lens), or
+    unembed(L_l d_i) through `lens`'s linear part at `lens_layer` of the SAE's site."""
     check_index(feature, sae.d_sae, "feature", FeatureOutOfRange)
+    site = check_sae_site(session, sae)
     d = decoder_directions(session, sae)[int(feature)].to(session.device)
-    logits = session.unembed(d[None])[0].float()
+    if isinstance(lens, str) and lens == "logit":
+        logits = session.unembed(d[None])[0].float()
+    else:
+        logits = direction_logits(session, d[None], lens_layer(site), as_reader(session, lens))[0].float()
     tv, ti = logits.topk(k)
     bv, bi = (-logits).topk(k)
     return VocabReading(int(feature), tuple(session.to_str_tokens(ti)), tuple(tv.tolist()),
