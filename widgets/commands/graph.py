@@ -2,6 +2,7 @@
 
     workbench graph "The Eiffel Tower is located in the city of" --target " Paris" --out out/graph
     workbench graph --prompt "..." --memories out/memories/index      # hover cards with triggers
+    workbench graph --prompt "..." --basis transcoder --transcoders out/transcoders   # latents + error nodes
     workbench graph --prompt "..." --target " Paris" --edit-subject "The Eiffel Tower" \\
         --edit-target " Rome"                                        # the graph before / after a ROME edit
 
@@ -10,7 +11,10 @@ stream is then linear in the token embeddings and in every FFN unit's output m_i
 unit's coefficient and each logit is exactly the sum of its incoming edges (plus bias). Edges
 come from batched vector-Jacobian products; nodes are pruned by their influence on the chosen
 logits; the top units are then ablated in the real model to measure faithfulness
-(`workbench.graphs`). Writes OUT/graph.json (nodes, edges, settings, `summary` with `nodes`,
+(`workbench.graphs`). With --basis transcoder, the layers that have a saved transcoder
+(`workbench sae train --transcoder`) are written by its active latents (TopK selection frozen)
+plus one error node per position holding what it misses, so the graph stays exact; the other
+layers keep their FFN units (--other-layers units) or become error nodes (errors). Writes OUT/graph.json (nodes, edges, settings, `summary` with `nodes`,
 `edges`, `completeness`, `exactness_max_rel_error`, `faithfulness_spearman`, `seconds`; fields:
 docs/cli.md) and OUT/graph.html (opens offline; hover a unit for its memory card).
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from workbench.arguments import (
     add_model_args,
@@ -40,12 +45,19 @@ def register(sub) -> None:
     p.add_argument("--target", default=None,
                    help="one token whose logit the graph explains (default: the top predictions)")
     p.add_argument("--basis", default="units", choices=["units", "transcoder", "sae"],
-                   help="node basis (units: FFN memories, exact, no training)")
+                   help="node basis (units: FFN memories, exact, no training; transcoder: latents of "
+                        "--transcoders with error nodes; sae: not implemented)")
+    p.add_argument("--transcoders", default=None,
+                   help="with --basis transcoder: a folder of saved transcoders (OUT of `workbench sae "
+                        "train --transcoder`, one layer_LL folder each) or one transcoder folder")
+    p.add_argument("--other-layers", default="units", choices=["units", "errors"],
+                   help="with --basis transcoder: layers without a transcoder keep their FFN units, "
+                        "or become one error node per position")
     p.add_argument("--keep", type=float, default=None,
                    help="share of the logits' influence the kept nodes must explain (default 0.8)")
-    p.add_argument("--max-nodes", type=int, default=None, help="at most this many unit nodes")
+    p.add_argument("--max-nodes", type=int, default=None, help="at most this many unit / latent nodes")
     p.add_argument("--faithfulness", type=int, default=None,
-                   help="top units ablated in the real model to measure faithfulness (0: skip)")
+                   help="top units / latents ablated in the real model to measure faithfulness (0: skip)")
     p.add_argument("--memories", default=None,
                    help="a saved memory index (`workbench memories` OUT/index) for trigger prefixes")
     p.add_argument("--edit-subject", default=None, help="with --edit-target: ROME-edit this fact "
@@ -63,7 +75,9 @@ def _check(args) -> str:
 
     prompt = prompt_of(args)
     if args.basis not in BASES:
-        raise UnknownBasisError(f"--basis={args.basis!r}; implemented bases: {list(BASES)}")
+        raise UnknownBasisError(f"--basis={args.basis!r} is not implemented; implemented bases: {list(BASES)}")
+    if (args.basis == "transcoder") != (args.transcoders is not None):
+        raise WorkbenchError("--basis transcoder and --transcoders DIR go together")
     if args.keep is not None and not 0 < args.keep <= 1:
         raise WorkbenchError(f"--keep={args.keep} must be in (0, 1]")
     check_positive(max_nodes=args.max_nodes)
@@ -75,7 +89,27 @@ def _check(args) -> str:
     facts = check_model(args)
     if facts is not None and not 0 <= args.edit_layer < facts.n_layers:
         raise WorkbenchError(f"--edit-layer={args.edit_layer} is out of range (0..{facts.n_layers - 1})")
+    if args.transcoders is not None:
+        _check_transcoders(args, facts)
     return prompt
+
+
+def _check_transcoders(args, facts) -> None:
+    """The saved transcoders' configs (no weights) against --model, before the model loads."""
+    from workbench.arguments import check_layers
+    from workbench.saes.transcoder import (
+        TranscoderMismatch,
+        read_transcoder_config,
+        transcoder_dirs,
+    )
+
+    check_path(args.transcoders, "--transcoders", "dir")
+    for d in transcoder_dirs(args.transcoders):
+        c = read_transcoder_config(d)
+        if c.model and c.model != args.model:
+            raise TranscoderMismatch(f"--transcoders: {str(d)!r} (layer {c.layer}) was trained on model "
+                                     f"{c.model!r}, not {args.model!r}")
+        check_layers(facts, [c.layer], f"--transcoders: {str(d)!r} replaces layer")
 
 
 def run(args) -> int:
@@ -86,9 +120,14 @@ def run(args) -> int:
     from workbench.memories import MemoryIndex
 
     s = load_session(args)
-    overrides = {k: v for k, v in (("basis", args.basis), ("keep", args.keep),
+    overrides: dict[str, Any] = {k: v for k, v in (("basis", args.basis), ("keep", args.keep),
                                    ("max_nodes", args.max_nodes),
                                    ("faithfulness_nodes", args.faithfulness)) if v is not None}
+    if args.transcoders is not None:
+        from workbench.saes.transcoder import load_transcoders
+
+        overrides.update(transcoders=load_transcoders(args.transcoders, s, device=s.device),
+                         other_layers=args.other_layers)
     progress = not args.no_progress
     g = build_graph(s, prompt, args.target, progress=progress, **overrides)
     index = MemoryIndex.load(args.memories) if args.memories else None
@@ -114,8 +153,9 @@ def run(args) -> int:
     write_json(out / "graph.json", data)
     rep = HtmlReport("Attribution graph", f"model {s.name} · prompt {prompt!r}")
     rep.text("Each node is a token embedding (bottom), an FFN memory (unit i of a layer at a "
-             "position) or a logit (top); an edge is the direct effect of its source on its "
-             "target in the frozen model. Hover a unit for what its value writes.")
+             "position), a transcoder latent or error node (--basis transcoder) or a logit (top); "
+             "an edge is the direct effect of its source on its target in the frozen model. Hover "
+             "a unit for what its value writes.")
     rep.table(graph_summary_rows(g), caption="summary")
     rep.figure(graph_figure(g, cards))
     rep.table([{"node": n.id, "label": n.label, "activation": n.activation, "influence": n.influence}
@@ -130,5 +170,9 @@ def run(args) -> int:
     print(f"graph: {sm['nodes']} nodes, {sm['edges']} edges, completeness {sm['completeness']:.3f}, "
           f"exactness {sm['exactness_max_rel_error']:.2e}, faithfulness "
           f"{sm.get('faithfulness_spearman')}, {sm['seconds']:.1f} s")
+    if sm.get("replacement_score") is not None:
+        print(f"transcoder basis: {sm['features_kept']} latents, {sm['units_kept']} units, {sm['errors_kept']} "
+              f"error nodes kept; replacement score {sm['replacement_score']:.3f} "
+              f"(unpruned {sm['replacement_score_unpruned']:.3f})")
     print(f"json: {out / 'graph.json'}\nhtml: {out / 'graph.html'}")
     return 0

@@ -2,13 +2,18 @@
 
     workbench sae train --site resid_post:15 --arch topk --expansion 16 --k 64 \\
         --corpus ../shared/data/corpus --tokens 600000 --out out/sae
+    workbench sae train --transcoder --layer 2,7,12 --expansion 4 --k 64 \\
+        --corpus ../shared/data/corpus/wikitext2_valid.txt --tokens 80000 --epochs 2 --out out/transcoders
     workbench sae eval out/sae/final --corpus ../shared/data/corpus --tokens 8192
     workbench sae features out/sae/final --corpus ../shared/data/corpus --top 24 --out out/sae/features
 
 train writes OUT/final (sae.json + sae.safetensors), OUT/checkpoints/step_N, OUT/metrics.json
-and OUT/dashboard.html; eval writes a metrics JSON; features writes features.json and
-features.html. JSON fields: docs/cli.md. ``features --lens tuned|jacobian`` reads each decoder
-row through that saved lens's linear part (`workbench.saes.decoder_vocab`).
+and OUT/dashboard.html (with --transcoder: one transcoder per --layer, FFN input mlp_in -> FFN
+output mlp_out, TopK, affine skip unless --no-skip, all layers from one activation stream; it
+writes OUT/layer_LL with transcoder.json + transcoder.safetensors and OUT/metrics.json with
+held-out FVU, L0 and loss recovered per layer, which `workbench graph --basis transcoder
+--transcoders OUT` reads); eval writes a metrics JSON; features writes features.json and
+features.html. JSON fields: docs/cli.md.
 """
 
 from __future__ import annotations
@@ -16,14 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workbench.arguments import (
-    add_lens_arg,
-    add_model_args,
-    check_lens,
-    check_model,
-    check_path,
-    load_session,
-)
+from workbench.arguments import add_model_args, check_model, check_path, load_session
 from workbench.provenance import meta, write_json
 from workbench.session import Session
 
@@ -32,25 +30,35 @@ def register(sub) -> None:
     p = sub.add_parser("sae", help="train, evaluate and inspect sparse autoencoders",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ss = p.add_subparsers(dest="sae_command", metavar="ACTION")
-    t = ss.add_parser("train", help="train an SAE on streamed activations")
+    t = ss.add_parser("train", help="train an SAE (or transcoders) on streamed activations")
     add_model_args(t)
-    t.add_argument("--site", required=True, help="hook site, e.g. resid_post:15, attn_z:3")
+    t.add_argument("--site", default=None, help="hook site, e.g. resid_post:15, attn_z:3")
+    t.add_argument("--transcoder", action="store_true",
+                   help="train transcoders (FFN input -> FFN output) for --layer instead of an SAE")
+    t.add_argument("--layer", default=None, help="with --transcoder: layer(s), e.g. 12 or 2,7,12")
     t.add_argument("--head", type=int, default=None, help="one head of a per-head site")
-    t.add_argument("--arch", default="topk", choices=["topk", "relu", "jumprelu"])
-    t.add_argument("--expansion", type=int, default=16, help="d_sae = expansion x d_in")
-    t.add_argument("--k", type=int, default=64, help="active latents (topk)")
+    t.add_argument("--arch", default=None, choices=["topk", "relu", "jumprelu"], help="SAE kind (default topk)")
+    t.add_argument("--expansion", type=int, default=None,
+                   help="latents = expansion x d_in (default 16; transcoders 4)")
+    t.add_argument("--k", type=int, default=64, help="active latents (topk, transcoders)")
+    t.add_argument("--no-skip", action="store_true", help="transcoders without the affine skip x W_skip")
     t.add_argument("--l1", type=float, default=5.0, help="L1 coefficient (relu)")
     t.add_argument("--l0", type=float, default=1e-3, help="L0 coefficient (jumprelu)")
     t.add_argument("--corpus", required=True, help="text file, directory of .txt, or hf:NAME")
-    t.add_argument("--tokens", type=int, default=600_000, help="training tokens (repeats included)")
-    t.add_argument("--epochs", type=int, default=1, help="passes over the harvested activations")
-    t.add_argument("--batch-size", type=int, default=4096)
-    t.add_argument("--lr", type=float, default=4e-4)
-    t.add_argument("--window", type=int, default=128)
-    t.add_argument("--eval-tokens", type=int, default=8192)
+    t.add_argument("--tokens", type=int, default=None,
+                   help="training vectors, repeats included (default 600000; transcoders 80000)")
+    t.add_argument("--epochs", type=int, default=None,
+                   help="passes over the harvested activations (default 1; transcoders 2)")
+    t.add_argument("--batch-size", type=int, default=None, help="default 4096; transcoders 256")
+    t.add_argument("--lr", type=float, default=None, help="default 4e-4; transcoders 4e-3")
+    t.add_argument("--window", type=int, default=None, help="tokens per window (default 128; transcoders 64)")
+    t.add_argument("--eval-tokens", type=int, default=None,
+                   help="held-out vectors (default 8192; transcoders 2048)")
+    t.add_argument("--ce-tokens", type=int, default=1024,
+                   help="transcoders: held-out tokens scored for loss recovered (0 skips it)")
     t.add_argument("--checkpoint-every", type=int, default=0)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default="out/sae")
+    t.add_argument("--out", default=None, help="output folder (default out/sae; transcoders out/transcoders)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
     e = ss.add_parser("eval", help="L0, FVU, dead/dense latents and loss recovered")
@@ -71,7 +79,6 @@ def register(sub) -> None:
     f.add_argument("--examples", type=int, default=8)
     f.add_argument("--tokens", type=int, default=32768)
     f.add_argument("--out", default=None, help="folder (default SAE_DIR/features)")
-    add_lens_arg(f, "decoder rows are read")
     f.set_defaults(func=cmd_features)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -92,10 +99,20 @@ def _corpus(session: Session, path, max_tokens=None):
 
 
 def cmd_train(args) -> int:
+    from workbench.errors import WorkbenchError
     from workbench.hooks import parse_site
     from workbench.saes import SAEConfig, TrainConfig, evaluate_sae, train_sae
     from workbench.saes.sites import site_d_in
 
+    from .sae_transcoder import SAE_DEFAULTS, cmd_train_transcoders, fill_defaults
+
+    if args.transcoder:
+        return cmd_train_transcoders(args)
+    if args.site is None:
+        raise WorkbenchError("sae train needs --site (an SAE) or --transcoder --layer L (transcoders)")
+    if args.layer is not None or args.no_skip:
+        raise WorkbenchError("--layer and --no-skip go with --transcoder")
+    fill_defaults(args, SAE_DEFAULTS)
     parse_site(args.site)
     _check(args)
     s = load_session(args)
@@ -147,26 +164,21 @@ def cmd_eval(args) -> int:
 def cmd_features(args) -> int:
     from workbench.saes import load_sae
 
-    from .lens import read_lens
-
-    check_lens(args.lens)
     _check(args, sae_dir=True)
     s = load_session(args)
-    reader = read_lens(s, args.lens, None)        # a missing / foreign lens fails before any work
     sae = load_sae(args.sae, session=s, device=s.device)
     feats = [int(x) for x in args.features.split(",")] if args.features else None
     out = Path(args.out) if args.out else Path(args.sae) / "features"
-    data = {"meta": meta(s), "sae": sae.cfg.to_dict(), "lens_kind": args.lens}
+    data = {"meta": meta(s), "sae": sae.cfg.to_dict()}
     data = _dashboard(s, sae, _corpus(s, args.corpus), data, out / "features.html", feats,
-                      args.top, args.examples, args.tokens, lens=reader)
+                      args.top, args.examples, args.tokens)
     write_json(out / "features.json", data)
     print(f"json: {out / 'features.json'}\nhtml: {out / 'features.html'}")
     return 0
 
 
-def _dashboard(s, sae, corpus, data, path, features, top, examples, tokens, lens="logit") -> dict:
-    """Harvest features and render a standalone HTML dashboard; adds `features` to `data`
-    (decoder rows read through `lens`, a kind or a loaded reader)."""
+def _dashboard(s, sae, corpus, data, path, features, top, examples, tokens) -> dict:
+    """Harvest features and render a standalone HTML dashboard; adds `features` to `data`."""
     import torch
 
     from widgets.html.figures_sae import (
@@ -176,7 +188,6 @@ def _dashboard(s, sae, corpus, data, path, features, top, examples, tokens, lens
         vocab_bar,
     )
     from widgets.html.report import HtmlReport, escape
-    from workbench.lenses import kind_of
     from workbench.saes import decoder_vocab, feature_contexts, harvest_features
 
     h_all = harvest_features(s, sae, corpus, features=None, k=examples, max_tokens=tokens)
@@ -194,7 +205,7 @@ def _dashboard(s, sae, corpus, data, path, features, top, examples, tokens, lens
     rows = []
     for f in idx.tolist():
         i = h_all.index(f)
-        voc = decoder_vocab(s, sae, f, k=8, lens=lens)
+        voc = decoder_vocab(s, sae, f, k=8)
         ctx = feature_contexts(corpus, h_all, f, before=20, after=3)
         rows.append({"feature": f, "frequency": float(h_all.frequencies[i]),
                      "max_activation": float(h_all.top_values[i, 0]),
@@ -207,8 +218,7 @@ def _dashboard(s, sae, corpus, data, path, features, top, examples, tokens, lens
             f"<span class='tok'>{escape(c['token'])}</span>{escape(c['after'])}</td></tr>"
             for c in ctx) + "</table>")
         rep.figure(feature_histogram(h_all.histograms[i].tolist(), h_all.edges.tolist(), f))
-        rep.figure(vocab_bar(voc.top_tokens, voc.top_logits,
-                             f"feature {f}: decoder row, top logits ({kind_of(lens)} lens)"))
+        rep.figure(vocab_bar(voc.top_tokens, voc.top_logits, f"feature {f}: decoder row, top logits"))
     rep.save(path)
     data["features"] = rows
     data["harvest_tokens"] = h_all.n_tokens

@@ -7,10 +7,11 @@ from typing import Any
 
 from ..errors import WorkbenchError
 
-__all__ = ["BASES", "GraphConfig", "GraphConfigError", "UnknownBasisError"]
+__all__ = ["BASES", "OTHER_LAYERS", "GraphConfig", "GraphConfigError", "UnknownBasisError"]
 
-BASES = ("units",)
-PLANNED = ("transcoder", "sae")  # named in issue 19, not built yet
+BASES = ("units", "transcoder")
+PLANNED = ("sae",)  # named in issue 19 (SAE features at residual sites), not built yet
+OTHER_LAYERS = ("units", "errors")
 
 
 class GraphConfigError(WorkbenchError):
@@ -26,8 +27,11 @@ class GraphConfig:
     """How a graph is built and pruned.
 
     Args:
-        basis: ``units`` (FFN units, exact, no error nodes). ``transcoder`` and ``sae`` bases
-            are planned (error nodes are already handled by `prune.prune` / `prune.scores`).
+        basis: ``units`` (FFN units, exact, no error nodes) or ``transcoder`` (transcoder
+            latents with one error node per layer and position; `build_graph` takes the
+            transcoders). ``sae`` (residual SAE features) is not implemented.
+        other_layers: with transcoders, what layers without one contribute: ``units`` (their
+            FFN units, as in the units basis) or ``errors`` (one error node per position).
         keep: node share: keep the smallest set of nodes whose influence on the chosen logits
             reaches this share of all nodes' influence (circuit-tracer's node threshold).
         edge_keep: edge share, the same rule over edges among kept nodes.
@@ -42,6 +46,7 @@ class GraphConfig:
     """
 
     basis: str = "units"
+    other_layers: str = "units"
     keep: float = 0.8
     edge_keep: float = 0.98
     max_nodes: int = 300
@@ -53,9 +58,12 @@ class GraphConfig:
 
     def __post_init__(self):
         if self.basis not in BASES:
-            what = "is not built yet" if self.basis in PLANNED else "is unknown"
+            what = "is not implemented" if self.basis in PLANNED else "is unknown"
             raise UnknownBasisError(f"basis={self.basis!r} {what}; valid bases are "
                                     f"{', '.join(map(repr, BASES))}")
+        if self.other_layers not in OTHER_LAYERS:
+            raise GraphConfigError(f"other_layers={self.other_layers!r} is unknown; valid: "
+                                   f"{', '.join(map(repr, OTHER_LAYERS))}")
         for name in ("keep", "edge_keep", "logit_prob"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:

@@ -25,9 +25,11 @@ from dataclasses import dataclass
 import torch
 
 from .._types import Float, Int, Tensor
+from .basis import Basis
 from .frozen import Frozen
 
-__all__ = ["Seeds", "unit_seeds", "logit_seeds", "backward", "total_derivatives"]
+__all__ = ["Seeds", "unit_seeds", "source_seeds", "logit_seeds", "backward", "total_derivatives",
+           "total_ffn_gradients"]
 
 
 @dataclass(frozen=True)
@@ -52,18 +54,28 @@ class Seeds:
 
 def unit_seeds(fz: Frozen, layer: Tensor, pos: Tensor, index: Tensor) -> Seeds:
     """Seeds of unit targets (layer, pos, index) [B]: e_t = G r_f (w_f * u_i), bias G b_up_i."""
+    return source_seeds(fz, None, layer, pos, index)
+
+
+def source_seeds(fz: Frozen, basis: Basis | None, layer: Tensor, pos: Tensor, col: Tensor) -> Seeds:
+    """Seeds of source targets (layer, pos, column) [B] of `basis` (None: units): a source reads
+    x = r_f h w_f along W_in[c] through its frozen gate, so e_t = G r_f (w_f * W_in[c]) and the
+    constant is G b_in[c]."""
     w = fz.weights
     B, d = len(layer), w.W_E.shape[1]
     vec = torch.empty(B, d, device=fz.embed.device, dtype=fz.embed.dtype)
     bias = torch.zeros(B, device=fz.embed.device)
-    g = fz.gate[layer, pos, index]
-    scale = g * fz.r_ffn[layer, pos]
     for lay in layer.unique().tolist():  # one gather per layer
         m = layer == lay
         lw = w.layers[lay]
-        vec[m] = scale[m, None] * lw.ln_ffn.w * lw.W_up[index[m]]
-        if lw.b_up is not None:
-            bias[m] = (g[m] * lw.b_up[index[m]]).float()
+        if basis is None:
+            W_in, b_in, g = lw.W_up, lw.b_up, fz.gate[lay, pos[m], col[m]]
+        else:
+            lb = basis.layers[lay]
+            W_in, b_in, g = lb.W_in, lb.b_in, lb.gate[pos[m], col[m]]
+        vec[m] = (g * fz.r_ffn[lay, pos[m]])[:, None] * lw.ln_ffn.w * W_in[col[m]]
+        if b_in is not None:
+            bias[m] = (g * b_in[col[m]]).float()
     return Seeds(layer.clone(), pos.clone(), vec, bias)
 
 
@@ -80,8 +92,8 @@ def logit_seeds(fz: Frozen, directions: Float[Tensor, "B d_model"], bias: Tensor
 FFNReadout = Callable[[int, Float[Tensor, "b Q d_model"], "Tensor | None"], None]
 
 
-def backward(fz: Frozen, seeds: Seeds, on_ffn: FFNReadout,
-             through_units: bool = False) -> tuple[Float[Tensor, "B Q d_model"], Float[Tensor, " B"]]:
+def backward(fz: Frozen, seeds: Seeds, on_ffn: FFNReadout, through_units: bool = False,
+             basis: Basis | None = None) -> tuple[Float[Tensor, "B Q d_model"], Float[Tensor, " B"]]:
     """Carry a block of target cotangents down the frozen model's transpose.
 
     `on_ffn(layer, g_f, rows)` is called for each layer below the block's highest slot with g_f
@@ -93,6 +105,10 @@ def backward(fz: Frozen, seeds: Seeds, on_ffn: FFNReadout,
     `through_units=True` removes the stop-gradient at the units: the cotangent also flows back
     through every unit's read m = G (x . u) (gates still frozen), so d t / d m becomes the total
     derivative of the frozen model (all paths), used to check graph predictions.
+
+    `basis` (transcoder layers): the cotangent also flows through each layer's skip x W_skip
+    and its constant b_out is carried as bias (ignored with `through_units`, which follows the
+    real FFN).
     """
     w = fz.weights
     B = len(seeds)
@@ -114,9 +130,17 @@ def backward(fz: Frozen, seeds: Seeds, on_ffn: FFNReadout,
             r = None if bool(live.all()) else live.nonzero().flatten()
             gl = g if r is None else g[r]
             g_f = gl * (fz.post_factors("ffn")[layer, :Q, None] * lw.post_ffn.w) if lw.post_ffn is not None else gl
-            if lw.b_down is not None:
-                bias.index_add_(0, rows if r is None else r, (g_f.sum(1) @ lw.b_down).float())
+            b_out = lw.b_down if basis is None or through_units else basis.layers[layer].b_out
+            if b_out is not None:
+                bias.index_add_(0, rows if r is None else r, (g_f.sum(1) @ b_out).float())
             on_ffn(layer, g_f, r)
+            g_skip = None if basis is None or through_units else basis.layers[layer].skip_back(g_f)
+            if g_skip is not None:
+                upd = g_skip * (fz.r_ffn[layer, :Q, None] * lw.ln_ffn.w)
+                if r is None:
+                    g = g + upd
+                else:
+                    g[r] += upd
             if through_units:
                 dm = (g_f @ lw.W_down) * fz.gate[layer, :Q]
                 upd = (dm @ lw.W_up) * (fz.r_ffn[layer, :Q, None] * lw.ln_ffn.w)
@@ -151,14 +175,22 @@ def backward(fz: Frozen, seeds: Seeds, on_ffn: FFNReadout,
     return g, bias
 
 
-def total_derivatives(fz: Frozen, direction: Float[Tensor, " d_model"]) -> Float[Tensor, "L P d_mlp"]:
-    """d (direction . final normed residual at the last position) / d m for every unit, along
-    all paths of the frozen model (gates, norms and attention fixed; units not cut)."""
+def total_ffn_gradients(fz: Frozen, direction: Float[Tensor, " d_model"]) -> Float[Tensor, "L P d_model"]:
+    """d (direction . final normed residual at the last position) / d f for every layer's raw FFN
+    output f, along all paths of the frozen model (gates, norms and attention fixed; units not
+    cut). A vector added to f at (l, p) changes the read by its dot product with [l, p]."""
     w = fz.weights
-    out = torch.zeros(fz.n_layers, fz.n_pos, w.d_mlp, device=fz.embed.device, dtype=fz.embed.dtype)
+    out = torch.zeros(fz.n_layers, fz.n_pos, w.W_E.shape[1], device=fz.embed.device, dtype=fz.embed.dtype)
 
     def on_ffn(layer, g_f, rows):
-        out[layer] = (g_f[0] @ w.layers[layer].W_down)
+        out[layer] = g_f[0]
 
     backward(fz, logit_seeds(fz, direction[None]), on_ffn, through_units=True)
     return out
+
+
+def total_derivatives(fz: Frozen, direction: Float[Tensor, " d_model"]) -> Float[Tensor, "L P d_mlp"]:
+    """d (direction . final normed residual at the last position) / d m for every unit, along
+    all paths of the frozen model (gates, norms and attention fixed; units not cut)."""
+    g = total_ffn_gradients(fz, direction)
+    return torch.stack([g[i] @ lw.W_down for i, lw in enumerate(fz.weights.layers)])

@@ -1,14 +1,16 @@
-"""Faithfulness: does the graph predict what ablating its top units does in the real model?
+"""Faithfulness: does the graph predict what ablating its top nodes does in the real model?
 
-For each of the top-n kept units s (by influence), the graph predicts the change of the target
-logit when s is scaled by `factor` (0 = ablation) from its own paths:
+For each of the top-n kept units or transcoder latents s (by influence), the graph predicts the
+change of the target logit when s is scaled by `factor` (0 = ablation) from its own paths:
 
     pred_s = (factor - 1) a_s R[t, s],   R = D + D^2 + ...,   D[t', s'] = A[t', s'] / a_s'
 
 (A the kept nodes' direct edges, so R sums every path inside the graph). The real model then
 runs with that unit scaled at its position only (`workbench.scale_neurons`; attention, norms and
 gates free) and the measured change of the target logit is compared with the prediction by
-Spearman rank correlation.
+Spearman rank correlation. A latent j of layer l is scaled by adding (factor - 1) a_j W_dec[j]
+to that layer's raw FFN output at its position (`workbench.add_vector` on mlp_out; the real
+FFN stays, so this is the latent's own contribution taken out of the real model).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .._types import Float, Tensor
-from ..hooks import intervene, scale_neurons
+from ..errors import WorkbenchError
+from ..hooks import Site, add_vector, intervene, scale_neurons
+from ..saes.transcoder import Transcoder
 from ..session import Session
-from .edges import total_derivatives
+from .edges import total_ffn_gradients
 from .frozen import freeze
 from .result import AttributionGraph
 
@@ -79,14 +83,14 @@ def predicted_effects(graph: AttributionGraph, logit: int | None = None) -> Floa
 
 @dataclass(frozen=True)
 class Faithfulness:
-    """Predicted vs measured change of the target logit for the top-n units.
+    """Predicted vs measured change of the target logit for the top-n units / latents.
 
     Args:
-        node_ids: the units tested. factor: the scale applied (0 = ablation).
+        node_ids: the nodes tested. factor: the scale applied (0 = ablation).
         logit: the logit label followed. predicted, measured: [n] changes of that logit.
         spearman: rank correlation of predicted and measured.
-        predicted_frozen: [n] the frozen model's own prediction (all paths through every unit,
-            not only the graph's; gates fixed) and spearman_frozen its rank correlation with
+        predicted_frozen: [n] the frozen model's own prediction (all paths through every FFN
+            unit, not only the graph's; gates fixed) and spearman_frozen its rank correlation with
             measured: the gap to `spearman` is what pruning loses, the rest is nonlinearity.
     """
 
@@ -102,9 +106,11 @@ class Faithfulness:
 
 @torch.no_grad()
 def faithfulness(session: Session, graph: AttributionGraph, n: int = 20, factor: float = 0.0,
-                 progress: bool = True) -> Faithfulness:
-    """Scale each of the top-n kept units by `factor` in the real model and compare."""
-    units = [(i, nd) for i, nd in enumerate(graph.nodes) if nd.kind == "unit"][:n]
+                 progress: bool = True, transcoders: dict[int, Transcoder] | None = None) -> Faithfulness:
+    """Scale each of the top-n kept units (and latents: give the graph's `transcoders`) by
+    `factor` in the real model and compare."""
+    kinds = ("unit", "feature") if transcoders else ("unit",)
+    units = [(i, nd) for i, nd in enumerate(graph.nodes) if nd.kind in kinds][:n]
     li = [i for i, nd in enumerate(graph.nodes) if nd.kind == "logit"]
     k = max(range(len(li)), key=lambda j: graph.logit_weights[j])
     logit_node = graph.nodes[li[k]]
@@ -112,17 +118,26 @@ def faithfulness(session: Session, graph: AttributionGraph, n: int = 20, factor:
     tokens = torch.tensor([list(graph.token_ids)], device=session.device)
     tid = logit_node.index
     base = session.model(tokens, return_type="logits")[0, -1, tid].float()
-    measured = []
+    fz = freeze(session, list(graph.token_ids))
+    g_f = total_ffn_gradients(fz, fz.weights.W_U[tid])
+    measured, frozen = [], []
     for _, nd in tqdm(units, desc="graph: faithfulness", disable=not progress, leave=False):
-        with intervene(session, scale_neurons(nd.layer, [nd.index], factor, positions=[nd.pos])):
+        if nd.kind == "unit":
+            change = scale_neurons(nd.layer, [nd.index], factor, positions=[nd.pos])
+            out_vec = fz.weights.layers[nd.layer].W_down[:, nd.index]
+        else:
+            if transcoders is None or nd.layer not in transcoders:
+                raise WorkbenchError(f"node {nd.id} is a latent of layer {nd.layer}; give that layer's transcoder")
+            out_vec = transcoders[nd.layer].W_dec[nd.index].detach().to(g_f.device, g_f.dtype)
+            change = add_vector(Site("mlp_out", nd.layer), out_vec.to(session.device, session.dtype),
+                                (factor - 1.0) * nd.activation, positions=[nd.pos])
+        with intervene(session, change):
             out = session.model(tokens, return_type="logits")[0, -1, tid].float()
         measured.append(float(out - base))
+        frozen.append((factor - 1.0) * nd.activation * float(g_f[nd.layer, nd.pos] @ out_vec))
     pred = pred_all[[i for i, _ in units]]
     meas = torch.tensor(measured)
-    fz = freeze(session, list(graph.token_ids))
-    dm = total_derivatives(fz, fz.weights.W_U[tid])
-    frozen_pred = torch.tensor([(factor - 1.0) * nd.activation * float(dm[nd.layer, nd.pos, nd.index])
-                                for _, nd in units])
+    frozen_pred = torch.tensor(frozen)
     return Faithfulness(tuple(nd.id for _, nd in units), factor, logit_node.label, pred, meas, spearman(pred, meas),
                         frozen_pred, spearman(frozen_pred, meas))
 

@@ -14,7 +14,8 @@ post-attention / post-FFN norms), and each gated unit's gate G_l[p, i] = act(x .
 is linear in the embeddings and the unit coefficients (plus biases, zero on Llama and Gemma),
 so every unit coefficient and logit is exactly the sum of its direct contributions. `freeze`
 captures the fixed quantities; `run` is the frozen forward (differentiable, batched), used to
-check the freeze against the real logits and to perturb single units in tests.
+check the freeze against the real logits and to perturb single units in tests. Other node
+bases (transcoder latents with error nodes) replace the FFN sum in `run` (`basis.Basis`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from .._types import Float, Int, Tensor
 from ..errors import EmptyPromptError, TokenError, WorkbenchError
 from ..session import Session
+from .basis import Basis, unit_basis
 from .weights import ModelWeights, NormWeights, model_weights
 
 __all__ = ["PromptTooLongError", "Frozen", "FrozenRun", "freeze", "run", "prompt_ids"]
@@ -165,28 +167,38 @@ def freeze(session: Session, prompt: str | Sequence[int], weights: ModelWeights 
 
 @dataclass(frozen=True)
 class FrozenRun:
-    """Output of the frozen forward: unit reads [... L P d_mlp], final residual, last logits."""
+    """Output of the frozen forward: source reads [... L P N] (N = the basis width; d_mlp for
+    units), the final residual, last-position logits, and each layer's FFN input x and raw FFN
+    output f [... L P d_model]."""
 
-    reads: Float[Tensor, "... L P d_mlp"]
+    reads: Float[Tensor, "... L P N"]
     resid: Float[Tensor, "... P d_model"]
     logits: Float[Tensor, "... d_vocab"]
+    ffn_in: Float[Tensor, "... L P d_model"]
+    ffn_out: Float[Tensor, "... L P d_model"]
 
 
-def run(fz: Frozen, embed: Tensor | None = None, sources: Tensor | None = None) -> FrozenRun:
+def run(fz: Frozen, embed: Tensor | None = None, sources: Tensor | None = None,
+        basis: Basis | None = None) -> FrozenRun:
     """The frozen forward. Batched over any leading dims of `embed` / `sources`.
 
     Args:
         embed: [... P d_model] token-node outputs (default: the prompt's h_0).
-        sources: [... L P d_mlp] unit coefficients written into the residual; None uses each
-            unit's own read m = G * (x . u) (then the run reproduces the real forward). With
-            `sources` given, reads are what each unit would compute, all units held as nodes.
+        sources: [... L P N] source activations written into the residual (grid of `basis`;
+            error columns hold the error nodes' activations, 1 in the prompt's own run); None
+            uses each source's own read (then the run reproduces the real forward). With
+            `sources` given, reads are what each source would compute, all sources held as nodes.
+        basis: the layers' sources (`basis.Basis`; default: FFN units, N = d_mlp).
     Returns:
-        reads, the final residual and the pre-soft-cap logits at the last position.
+        reads, the final residual, the pre-soft-cap logits at the last position, FFN inputs
+        and outputs.
     """
     w = fz.weights
+    b = basis if basis is not None else unit_basis(w, fz.gate)
+    width = b.width
     h = fz.embed if embed is None else embed
     rep = w.n_heads // w.n_kv_heads
-    reads = []
+    reads, ins, outs = [], [], []
     for layer, lw in enumerate(w.layers):
         a = h * (fz.r_attn[layer][:, None] * lw.ln_attn.w)
         v = a @ lw.W_v.T
@@ -201,15 +213,18 @@ def run(fz: Frozen, embed: Tensor | None = None, sources: Tensor | None = None) 
             o = o * (fz.post_factors("attn")[layer][:, None] * lw.post_attn.w)
         h = h + o
         x = h * (fz.r_ffn[layer][:, None] * lw.ln_ffn.w)
-        u = x @ lw.W_up.T
-        if lw.b_up is not None:
-            u = u + lw.b_up
-        m = fz.gate[layer] * u
+        lb = b.layers[layer]
+        m = lb.reads(x)
+        if lb.n_cols != width or lb.err is not None:
+            full = m.new_zeros(*m.shape[:-1], width)
+            full[..., :lb.n_read] = m
+            if lb.err is not None:
+                full[..., lb.n_read] = 1.0
+            m = full
         reads.append(m)
-        src = m if sources is None else sources[..., layer, :, :]
-        f = src @ lw.W_down.T
-        if lw.b_down is not None:
-            f = f + lw.b_down
+        f = lb.write(m if sources is None else sources[..., layer, :, :], x)
+        ins.append(x)
+        outs.append(f)
         if lw.post_ffn is not None:
             f = f * (fz.post_factors("ffn")[layer][:, None] * lw.post_ffn.w)
         h = h + f
@@ -217,4 +232,4 @@ def run(fz: Frozen, embed: Tensor | None = None, sources: Tensor | None = None) 
     logits = y @ w.W_U.T
     if w.b_U is not None:
         logits = logits + w.b_U
-    return FrozenRun(torch.stack(reads, dim=-3), h, logits)
+    return FrozenRun(torch.stack(reads, dim=-3), h, logits, torch.stack(ins, dim=-3), torch.stack(outs, dim=-3))

@@ -7,7 +7,8 @@
 
 Modules: config (dataclasses), base/relu/topk/jumprelu (one file per SAE type), io (safetensors
 + JSON, SAELens layout), train, metrics, splice, features, circuits (discrete codes per head),
-attribution (sparse feature circuits).
+attribution (sparse feature circuits), transcoder / transcoder_train (sparse replacements of
+FFN layers: model, save / load / splice; training several layers from one stream, metrics).
 """
 
 from .attribution import (
@@ -62,6 +63,23 @@ from .steering import SteerOutcome, steer_outcome
 from .tasks import TASKS, CircuitTask, TaskUnavailable, load_task
 from .topk import TopKSAE
 from .train import TrainResult, train_sae
+from .transcoder import (
+    Transcoder,
+    TranscoderConfig,
+    TranscoderMismatch,
+    load_transcoder,
+    load_transcoders,
+    save_transcoder,
+    splice_transcoder,
+)
+from .transcoder_train import (
+    TranscoderMetrics,
+    TranscoderResult,
+    TranscoderTrainConfig,
+    train_transcoder,
+    train_transcoders,
+    transcoder_metrics,
+)
 
 __all__ = [
     "AttributionResult", "FeatureEffect", "attribution_patching", "real_patch_effect", "verify",
@@ -75,4 +93,7 @@ __all__ = [
     "splice_metrics", "SAE_CLASSES", "make_sae", "ReluSAE", "check_sae_site", "site_d_in",
     "to_vectors", "SAEEvaluation", "evaluate_sae", "FeatureEdit", "FeatureOutOfRange", "ablate_feature", "set_feature", "splice",
     "splice_hook", "steer_feature", "SteerOutcome", "steer_outcome", "TopKSAE", "TrainResult", "train_sae",
+    "Transcoder", "TranscoderConfig", "TranscoderMismatch", "load_transcoder", "load_transcoders", "save_transcoder",
+    "splice_transcoder", "TranscoderMetrics", "TranscoderResult", "TranscoderTrainConfig", "train_transcoder",
+    "train_transcoders", "transcoder_metrics",
 ]

@@ -7,36 +7,36 @@
 The optional affine skip W_skip [d_model d_model] carries the FFN's linear part, so latents
 spend their capacity on the rest. Trained by `train_transcoder` on corpus activations with
 Adam on the summed squared error of y / s_y (s_y the target's spread per dimension, folded back
-into W_dec, b_dec, W_skip at the end); FVU = MSE / variance of y. Saved as transcoder.json (config,
-with the model's name and layer) + transcoder.safetensors; `load_transcoder(dir, session,
-layer)` refuses one trained for another model, layer or width (`TranscoderMismatch`).
+into W_dec, b_dec, W_skip at the end); FVU = MSE / variance of y (`transcoder_train`: several
+layers from one activation stream, a sparse TopK step, held-out FVU / L0 / loss recovered).
+Saved as transcoder.json (config, with the model's name and layer) + transcoder.safetensors;
+`load_transcoder(dir, session, layer)` refuses one trained for another model, layer or width
+(`TranscoderMismatch`); `load_transcoders(dir, session)` reads every transcoder under a folder.
+`splice_transcoder` runs the model with a transcoder's output in place of its FFN's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 import math
-import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._types import Float, Tensor
-from ..capture import capture_tokens
-from ..errors import NonFiniteError, WorkbenchError
+from ..errors import WorkbenchError
 from ..hooks import Site
-from ..session import Session, TokenBatch
+from ..session import Session
 from .config import SAEConfigError
 
-log = logging.getLogger(__name__)
-
-__all__ = ["TranscoderConfig", "Transcoder", "TranscoderMismatch", "TranscoderResult", "train_transcoder",
-           "save_transcoder", "load_transcoder", "check_transcoder"]
+__all__ = ["TranscoderConfig", "Transcoder", "TranscoderMismatch", "save_transcoder", "load_transcoder",
+           "load_transcoders", "check_transcoder", "read_transcoder_config", "transcoder_dirs",
+           "splice_transcoder"]
 
 CONFIG, WEIGHTS = "transcoder.json", "transcoder.safetensors"
 
@@ -56,6 +56,8 @@ class TranscoderConfig:
         layer: the FFN it replaces (input mlp_in:layer, target mlp_out:layer).
         skip: learn an affine skip x W_skip.
         model: the session's model name (checked on use).
+        skip_first_position: trained without each window's first token (the attention sink);
+            attribution graphs then give position 0 no latents, only its error node.
     """
 
     d_model: int = 576
@@ -64,6 +66,7 @@ class TranscoderConfig:
     layer: int = 0
     skip: bool = True
     model: str = ""
+    skip_first_position: bool = True
 
     def __post_init__(self):
         for name in ("d_model", "d_tc", "k"):
@@ -131,105 +134,6 @@ class Transcoder(nn.Module):
         return self.decode(codes, x), codes
 
 
-@dataclass(frozen=True)
-class TranscoderResult:
-    """A trained transcoder with its history (per logged step: tokens, mse, fvu, l0) and the
-    held-out FVU and L0 of the last batch seen."""
-
-    transcoder: Transcoder
-    history: list[dict]
-    tokens: int
-    seconds: float
-    fvu: float
-    l0: float
-
-
-def _pairs(session: Session, corpus, layer: int, window: int, tokens_per_batch: int, max_tokens: int | None):
-    """(x, y) = (mlp_in, mlp_out) at `layer` for every corpus token but BOS, in batches."""
-    sites = [Site("mlp_in", layer), Site("mlp_out", layer)]
-    for wb in corpus.batches(session, window=window, tokens_per_batch=tokens_per_batch, max_tokens=max_tokens,
-                             progress=False):
-        n = wb.tokens.shape[1]
-        batch = TokenBatch(wb.tokens, torch.full((wb.tokens.shape[0],), n, device=wb.tokens.device))
-        cap = capture_tokens(session, batch, sites)
-        start = int(wb.bos)
-        yield (cap[sites[0]][:, start:].reshape(-1, session.d_model).float(),
-               cap[sites[1]][:, start:].reshape(-1, session.d_model).float())
-
-
-def train_transcoder(session: Session, corpus, cfg: TranscoderConfig, *, total_tokens: int = 200_000, batch_size: int = 1024,
-                     lr: float = 1e-3, window: int = 64, tokens_per_forward: int = 4096, seed: int = 0,
-                     out_dir: str | Path | None = None, progress: bool = True) -> TranscoderResult:
-    """Train a transcoder for `cfg.layer`'s FFN on `corpus` (the entry `workbench sae train
-    --transcoder` can call). Streams activations; one pass over `total_tokens` tokens."""
-    session.check_layer(cfg.layer)
-    if cfg.d_model != session.d_model:
-        raise TranscoderMismatch(f"d_model={cfg.d_model} but model {session.name!r} has d_model={session.d_model}")
-    cfg = TranscoderConfig.from_dict({**cfg.to_dict(), "model": cfg.model or session.name})
-    torch.manual_seed(seed)
-    tc = Transcoder(cfg).to(session.device)
-    opt = torch.optim.Adam(tc.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    history: list[dict] = []
-    t0, tokens, step = time.perf_counter(), 0, 0
-    first, sy = True, 1.0
-    bar = tqdm(total=total_tokens, unit="tok", desc=f"transcoder L{cfg.layer}", disable=not progress)
-    last = (math.nan, math.nan)
-    try:
-        for x_all, y_all in _pairs(session, corpus, cfg.layer, window, tokens_per_forward, total_tokens):
-            if not (torch.isfinite(x_all).all() and torch.isfinite(y_all).all()):
-                raise NonFiniteError(f"activations at layer {cfg.layer} hold NaN or infinite values")
-            if first:  # targets are trained in units of their spread sy; folded back at the end
-                with torch.no_grad():
-                    sy = float((y_all - y_all.mean(0)).pow(2).sum(-1).mean().div(cfg.d_model).sqrt().clamp_min(1e-12))
-                    tc.b_dec.copy_(y_all.mean(0) / sy)
-                    tc.b_dec_in.copy_(x_all.mean(0))
-                first = False
-            y_all = y_all / sy
-            perm = torch.randperm(len(x_all), generator=gen).to(x_all.device)
-            for i in range(0, len(perm) - batch_size + 1, batch_size):
-                x, y = x_all[perm[i:i + batch_size]], y_all[perm[i:i + batch_size]]
-                pred, codes = tc(x)
-                mse = (pred - y).pow(2).sum(-1).mean()
-                opt.zero_grad(set_to_none=True)
-                mse.backward()
-                opt.step()
-                step += 1
-                tokens += len(x)
-                bar.update(len(x))
-                if step % 20 == 0:
-                    with torch.no_grad():
-                        var = (y - y.mean(0)).pow(2).sum(-1).mean()
-                        fvu = float(mse / var.clamp_min(1e-12))
-                        l0 = float((codes > 0).float().sum(-1).mean())
-                    history.append({"step": step, "tokens": tokens, "mse": mse.item(), "fvu": fvu, "l0": l0})
-                    bar.set_postfix(fvu=f"{fvu:.3f}", l0=f"{l0:.1f}")
-                if tokens >= total_tokens:
-                    break
-            last = (x_all, y_all)
-            if tokens >= total_tokens:
-                break
-    finally:
-        bar.close()
-    if not first:
-        with torch.no_grad():
-            for p in (tc.W_dec, tc.b_dec) + ((tc.W_skip,) if tc.W_skip is not None else ()):
-                p.mul_(sy)
-            if isinstance(last[1], Tensor):
-                last = (last[0], last[1] * sy)
-    tc.eval()
-    fvu, l0 = math.nan, math.nan
-    if isinstance(last[0], Tensor):
-        with torch.no_grad():
-            pred, codes = tc(last[0])
-            y = last[1]
-            fvu = float((pred - y).pow(2).sum(-1).mean() / (y - y.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12))
-            l0 = float((codes > 0).float().sum(-1).mean())
-    if out_dir is not None:
-        save_transcoder(tc, out_dir)
-    return TranscoderResult(tc, history, tokens, time.perf_counter() - t0, fvu, l0)
-
-
 def save_transcoder(tc: Transcoder, directory: str | Path) -> Path:
     from safetensors.torch import save_file
 
@@ -244,7 +148,8 @@ def check_transcoder(session: Session, tc: Transcoder, layer: int | None = None)
     """Raise TranscoderMismatch unless `tc` was trained for `session`'s model (and `layer`)."""
     c = tc.cfg
     if c.model and c.model != session.name:
-        raise TranscoderMismatch(f"transcoder was trained on model {c.model!r}, not {session.name!r}")
+        raise TranscoderMismatch(f"transcoder for layer {c.layer} was trained on model {c.model!r}, not "
+                                 f"{session.name!r}")
     if c.d_model != session.d_model:
         raise TranscoderMismatch(f"transcoder reads d_model={c.d_model}; model {session.name!r} has "
                                  f"d_model={session.d_model}")
@@ -262,10 +167,9 @@ def load_transcoder(directory: str | Path, session: Session | None = None, layer
     from .io import SAEFileError
 
     d = Path(directory)
-    if not (d / CONFIG).exists() or not (d / WEIGHTS).exists():
+    if not (d / WEIGHTS).exists():
         raise SAEFileError(f"{str(d)!r} is not a transcoder directory ({CONFIG} + {WEIGHTS})")
-    cfg = TranscoderConfig.from_dict(json.loads((d / CONFIG).read_text(encoding="utf-8")))
-    tc = Transcoder(cfg)
+    tc = Transcoder(read_transcoder_config(d))
     tensors = load_file(str(d / WEIGHTS))
     want = tc.state_dict()
     if set(tensors) != set(want) or any(tensors[k].shape != want[k].shape for k in want):
@@ -274,3 +178,88 @@ def load_transcoder(directory: str | Path, session: Session | None = None, layer
     if session is not None:
         check_transcoder(session, tc, layer)
     return tc.to(device).eval()
+
+
+def read_transcoder_config(directory: str | Path) -> TranscoderConfig:
+    """The config of a saved transcoder (no weights read: commands check it before loading)."""
+    from .io import SAEFileError
+
+    d = Path(directory)
+    if not (d / CONFIG).is_file():
+        raise SAEFileError(f"{str(d)!r} is not a transcoder directory ({CONFIG} + {WEIGHTS})")
+    try:
+        raw = json.loads((d / CONFIG).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise SAEFileError(f"{str(d / CONFIG)!r} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SAEFileError(f"{str(d / CONFIG)!r} holds {type(raw).__name__}, not a transcoder config")
+    return TranscoderConfig.from_dict(raw)
+
+
+def transcoder_dirs(directory: str | Path) -> list[Path]:
+    """The transcoder folders under `directory`: itself if it is one, else its sub-folders that
+    are (`workbench sae train --transcoder` writes OUT/layer_LL), sorted by name."""
+    from .io import SAEFileError
+
+    d = Path(directory)
+    if (d / CONFIG).is_file():
+        return [d]
+    found = sorted(p for p in d.iterdir() if (p / CONFIG).is_file()) if d.is_dir() else []
+    if not found:
+        saes = [p for p in [d, *(sorted(d.iterdir()) if d.is_dir() else [])] if (p / "sae.json").is_file()]
+        if saes:
+            try:
+                site = json.loads((saes[0] / "sae.json").read_text(encoding="utf-8")).get("site")
+            except (ValueError, AttributeError):
+                site = None
+            raise TranscoderMismatch(f"{str(saes[0])!r} holds an SAE of site {site!r}, not a transcoder: a "
+                                     "transcoder maps an FFN's input mlp_in:L to its output mlp_out:L "
+                                     "(`workbench sae train --transcoder --layer L`)")
+        raise SAEFileError(f"{str(d)!r} holds no transcoder ({CONFIG} + {WEIGHTS}, in it or in a sub-folder)")
+    return found
+
+
+def load_transcoders(directory: str | Path, session: Session | None = None,
+                     device: str | torch.device = "cpu") -> dict[int, Transcoder]:
+    """Every transcoder under `directory` (see `transcoder_dirs`), keyed by layer; checked against
+    `session` when given. Two transcoders for one layer are an error."""
+    out: dict[int, Transcoder] = {}
+    for d in transcoder_dirs(directory):
+        tc = load_transcoder(d, session, device=device)
+        if tc.cfg.layer in out:
+            raise TranscoderMismatch(f"two transcoders replace layer {tc.cfg.layer}'s FFN under {str(directory)!r}")
+        out[tc.cfg.layer] = tc
+    return dict(sorted(out.items()))
+
+
+@contextlib.contextmanager
+def splice_transcoder(session: Session, transcoders: Transcoder | Sequence[Transcoder], mode: str = "replace",
+                      skip_first: bool = True) -> Iterator[None]:
+    """Run the model with each transcoder's output (``mode='replace'``) or zero (``'zero'``) in
+    place of its layer's raw FFN output (site mlp_out), at every position but the first when
+    `skip_first` (the attention sink, left out of training). Scoped hooks, removed on exit."""
+    if mode not in ("replace", "zero"):
+        raise WorkbenchError(f"mode={mode!r} is unknown; valid modes are 'replace', 'zero'")
+    tcs = [transcoders] if isinstance(transcoders, Transcoder) else list(transcoders)
+    hooks = []
+    for tc in tcs:
+        check_transcoder(session, tc)
+        stash: dict[str, Tensor] = {}
+
+        def grab(act, hook=None, stash=stash):
+            stash["x"] = act
+
+        def put(act, hook=None, stash=stash, tc=tc):
+            x = stash.pop("x")
+            if mode == "zero":
+                new = torch.zeros_like(act)
+            else:
+                with torch.no_grad():
+                    new = tc(x.to(tc.W_enc.dtype))[0].to(act.dtype)
+            if skip_first:
+                new[:, 0] = act[:, 0]
+            return new
+
+        hooks += [(tc.cfg.input_site.hook_name, grab), (tc.cfg.output_site.hook_name, put)]
+    with session.hooks(hooks):
+        yield

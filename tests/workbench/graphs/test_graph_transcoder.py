@@ -12,8 +12,8 @@ from workbench.saes.transcoder import (
     TranscoderMismatch,
     load_transcoder,
     save_transcoder,
-    train_transcoder,
 )
+from workbench.saes.transcoder_train import train_transcoder
 
 
 def test_transcoder_learns_the_ffn_and_round_trips(tiny, small_corpus_path, tmp_path):
@@ -50,3 +50,26 @@ def test_transcoder_config_errors():
         TranscoderConfig(d_model=8, d_tc=64, k=99)
     with pytest.raises(SAEConfigError, match="unknown transcoder config keys"):
         TranscoderConfig.from_dict({"d_model": 8, "width": 3})
+
+
+def test_sparse_step_equals_dense_autograd():
+    """`transcoder_step` (sparse in k) gives the dense forward's prediction and every gradient."""
+    from workbench.saes.transcoder import Transcoder
+    from workbench.saes.transcoder_train import transcoder_step
+
+    torch.manual_seed(0)
+    tc = Transcoder(TranscoderConfig(d_model=16, d_tc=64, k=5, layer=0))
+    with torch.no_grad():
+        for p in tc.parameters():
+            p.normal_(0, 0.3)
+    x, y = torch.randn(32, 16), torch.randn(32, 16)
+    grads = []
+    for sparse in (False, True):
+        tc.zero_grad()
+        pred = transcoder_step(tc, x).pred if sparse else tc(x)[0]
+        (pred - y).pow(2).sum().backward()
+        grads.append((pred.detach(), {n: p.grad.clone() for n, p in tc.named_parameters()}))
+    (p0, g0), (p1, g1) = grads
+    assert torch.allclose(p0, p1, atol=1e-5)
+    for name in g0:
+        assert torch.allclose(g0[name], g1[name], atol=1e-4, rtol=1e-4), name
