@@ -13,7 +13,8 @@ output mlp_out, TopK, affine skip unless --no-skip, all layers from one activati
 writes OUT/layer_LL with transcoder.json + transcoder.safetensors and OUT/metrics.json with
 held-out FVU, L0 and loss recovered per layer, which `workbench graph --basis transcoder
 --transcoders OUT` reads); eval writes a metrics JSON; features writes features.json and
-features.html. JSON fields: docs/cli.md.
+features.html. JSON fields: docs/cli.md. ``features --lens tuned|jacobian`` reads each decoder
+row through that saved lens's linear part (`workbench.saes.decoder_vocab`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workbench.arguments import add_model_args, check_model, check_path, load_session
+from workbench.arguments import (
+    add_lens_arg,
+    add_model_args,
+    check_lens,
+    check_model,
+    check_path,
+    load_session,
+)
 from workbench.provenance import meta, write_json
 from workbench.session import Session
 
@@ -79,6 +87,7 @@ def register(sub) -> None:
     f.add_argument("--examples", type=int, default=8)
     f.add_argument("--tokens", type=int, default=32768)
     f.add_argument("--out", default=None, help="folder (default SAE_DIR/features)")
+    add_lens_arg(f, "decoder rows are read")
     f.set_defaults(func=cmd_features)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -164,21 +173,26 @@ def cmd_eval(args) -> int:
 def cmd_features(args) -> int:
     from workbench.saes import load_sae
 
+    from .lens import read_lens
+
+    check_lens(args.lens)
     _check(args, sae_dir=True)
     s = load_session(args)
+    reader = read_lens(s, args.lens, None)        # a missing / foreign lens fails before any work
     sae = load_sae(args.sae, session=s, device=s.device)
     feats = [int(x) for x in args.features.split(",")] if args.features else None
     out = Path(args.out) if args.out else Path(args.sae) / "features"
-    data = {"meta": meta(s), "sae": sae.cfg.to_dict()}
+    data = {"meta": meta(s), "sae": sae.cfg.to_dict(), "lens_kind": args.lens}
     data = _dashboard(s, sae, _corpus(s, args.corpus), data, out / "features.html", feats,
-                      args.top, args.examples, args.tokens)
+                      args.top, args.examples, args.tokens, lens=reader)
     write_json(out / "features.json", data)
     print(f"json: {out / 'features.json'}\nhtml: {out / 'features.html'}")
     return 0
 
 
-def _dashboard(s, sae, corpus, data, path, features, top, examples, tokens) -> dict:
-    """Harvest features and render a standalone HTML dashboard; adds `features` to `data`."""
+def _dashboard(s, sae, corpus, data, path, features, top, examples, tokens, lens="logit") -> dict:
+    """Harvest features and render a standalone HTML dashboard; adds `features` to `data`
+    (decoder rows read through `lens`, a kind or a loaded reader)."""
     import torch
 
     from widgets.html.figures_sae import (
@@ -188,6 +202,7 @@ def _dashboard(s, sae, corpus, data, path, features, top, examples, tokens) -> d
         vocab_bar,
     )
     from widgets.html.report import HtmlReport, escape
+    from workbench.lenses import kind_of
     from workbench.saes import decoder_vocab, feature_contexts, harvest_features
 
     h_all = harvest_features(s, sae, corpus, features=None, k=examples, max_tokens=tokens)
@@ -205,7 +220,7 @@ def _dashboard(s, sae, corpus, data, path, features, top, examples, tokens) -> d
     rows = []
     for f in idx.tolist():
         i = h_all.index(f)
-        voc = decoder_vocab(s, sae, f, k=8)
+        voc = decoder_vocab(s, sae, f, k=8, lens=lens)
         ctx = feature_contexts(corpus, h_all, f, before=20, after=3)
         rows.append({"feature": f, "frequency": float(h_all.frequencies[i]),
                      "max_activation": float(h_all.top_values[i, 0]),
@@ -218,7 +233,8 @@ def _dashboard(s, sae, corpus, data, path, features, top, examples, tokens) -> d
             f"<span class='tok'>{escape(c['token'])}</span>{escape(c['after'])}</td></tr>"
             for c in ctx) + "</table>")
         rep.figure(feature_histogram(h_all.histograms[i].tolist(), h_all.edges.tolist(), f))
-        rep.figure(vocab_bar(voc.top_tokens, voc.top_logits, f"feature {f}: decoder row, top logits"))
+        rep.figure(vocab_bar(voc.top_tokens, voc.top_logits,
+                             f"feature {f}: decoder row, top logits ({kind_of(lens)} lens)"))
     rep.save(path)
     data["features"] = rows
     data["harvest_tokens"] = h_all.n_tokens
