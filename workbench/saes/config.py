@@ -126,8 +126,8 @@ class TrainConfig:
         device: ``auto`` (the session's device), ``cpu``, ``cuda``.
         amp: on CUDA, run the SAE's matmuls in bfloat16 autocast (weights and Adam stay fp32).
         sparse_step: TopK only: the step whose decoder and encoder gradient touch only the picked
-            latents (`workbench.saes.topk_sparse`; same values); None: on CPU, and on CUDA from
-            32,768 latents.
+            latents (`workbench.saes.topk_sparse`; same values); None: on the CPU only (on CUDA
+            the dense GEMMs measured faster, docs/GPU.md).
     """
 
     total_tokens: int = 1_000_000
