@@ -1,0 +1,85 @@
+"""Where an SAE training step's time goes, without a model: one TopK SAE on random activations,
+the step of `workbench.saes.train.train_sae` (dense or sparse), profiled by torch.profiler.
+
+Compared against: the same step's matmul-only floor (the encoder GEMM), printed alongside.
+
+    python benches/sae_step.py --d-in 4096 --d-sae 65536 --batch 4096 [--sparse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from workbench.saes import SAEConfig
+from workbench.saes.models import make_sae
+from workbench.saes.topk_sparse import sparse_aux_loss, sparse_topk_step
+from workbench.saes.train import aux_loss
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--d-in", type=int, default=4096)
+    ap.add_argument("--d-sae", type=int, default=65536)
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--k", type=int, default=64)
+    ap.add_argument("--aux-k", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--sparse", action="store_true")
+    ap.add_argument("--dead-share", type=float, default=0.1)
+    a = ap.parse_args()
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sae = make_sae(SAEConfig("topk", a.d_in, a.d_sae, k=a.k)).to(dev)
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=dev.type == "cuda")
+    x = torch.randn(a.batch, a.d_in, device=dev)
+    dead = torch.rand(a.d_sae, device=dev) < a.dead_share
+    n_dead = int(dead.sum())
+
+    def step():
+        if a.sparse:
+            sp = sparse_topk_step(sae, x, dead, a.aux_k, n_dead, amp=dev.type == "cuda")
+            loss = (sp.recon - x).pow(2).sum(-1).mean() + sparse_aux_loss(x, sp) / 32
+        else:
+            with torch.autocast("cuda", torch.bfloat16, enabled=dev.type == "cuda"):
+                out = sae(x, check=False)
+                loss = sae.loss(x, out)["loss"] + aux_loss(sae, x, out, dead, a.aux_k, n_dead) / 32
+        opt.zero_grad(set_to_none=True)
+        loss.float().backward()
+        sae.remove_parallel_grad()
+        opt.step()
+        sae.normalize_decoder()
+
+    for _ in range(3):
+        step()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        step()
+    sync()
+    per = (time.perf_counter() - t0) / a.steps
+    w = sae.W_enc.detach().to(torch.bfloat16)
+    xb = x.to(torch.bfloat16)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        xb @ w
+    sync()
+    gemm = (time.perf_counter() - t0) / a.steps
+    print(f"step {per * 1e3:.1f} ms ({a.batch / per:,.0f} tok/s); one encoder GEMM {gemm * 1e3:.2f} ms; "
+          f"{'sparse' if a.sparse else 'dense'} d_sae {a.d_sae}")
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(3):
+            step()
+        sync()
+    key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main()
