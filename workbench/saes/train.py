@@ -201,7 +201,7 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
             with torch.no_grad():
                 fired = sp.fired(sae_cfg.d_sae) if sparse else (out.codes > 0).any(0)
                 since_fired += len(x)
-                since_fired[fired] = 0
+                since_fired.masked_fill_(fired, 0)           # no host sync (a bool index would sync)
             step += 1
             tokens += len(x)
             bar.update(len(x))
