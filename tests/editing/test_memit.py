@@ -112,6 +112,21 @@ def test_projected_solve_lies_in_the_null_space():
     assert (K0 @ D).abs().max() < 1e-6 * (K.double() @ D).abs().max()
 
 
+@pytest.mark.parametrize("l2", [0.1, 1.0])
+def test_ridge_shrinks_a_lone_edit_by_one_over_one_plus_l2(l2):
+    """With the null-space ridge, k D = r / (1 + l2) for one key, whatever its null-space share."""
+    from editing.alphaedit import null_ridge
+
+    g = torch.Generator().manual_seed(1)
+    K0 = torch.randn(60, 96, generator=g, dtype=torch.float64)
+    C = K0.T @ K0 / 60 + 1e-3 * torch.eye(96, dtype=torch.float64)
+    P, rank = null_space_projector(C, energy=1e-2)
+    assert 0 < rank < 96
+    k, r = torch.randn(1, 96, generator=g), torch.randn(1, 16, generator=g)
+    D = alphaedit_solve(P, torch.zeros(96, 96, dtype=torch.float64), k, r, null_ridge(P, k, l2))
+    torch.testing.assert_close(k.double() @ D, r.double() / (1 + l2), rtol=1e-8, atol=1e-10)
+
+
 def test_alphaedit_state_collects_earlier_keys(tiny, stats0):
     state = AlphaEditState.from_stats({0: stats0})
     up = compute_alphaedit_update(tiny, [REQ], state, AlphaEditConfig(layers=(0,), **FAST))
