@@ -37,7 +37,7 @@ from workbench.session import Session
 from ._prompts import EditError
 from .alphaedit import AlphaEditConfig, AlphaEditState, compute_alphaedit_update
 from .apply import apply
-from .blast import auroc, prompt_reach
+from .blast import auroc, blast_radius, prompt_reach
 from .capability import known_accuracy, perplexity
 from .covariance import KeyStats
 from .evaluate import (
@@ -119,7 +119,8 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
               method: str = "rome", batch_size: int = 1, sequential: bool | None = None,
               config: RomeConfig | MemitConfig | AlphaEditConfig | None = None,
               held=None, known: Sequence[tuple[str, str]] = (), gen_tokens: int = 0,
-              capability_batches: int | None = 1, blast: bool = True, progress: bool = True,
+              capability_batches: int | None = 1, blast: bool = True, blast_corpus=None,
+              progress: bool = True,
               on_row: Callable[[dict], None] | None = None, seed: int = 0) -> EditRun:
     """Edit `cases` with `method` and evaluate (module docstring); the model ends as it began.
 
@@ -140,6 +141,9 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
         capability_batches: fresh mode: edited states on which perplexity and known-fact
             accuracy are measured (None: all).
         blast: predict broken neighbourhood prompts from the update's reach; report AUROC.
+        blast_corpus: if given, the first batch's blast radius over its first 4,096 tokens
+            (`editing.blast_radius`, before that batch is applied) goes into the summary as
+            ``blast_radius``.
         on_row: called with each row as soon as it is scored (e.g. to append to a JSONL file).
     """
     t_start = time.perf_counter()
@@ -203,12 +207,16 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
     ppl_after: list[float] = []
     known_after: list[float] = []
     ledger = Ledger(session) if sequential else None
+    first_blast = None
     bar = tqdm(total=len(usable), desc=f"{method} edits", unit="case", disable=not progress)
     try:
         for bi, idx in enumerate(batches):
             t0 = time.perf_counter()
             up = compute(idx)
             sec = time.perf_counter() - t0
+            if bi == 0 and blast_corpus is not None:
+                first_blast = blast_radius(session, up, blast_corpus, n_tokens=4096, top=10,
+                                           prompts=[usable[i].locality_prompt for i in idx][:20])
             if blast:
                 r = prompt_reach(session, up, [usable[i].locality_prompt for i in idx])
                 for i, x in zip(idx, r.tolist()):
@@ -273,6 +281,7 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
         "first_batch_efficacy_at_end": summarize(first)["efficacy"] if sequential else None,
         "efficacy_at_edit": summarize([a for a in at_edit if a is not None])["efficacy"] if sequential else None,
         "blast_auroc": auroc(reach, broken) if blast else None,
+        "blast_radius": first_blast.to_dict() if first_blast is not None else None,
         "n_broken_neighbours": sum(broken),
         "unedited": summarize(base_scores),
         "method": method, "batch_size": batch_size, "n_batches": len(batches), "sequential": sequential,

@@ -7,6 +7,10 @@ tokens are unembed(L_l r) with L_l the chosen lens's linear part (the identity f
 lens; x + x A_l for a tuned lens, bias left out; J_l x for the Jacobian lens), as
 `workbench.lenses.direction_logits` reads every direction.
 
+Given a corpus, the outcome also carries the edit's blast radius (`editing.blast`), computed
+from the unedited model *before* the update is applied: the corpus prefixes whose FFN keys the
+update reaches most (|u . k| |r|), and the reach of the neighbour prompts given.
+
 `apply_and_measure` is the edit studio's step: it measures the unedited model, applies the
 update (`editing.apply`, the only writer of weights), measures again and returns the outcome with
 the restore handle; if measuring the edited model fails, the edit is undone before the error
@@ -25,6 +29,7 @@ from workbench.vocab import next_tokens
 
 from ._prompts import locate_subject, target_id
 from .apply import RestoreHandle, apply
+from .blast import BlastRadius, blast_radius
 from .requests import RankOneUpdate
 
 __all__ = ["EditOutcome", "apply_and_measure"]
@@ -44,6 +49,7 @@ class EditOutcome:
         units: [k] (unit, |u_i| ||r||): the rows of W_out the update moves most.
         r_promotes: [k] tokens r = v* - v (the value change) pushes up, through `lens`.
         active: whether the edit is still applied. lens: the lens r was read through.
+        blast: the blast radius predicted before the edit (None without a corpus).
     """
 
     prompt: str
@@ -62,6 +68,7 @@ class EditOutcome:
     r_promotes: tuple[str, ...]
     active: bool = True
     lens: str = "logit"
+    blast: BlastRadius | None = None
 
 
 @torch.no_grad()
@@ -71,10 +78,13 @@ def _probs(session: Session, text: str, ids: dict[str, int]) -> dict[str, float]
 
 
 def apply_and_measure(session: Session, update: RankOneUpdate, gen_tokens: int = 12,
-                      k: int = 5, lens: str | LensReader = "logit") -> tuple[EditOutcome, RestoreHandle]:
+                      k: int = 5, lens: str | LensReader = "logit", corpus=None, blast_tokens: int = 4096,
+                      neighbours: tuple[str, ...] = ()) -> tuple[EditOutcome, RestoreHandle]:
     """Measure, apply `update`, measure again; returns (outcome, handle that undoes the edit).
 
     `lens`: the lens r = v* - v is read through (module docstring; a kind or a loaded reader).
+    `corpus`: if given, the blast radius over its first `blast_tokens` tokens (and the reach of
+    `neighbours`) is computed before the edit is applied.
     """
     s = session
     reader = as_reader(s, lens)          # a missing or foreign lens fails before any weight moves
@@ -84,6 +94,8 @@ def apply_and_measure(session: Session, update: RankOneUpdate, gen_tokens: int =
            "answer": int(s.last_logits(sp.text)[0].argmax())}
     p_before, top_before = _probs(s, sp.text, ids), next_tokens(s, sp.text, k)
     gen_before = s.generate(sp.text, max_new_tokens=gen_tokens)
+    blast = (blast_radius(s, update, corpus, n_tokens=blast_tokens, top=10, prompts=neighbours)
+             if corpus is not None or neighbours else None)
     handle = apply(s, update)
     try:
         p_after, top_after = _probs(s, sp.text, ids), next_tokens(s, sp.text, k)
@@ -104,6 +116,6 @@ def apply_and_measure(session: Session, update: RankOneUpdate, gen_tokens: int =
         top_before=top_before, top_after=top_after, gen_before=gen_before, gen_after=gen_after,
         delta_rel=rel, units=tuple(zip(top_units.indices.tolist(), top_units.values.tolist())),
         r_promotes=tuple(s.tokenizer.decode([t]) for t in promotes),
-        lens=kind_of(reader),
+        lens=kind_of(reader), blast=blast,
     )
     return out, handle

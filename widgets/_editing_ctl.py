@@ -62,7 +62,7 @@ class EditingMixin(ControllerState):
             upd = compute_rome_update(s, req, stats, rome_config)
             if progress:
                 progress(0.85, "measuring the edited model")
-            out, handle = apply_and_measure(s, upd, lens=reader)
+            out, handle = apply_and_measure(s, upd, lens=reader, corpus=self._corpus(), blast_tokens=2048)
         self.edit_handles.append((handle, out))
         return self._remember(out)
 

@@ -89,12 +89,18 @@ def test_memit_loop_fresh_state(tiny, stats0, held, param_bytes):
     assert param_bytes(tiny) == before and active_edits(tiny) == []
 
 
-def test_alphaedit_loop_sequential(tiny, stats0, param_bytes):
+def test_alphaedit_loop_sequential(tiny, stats0, param_bytes, small_corpus_path):
+    from workbench.corpus import Corpus
+
+    corpus = Corpus.load(small_corpus_path, tiny.tokenizer, max_tokens=5000)
     before = param_bytes(tiny)
     run = run_edits(tiny, CASES, {0: stats0}, method="alphaedit", batch_size=2,
-                    config=AlphaEditConfig(layers=(0,), **FAST), progress=False)
+                    config=AlphaEditConfig(layers=(0,), **FAST), progress=False, blast_corpus=corpus)
     s = run.summary
     assert s["sequential"] and s["first_batch_efficacy_at_end"] is not None
+    b = s["blast_radius"]                                  # the first batch's, before it was applied
+    assert b["layers"] == [0] and len(b["prefixes"]) == 10 and len(b["prompts"]) == 2
+    assert [p["reach"] for p in b["prefixes"]] == sorted((p["reach"] for p in b["prefixes"]), reverse=True)
     assert len(run.ledger) == 2 and all(r["at_edit"] is not None for r in run.rows)
     assert param_bytes(tiny) == before and active_edits(tiny) == []
 

@@ -251,7 +251,7 @@ def run(args) -> int:
     res = run_edits(session, cases, stats, method=args.method, batch_size=batch,
                     sequential=True if args.sequential else None, config=cfg, held=held,
                     known=known or (), gen_tokens=args.gen_tokens, progress=progress,
-                    on_row=on_row, seed=args.seed)
+                    on_row=on_row, seed=args.seed, blast_corpus=corpus)
     s = res.summary
     summary = {
         "meta": meta(session, command="edit", cases=source, method=args.method, layer=layers[0],
@@ -265,7 +265,7 @@ def run(args) -> int:
         "skipped": s["skipped"], "seconds_per_edit": s["seconds_per_edit"], "stats_seconds": stats_s,
         "published": PUBLISHED[args.method], "rome_gpt2_xl": {k: PUBLISHED["rome"][k] for k in
                                                               ("efficacy", "paraphrase", "neighborhood")},
-        "blast_auroc": s["blast_auroc"], "ledger": res.ledger,
+        "blast_auroc": s["blast_auroc"], "blast_radius": s["blast_radius"], "ledger": res.ledger,
     }
     write_json(out / "summary.json", summary)
     pub = {k: v for k, v in PUBLISHED[args.method].items() if k != "source"}
@@ -282,6 +282,17 @@ def run(args) -> int:
                 "known facts before": s["known_accuracy_before"], "known facts after": s["known_accuracy_after"],
                 "blast-radius AUROC": s["blast_auroc"], "broken neighbours": s["n_broken_neighbours"]}],
               caption="general capability and blast radius")
+    if s["blast_radius"]:
+        b = s["blast_radius"]
+        rep.text("Blast radius of the first edit (predicted before it was applied, from the unedited "
+                 "model's FFN keys): the corpus tokens whose key the update reaches most, "
+                 "reach = sum over layers |k . D_l|.")
+        rep.table([{"context": "…" + p["context"][-60:], "token": p["token"], "reach": p["reach"]}
+                   for p in b["prefixes"]], caption="corpus tokens reached most")
+        if b["prompts"]:
+            rep.table([{"neighbour prompt": p["prompt"], "reach": p["reach"],
+                        "predicted to break": p["predicted"]} for p in b["prompts"]],
+                      caption="neighbourhood prompts of the first batch, by reach")
     rep.table([{"case": r["case_id"], "subject": r["subject"], "new": r["target_new"],
                 "efficacy": r["edited"]["efficacy"], "paraphrase": r["edited"]["paraphrase"],
                 "neighbourhood": r["edited"]["neighborhood"], "reach": r.get("reach")}

@@ -10,7 +10,7 @@ from .figures import short
 from .report import escape
 from .tables import table_html
 
-__all__ = ["edit_bars", "compare_html"]
+__all__ = ["edit_bars", "compare_html", "blast_html"]
 
 
 def edit_bars(out: EditOutcome) -> go.Figure:
@@ -40,4 +40,23 @@ def compare_html(out: EditOutcome) -> str:
             + "<p><b>Edit diff</b> W' = W + u rᵀ: rows of W_out moved most; r = v* − v promotes "
             + f"(read through the {escape(out.lens)} lens) "
             + escape(", ".join(repr(t) for t in out.r_promotes)) + "</p>"
-            + table_html(diff, ["unit", "|u_i| |r|"]))
+            + table_html(diff, ["unit", "|u_i| |r|"])
+            + blast_html(out))
+
+
+def blast_html(out: EditOutcome) -> str:
+    """The blast radius predicted before the edit: the corpus prefixes it reaches most."""
+    b = out.blast
+    if b is None:
+        return ""
+    q = b.reach_quantiles
+    head = ("<p><b>Blast radius</b> (predicted before the edit, from the unedited keys): the "
+            "corpus tokens whose FFN key the update reaches most, reach = |u · k| |r|"
+            + (f"; corpus median {q['0.5']:.3g}, 99th percentile {q['0.99']:.3g}, max {q['max']:.3g}"
+               if q else "") + "</p>")
+    rows = [{"context": "…" + p["context"][-60:], "token": p["token"], "reach": p["reach"]}
+            for p in b.prefixes]
+    prompts = [{"neighbour prompt": p["prompt"], "reach": p["reach"],
+                "predicted to break": "yes" if p["predicted"] else ""} for p in b.prompts]
+    return (head + (table_html(rows, ["context", "token", "reach"]) if rows else "")
+            + (table_html(prompts, ["neighbour prompt", "reach", "predicted to break"]) if prompts else ""))
