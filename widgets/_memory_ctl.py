@@ -28,10 +28,12 @@ class MemoryMixin(ControllerState):
                           max_tokens=max_tokens, progress=False)
         return self._remember(idx)
 
-    def memory(self, index, layer: int, neuron: int, n_tokens: int = 8) -> MemoryRecord:
-        """`workbench.memory_cards.memory_record`: trigger prefixes and value tokens of a unit."""
+    def memory(self, index, layer: int, neuron: int, n_tokens: int = 8, lens: str = "logit") -> MemoryRecord:
+        """`workbench.memory_cards.memory_record`: trigger prefixes and value tokens of a unit,
+        the value read through `lens`."""
+        reader = self.reader(lens)        # a missing lens fails before any work
         with self.lock:
-            rec = memory_record(self.session, index, self._corpus(), layer, neuron, n_tokens)
+            rec = memory_record(self.session, index, self._corpus(), layer, neuron, n_tokens, lens=reader)
         return self._remember(rec)
 
     def search_memories(self, index, token: str, k: int = 10) -> MemoryHits:

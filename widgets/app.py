@@ -51,9 +51,9 @@ def _memory_tab(app: Workbench) -> View:
     idx = c.memory_index(max_tokens=app.memory_tokens)
     layer = idx.layers[len(idx.layers) * 2 // 3]
     top = int(idx.values[idx.row(layer), :, 0].argmax())   # the unit with the strongest trigger
-    return MemoryExplorer(c.memory(idx, layer, top), lambda ly, n: c.memory(idx, ly, n),
+    return MemoryExplorer(c.memory(idx, layer, top), lambda ly, n, **kw: c.memory(idx, ly, n, **kw),
                           lambda t: c.search_memories(idx, t), idx.layers, c.session.d_mlp,
-                          run_async=app.run_async)
+                          run_async=app.run_async, lenses=c.lens_choices())
 
 
 def _edit_tab(app: Workbench) -> View:

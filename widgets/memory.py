@@ -1,6 +1,8 @@
 """Memory explorer: pick an FFN layer and neuron, or search by a promoted token; see the key's
 top trigger prefixes (trigger token highlighted), the value's promoted and suppressed tokens,
-and how often the key fires.
+and how often the key fires. The lens dropdown (logit / tuned / jacobian, those `lenses` marks
+drawable) reads the value through the chosen lens's linear part at its layer:
+``show(layer, neuron, lens=KIND)`` for a lens other than logit.
 
     mx = MemoryExplorer(ctl.memory(index, 20, 5), show=lambda l, n: ctl.memory(index, l, n),
                         search=lambda t: ctl.search_memories(index, t), layers=index.layers,
@@ -9,13 +11,13 @@ and how often the key fires.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import ipywidgets as W
 
 from workbench.memory_cards import MemoryHits, MemoryRecord
 
-from ._base import View, figure_widget
+from ._base import View, figure_widget, lens_picker, with_lens
 from .html.memory import examples_table, value_bars
 
 __all__ = ["MemoryExplorer"]
@@ -26,9 +28,9 @@ class MemoryExplorer(View):
 
     title = "Memory explorer"
 
-    def __init__(self, record: MemoryRecord, show: Callable[[int, int], MemoryRecord],
+    def __init__(self, record: MemoryRecord, show: Callable[..., MemoryRecord],
                  search: Callable[[str], MemoryHits], layers: Sequence[int], d_mlp: int,
-                 run_async: bool = True):
+                 run_async: bool = True, lenses: Mapping[str, str | None] | None = None):
         super().__init__(run_async)
         self.record = record
         self.hits: MemoryHits | None = None
@@ -40,18 +42,22 @@ class MemoryExplorer(View):
         self.token = W.Text(description="promotes", placeholder=" Paris",
                             layout=W.Layout(width="220px"))
         self.search_btn = W.Button(description="Search", icon="search")
+        self.lens_pick, self.lens_note = lens_picker(lenses, record.lens)
+        self.lens_pick.observe(lambda change: self.select(self.layer.value, self.neuron.value), "value")
         self.hit_box = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.examples = W.HTML(examples_table(record))
         self.bars = figure_widget(value_bars(record))
         self.show_btn.on_click(lambda _: self.select(self.layer.value, self.neuron.value))
         self.search_btn.on_click(lambda _: self.search(self.token.value))
         self.body = W.VBox([W.HBox([self.layer, self.neuron, self.show_btn, self.token,
-                                    self.search_btn]), self.hit_box, self.bars, self.examples])
+                                    self.search_btn, self.lens_pick]), self.lens_note, self.hit_box,
+                            self.bars, self.examples])
         self.body.add_class("wb-memory-explorer")
 
     def select(self, layer: int, neuron: int) -> None:
-        self.submit(lambda progress: self._show(int(layer), int(neuron)), self._draw,
-                    f"memory L{layer} n{neuron}")
+        kind = self.lens_pick.value
+        self.submit(lambda progress: with_lens(self._show, kind, int(layer), int(neuron)), self._draw,
+                    f"memory L{layer} n{neuron} ({kind} lens)")
 
     def search(self, token: str) -> None:
         self.submit(lambda progress: self._search(token), self._draw_hits,

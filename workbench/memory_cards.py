@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .ffn import ffn_weights
+from .lenses import LensReader, kind_of
 from .memories import MemoryIndex
 from .session import Session
 from .vocab import value_tokens
@@ -27,9 +28,10 @@ class MemoryRecord:
         layer, neuron: the unit.
         examples: [k] `workbench.memories.MemoryExample` (prefix, trigger token, next token,
             coefficient), best first.
-        promoted, suppressed: [k] (token, logit) of the value read through the unembedding.
+        promoted, suppressed: [k] (token, logit) of the value read through `lens` (the
+            logit lens: the unembedding; a tuned or Jacobian lens: its linear part at `layer`).
         frequency: share of harvested tokens with m_i > 0; mean: mean m_i.
-        n_tokens: tokens harvested.
+        n_tokens: tokens harvested. lens: the lens the value was read through.
     """
 
     layer: int
@@ -41,6 +43,7 @@ class MemoryRecord:
     frequency: float
     mean: float
     n_tokens: int
+    lens: str = "logit"
 
 
 @dataclass(frozen=True)
@@ -52,19 +55,19 @@ class MemoryHits:
 
 
 def memory_record(session: Session, index: MemoryIndex, corpus, layer: int, neuron: int,
-                  n_tokens: int = 8, context: int = 20) -> MemoryRecord:
+                  n_tokens: int = 8, context: int = 20, lens: str | LensReader = "logit") -> MemoryRecord:
     """The card of unit `neuron` of `layer`: trigger prefixes from `index` over `corpus`
     (the corpus it was harvested from), value tokens from `workbench.vocab`."""
     r = index.row(layer)
     session.check_neuron(layer, neuron)
     ex = index.examples(layer, neuron, corpus, context=context)
-    vt = value_tokens(session, layer, [neuron], k=n_tokens)[0]
+    vt = value_tokens(session, layer, [neuron], k=n_tokens, lens=lens)[0]
     return MemoryRecord(
         layer=int(layer), neuron=int(neuron), examples=tuple(ex),
         promoted=tuple((t.token, t.score) for t in vt.promoted),
         suppressed=tuple((t.token, t.score) for t in vt.suppressed), value_norm=vt.norm,
         frequency=float(index.frequency[r, neuron]), mean=float(index.mean[r, neuron]),
-        n_tokens=int(index.n_tokens))
+        n_tokens=int(index.n_tokens), lens=kind_of(lens))
 
 
 @torch.no_grad()

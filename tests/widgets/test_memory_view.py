@@ -40,3 +40,30 @@ def test_memory_explorer(tiny, small_corpus_path):
     assert "<mark" in mx.examples.value and "<mark" in mx.static_html(include_plotlyjs=False)
     with torch.no_grad():
         assert mx.bars.data[0].y[-1] == repr(mx.record.promoted[0][0])
+
+
+def test_memory_explorer_reads_values_through_the_chosen_lens(tiny, small_corpus_path, tmp_path,
+                                                               monkeypatch):
+    """Picking the tuned lens redraws the value bars: unembed(v + v A_l) (linear part, no bias)."""
+    import dataclasses
+
+    from workbench.lenses import init_tuned_lens
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    base = init_tuned_lens(tiny)
+    lens = dataclasses.replace(base, A=0.3 * torch.randn(base.A.shape, generator=g),
+                               b=torch.randn(base.b.shape, generator=g))
+    lens.save(session=tiny)
+    ctl = Controller(tiny, corpus=small_corpus_path)
+    index = ctl.memory_index(max_tokens=1024, k=4)
+    mx = MemoryExplorer(ctl.memory(index, 1, 3), lambda ly, n, **kw: ctl.memory(index, ly, n, **kw),
+                        lambda t: ctl.search_memories(index, t), index.layers, tiny.d_mlp,
+                        run_async=False, lenses=ctl.lens_choices())
+    assert mx.record.lens == "logit" and list(mx.lens_pick.options) == ["logit", "tuned"]
+    mx.lens_pick.value = "tuned"                                   # the user picks the tuned lens
+    assert mx.record.lens == "tuned" and "tuned lens" in mx.bars.layout.title.text
+    v = ffn_weights(tiny, 1).values[3].float()
+    want = tiny.unembed(v + v @ lens.A[1]).float()
+    top = [tiny.tokenizer.decode([t]) for t in want.topk(len(mx.record.promoted)).indices.tolist()]
+    assert [t for t, _ in mx.record.promoted] == top

@@ -22,7 +22,8 @@ def value_bars(rec: MemoryRecord) -> go.Figure:
     fig.add_bar(y=[repr(t) for t, _ in rec.suppressed][::-1],
                 x=round4([v for _, v in rec.suppressed][::-1]), orientation="h",
                 marker_color="#d62728", row=1, col=2, name="suppresses")
-    fig.update_layout(title=f"Value of layer {rec.layer} unit {rec.neuron} in the vocabulary "
+    through = "" if rec.lens == "logit" else f" through the {rec.lens} lens"
+    fig.update_layout(title=f"Value of layer {rec.layer} unit {rec.neuron} in the vocabulary{through} "
                             f"(‖v‖={rec.value_norm:.2f})", showlegend=False, height=300,
                       margin=dict(l=110, r=20, t=60, b=30))
     return fig
