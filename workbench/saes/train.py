@@ -123,7 +123,8 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
     sae_cfg = SAEConfig.from_dict({**sae_cfg.to_dict(), "model": sae_cfg.model or session.name})
     device = session.device if cfg.device == "auto" else torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    sae = make_sae(sae_cfg)
+    with torch.device(device):      # initialise on the training device: at 131k x 4096 latents the
+        sae = make_sae(sae_cfg)      # CPU randn + transpose copy took seconds (CUDA draws differ from CPU's)
     site = check_sae_site(session, sae)
     sae.to(device).train()
     gen = torch.Generator().manual_seed(cfg.seed)
