@@ -152,6 +152,8 @@ def attribute(fz: Frozen, logits: LogitNodes, cfg: GraphConfig, unit_act: Tensor
     inf = torch.zeros(L, P, D, device=dev)
     # only read columns are targets: error and padding columns start as visited
     visited = (~b.targets().to(dev))[:, None, :].expand(L, P, D).clone()
+    if cfg.skip_first_position:
+        visited[:, 0] = True          # the attention sink's units are never candidates (GraphConfig)
     order: list[Tensor] = []
     row_tot: list[Tensor] = []
     row_err: list[Tensor] = []

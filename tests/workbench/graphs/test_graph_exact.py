@@ -29,7 +29,7 @@ def test_every_row_is_the_sum_of_its_edges(name, request):
     prompt = "The city of"
     fz = freeze(s, prompt)
     n_units = fz.n_layers * fz.n_pos * fz.weights.d_mlp
-    cfg = GraphConfig(max_nodes=n_units, faithfulness_nodes=0)
+    cfg = GraphConfig(max_nodes=n_units, faithfulness_nodes=0, skip_first_position=False)
     raw = attribute(fz, logit_nodes(s, fz, None, cfg), cfg, progress=False)
     M, P = raw.n_units, raw.n_tokens
     rows = torch.cat([torch.arange(M), M + P + torch.arange(len(raw.logits))])
@@ -44,6 +44,27 @@ def test_every_row_is_the_sum_of_its_edges(name, request):
     frozen_logits = raw.values[M + P:]
     real = s.last_logits(prompt)[0, list(raw.logits.ids)].float()
     assert torch.allclose(frozen_logits, real, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny_gemma"])
+def test_first_position_units_are_not_candidates_but_still_counted(name, request):
+    """Default: no source at position 0 (the attention sink); its units' share of each row stays
+    in the row's total, so the kept edges fall short of it by exactly that share."""
+    s = request.getfixturevalue(name)
+    fz = freeze(s, "The city of")
+    n_units = fz.n_layers * fz.n_pos * fz.weights.d_mlp
+    cfg = GraphConfig(max_nodes=n_units, faithfulness_nodes=0)
+    raw = attribute(fz, logit_nodes(s, fz, None, cfg), cfg, progress=False)
+    assert 0 < raw.n_units <= n_units - fz.n_layers * fz.weights.d_mlp
+    assert bool((raw.units[:, 1] > 0).all())
+    full = attribute(fz, logit_nodes(s, fz, None, cfg), GraphConfig(max_nodes=n_units, faithfulness_nodes=0,
+                                                                     skip_first_position=False), progress=False)
+    M, P, K = raw.n_units, raw.n_tokens, len(raw.logits)
+    Mf = full.n_units
+    at0 = (full.units[:, 1] == 0).nonzero().flatten()
+    want = full.adjacency[Mf + P:, :Mf][:, at0].abs().sum(1)         # logit rows' mass at position 0
+    got = raw.total_abs[M + P:] - raw.adjacency[M + P:].abs().sum(1)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(raw.total_abs[M + P:].max()))
 
 
 def test_vjp_edges_equal_perturbing_one_unit(tiny):
@@ -104,7 +125,7 @@ def test_biases_are_the_constant_term(tok_dir):
     fz = freeze(s, "The city of")
     assert (run(fz).logits - s.last_logits("The city of")[0]).abs().max() < 1e-5
     n_units = fz.n_layers * fz.n_pos * fz.weights.d_mlp
-    cfg_g = GraphConfig(max_nodes=n_units, faithfulness_nodes=0)
+    cfg_g = GraphConfig(max_nodes=n_units, faithfulness_nodes=0, skip_first_position=False)
     raw = attribute(fz, logit_nodes(s, fz, None, cfg_g), cfg_g, progress=False)
     M, P = raw.n_units, raw.n_tokens
     rows = torch.cat([torch.arange(M), M + P + torch.arange(len(raw.logits))])
