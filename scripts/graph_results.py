@@ -30,7 +30,8 @@ from workbench.graphs import build_graph, contrastive_graph, memory_cards
 from workbench.saes.tasks import load_task
 
 KEYS = ("nodes", "units_kept", "edges", "completeness", "completeness_unpruned",
-        "exactness_max_rel_error", "faithfulness_spearman", "faithfulness_spearman_frozen", "seconds")
+        "exactness_max_rel_error", "faithfulness_spearman", "faithfulness_spearman_frozen",
+        "faithfulness_spearman_sink", "faithfulness_nodes", "faithfulness_sink_nodes", "seconds")
 
 
 def _f(x):
@@ -50,8 +51,8 @@ def means(rows: list[dict]) -> dict:
     for k in KEYS:
         v = [r[k] for r in rows if r.get(k) is not None]
         out[k] = sum(v) / len(v) if v else None
-        if k == "faithfulness_spearman":
-            out["faithfulness_n_finite"] = len(v)
+        if k in ("faithfulness_spearman", "faithfulness_spearman_sink"):
+            out[k.replace("spearman", "n_finite")] = len(v)
     return out
 
 
@@ -97,11 +98,17 @@ def describe(ex: dict) -> str:
     return "\n".join(lines)
 
 
+def _s(x) -> str:
+    return "nan" if x is None else f"{x:+.3f}"
+
+
 def print_row(r: dict) -> None:
     fs = r["faithfulness_spearman"]
     print(f"{r['set']:<11} {r['prompt'][:58]!r:<62} {r['target']!r:<14} nodes={r['nodes']:<4} "
           f"units={r['units_kept']:<4} compl={r['completeness']:.3f} "
-          f"faith={'nan' if fs is None else f'{fs:+.3f}'} exact={r['exactness_max_rel_error']:.1e} "
+          f"faith={'nan' if fs is None else f'{fs:+.3f}'} (n={r.get('faithfulness_nodes')}) "
+          f"sink={_s(r.get('faithfulness_spearman_sink'))} (n={r.get('faithfulness_sink_nodes')}) "
+          f"exact={r['exactness_max_rel_error']:.1e} "
           f"t={r['seconds']:.0f}s", flush=True)
 
 

@@ -56,9 +56,9 @@ def register(sub) -> None:
     p.add_argument("--keep", type=float, default=None,
                    help="share of the logits' influence the kept nodes must explain (default 0.8)")
     p.add_argument("--max-nodes", type=int, default=None, help="at most this many unit / latent nodes")
-    p.add_argument("--first-position", action="store_true",
-                   help="let units at position 0 (the attention sink) be nodes too (default: not; "
-                        "GraphConfig.skip_first_position)")
+    p.add_argument("--skip-first-position", action="store_true",
+                   help="units at position 0 (the attention sink) are not nodes "
+                        "(GraphConfig.skip_first_position)")
     p.add_argument("--faithfulness", type=int, default=None,
                    help="top units / latents ablated in the real model to measure faithfulness (0: skip)")
     p.add_argument("--memories", default=None,
@@ -126,8 +126,8 @@ def run(args) -> int:
     overrides: dict[str, Any] = {k: v for k, v in (("basis", args.basis), ("keep", args.keep),
                                    ("max_nodes", args.max_nodes),
                                    ("faithfulness_nodes", args.faithfulness)) if v is not None}
-    if args.first_position:
-        overrides["skip_first_position"] = False
+    if args.skip_first_position:
+        overrides["skip_first_position"] = True
     if args.transcoders is not None:
         from workbench.saes.transcoder import load_transcoders
 

@@ -43,15 +43,15 @@ class GraphConfig:
         memory_mb: budget for one block's full edge rows (batch is cut to fit).
         faithfulness_nodes: top unit nodes ablated in the real model for the faithfulness
             check (0 = skip it).
-        skip_first_position: units and latents at position 0 are not candidates. Position 0 is
-            the attention sink of both embedded models (BOS on Gemma, the first word on SmolLM2,
-            which runs without BOS): heads put most of their weight there, so changing a unit
-            there moves every attention pattern, which the frozen model holds fixed. Ablated in
-            the real model such units changed the target logit by up to 5 logits where the
-            frozen model predicted a fraction of that, and they crowded the top nodes
-            (circuit-tracer leaves the BOS position out of its graphs for the same reason).
-            Their contribution still counts in every row's total (as influence outside the
-            graph), so completeness reports it; the token node at position 0 stays.
+        skip_first_position: units and latents at position 0 are not candidates (default:
+            they are). Position 0 is the attention sink of both embedded models (BOS on Gemma,
+            the first word on SmolLM2, which runs without BOS): heads put most of their weight
+            there, so changing a unit there moves every attention pattern, which the frozen
+            model holds fixed; ablated in the real model such units moved the target logit by
+            up to 5 where the frozen model predicted a fraction of that. Left out, their share
+            of each row stays in the row's total (completeness reports it), but on SmolLM2's
+            fact prompts the pruned graphs then keep only 1-2 units: most FFN influence sits at
+            the sink. The faithfulness check reports sink units apart either way.
     """
 
     basis: str = "units"
@@ -64,7 +64,7 @@ class GraphConfig:
     batch: int = 64
     memory_mb: int = 512
     faithfulness_nodes: int = 20
-    skip_first_position: bool = True
+    skip_first_position: bool = False
 
     def __post_init__(self):
         if self.basis not in BASES:

@@ -48,12 +48,12 @@ def test_every_row_is_the_sum_of_its_edges(name, request):
 
 @pytest.mark.parametrize("name", ["tiny", "tiny_gemma"])
 def test_first_position_units_are_not_candidates_but_still_counted(name, request):
-    """Default: no source at position 0 (the attention sink); its units' share of each row stays
-    in the row's total, so the kept edges fall short of it by exactly that share."""
+    """skip_first_position: no source at position 0 (the attention sink); its units' share of each
+    row stays in the row's total, so the kept edges fall short of it by exactly that share."""
     s = request.getfixturevalue(name)
     fz = freeze(s, "The city of")
     n_units = fz.n_layers * fz.n_pos * fz.weights.d_mlp
-    cfg = GraphConfig(max_nodes=n_units, faithfulness_nodes=0)
+    cfg = GraphConfig(max_nodes=n_units, faithfulness_nodes=0, skip_first_position=True)
     raw = attribute(fz, logit_nodes(s, fz, None, cfg), cfg, progress=False)
     assert 0 < raw.n_units <= n_units - fz.n_layers * fz.weights.d_mlp
     assert bool((raw.units[:, 1] > 0).all())
