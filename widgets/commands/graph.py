@@ -174,7 +174,9 @@ def run(args) -> int:
     sm = g.summary
     print(f"graph: {sm['nodes']} nodes, {sm['edges']} edges, completeness {sm['completeness']:.3f}, "
           f"exactness {sm['exactness_max_rel_error']:.2e}, faithfulness "
-          f"{sm.get('faithfulness_spearman')}, {sm['seconds']:.1f} s")
+          f"{sm.get('faithfulness_spearman')} over {sm.get('faithfulness_nodes')} units at positions >= 1 "
+          f"(attention-sink units at position 0: {sm.get('faithfulness_spearman_sink')} over "
+          f"{sm.get('faithfulness_sink_nodes')}), {sm['seconds']:.1f} s")
     if sm.get("replacement_score") is not None:
         print(f"transcoder basis: {sm['features_kept']} latents, {sm['units_kept']} units, {sm['errors_kept']} "
               f"error nodes kept; replacement score {sm['replacement_score']:.3f} "
