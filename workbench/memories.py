@@ -404,10 +404,11 @@ def _group_stats(X: Float[Tensor, "G t U"], thr: Float[Tensor, "G 1 U"] | None, 
 _COMPILED_STATS = None
 
 
-def _fused_stats(X, thr, block: int = 64):
-    """`_group_stats`, under torch.compile on CUDA (one fused pass), eager elsewhere."""
+def _fused_stats(X, thr, block: int = 64, compiled: bool = True):
+    """`_group_stats`, under torch.compile on CUDA (one fused pass), eager elsewhere and when
+    not `compiled` (a stream's short last batch: its new shape would compile for one use)."""
     global _COMPILED_STATS
-    if X.device.type != "cuda":
+    if X.device.type != "cuda" or not compiled:
         return _group_stats(X, thr, block)
     if _COMPILED_STATS is None:
         _COMPILED_STATS = torch.compile(_group_stats, dynamic=False)
@@ -556,7 +557,7 @@ def harvest_topk(session: Session, corpus, layers: Sequence[int] | None = None, 
             off = (wb.starts[i:j, None] + torch.arange(tokens.shape[1] - b0, device=wb.starts.device)
                    ).reshape(-1).to(dev)           # [t], increasing
             ms = [cap[s][:, b0:].reshape(-1, U) for s in sites]   # [t U] per layer
-            n += _merge_batch(top, ms, off, fires, sums, pending, strict, dev)
+            n += _merge_batch(top, ms, off, fires, sums, pending, strict, dev, full=j - i == rows)
             del cap, ms
             i = j
         top.max_offset = max(top.max_offset, int(hi))
@@ -571,8 +572,9 @@ def harvest_topk(session: Session, corpus, layers: Sequence[int] | None = None, 
 
 
 def _merge_batch(top: _TopK, ms: list[Tensor], off: Tensor, fires: Tensor, sums: Tensor,
-                 pending: list[dict], strict: bool, dev: torch.device) -> int:
-    """Statistics and top-k merge of one captured batch ([t U] per layer); returns t."""
+                 pending: list[dict], strict: bool, dev: torch.device, full: bool = True) -> int:
+    """Statistics and top-k merge of one captured batch ([t U] per layer); returns t. A batch
+    that is not `full` (the stream's tail) takes the eager statistics pass."""
     k, L, U = top.k, len(ms), ms[0].shape[-1]
     t = ms[0].shape[0]
     sparse = top.seen >= k
@@ -583,7 +585,7 @@ def _merge_batch(top: _TopK, ms: list[Tensor], off: Tensor, fires: Tensor, sums:
         X = torch.stack(ms[sl]) if stack else ms[g0][None]             # [G t U]
         fast = sparse and strict and top.fits_sorted(X.shape[0] * U, t)
         thr = top.values[sl, :, -1][:, None, :] if fast else None    # float32; X promotes
-        f, sm, blocks, per_key = _fused_stats(X, thr)
+        f, sm, blocks, per_key = _fused_stats(X, thr, compiled=full)
         fires[sl] += f
         sums[sl] += sm.double()
         if fast:
