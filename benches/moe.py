@@ -74,10 +74,11 @@ def main(argv=None) -> int:
     path.write_text(json.dumps(out, indent=2))
     print(f"device {out['device']} ({out['dtype']}), {args.shape} layer {layer}, d_mlp {s.d_mlp}, "
           f"{args.experts} experts ({args.partition}), median of {repeats}")
-    print(f"{'tokens':>7} {'share':>6} {'k':>4} {'dense ms':>10} {'sparse ms':>10} {'ratio':>7} {'max|diff|':>10}")
+    print(f"{'tokens':>7} {'share':>6} {'k':>4} {'dense ms':>10} {'sparse ms':>10} {'grouped ms':>10} "
+          f"{'ratio':>7} {'max|diff|':>10}")
     for r in rows:
         print(f"{r['n_tokens']:>7} {r['share']:>6.2f} {r['k']:>4} {r['dense_ms']:>10.3f} {r['sparse_ms']:>10.3f} "
-              f"{r['ratio']:>7.2f} {r['max_abs_diff']:>10.2e}")
+              f"{r['grouped_ms']:>10.3f} {r['ratio']:>7.2f} {r['max_abs_diff']:>10.2e}")
     print(f"json: {path}")
     return 0
 

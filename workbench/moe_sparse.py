@@ -50,8 +50,17 @@ class ExpertFFN:
         h = self.act(torch.einsum("nd,esd->nes", x, self.gate)) * torch.einsum("nd,esd->nes", x, self.up)
         return torch.einsum("nes,esd->nd", h, self.down)
 
-    def sparse(self, x: Float[Tensor, "n d_model"], chosen: Int[Tensor, "n k"]) -> Float[Tensor, "n d_model"]:
-        """Only the chosen experts of each token: gather tokens per expert, compute, scatter-add."""
+    def sparse(self, x: Float[Tensor, "n d_model"], chosen: Int[Tensor, "n k"],
+               grouped: bool = False) -> Float[Tensor, "n d_model"]:
+        """Only the chosen experts of each token: gather tokens per expert, compute, scatter-add.
+
+        grouped: all experts at once, each expert's tokens padded to the busiest expert's count
+        C ([E C d_model] gathers and three batched matmuls: a fixed handful of kernels whatever
+        E is), against the default per-expert loop (one gather, two matmuls and a scatter-add
+        per expert, whose kernel launches made it slower than the dense FFN on a GPU in session
+        12). Same values. On 2 CPU cores the grouped pass was slower (padding to the busiest
+        expert, the [E C d_model] gather: 196-910 ms against 40-197 ms for 1,024 tokens);
+        benches/moe.py times both, so a GPU session can decide."""
         if chosen.dim() != 2 or chosen.shape[0] != x.shape[0]:
             raise ShapeError(f"chosen {tuple(chosen.shape)} must be [n k] with n={x.shape[0]}")
         if len(chosen) and (int(chosen.min()) < 0 or int(chosen.max()) >= self.n_experts):
@@ -62,7 +71,9 @@ class ExpertFFN:
         y = torch.zeros_like(x)
         flat_e = chosen.reshape(-1)
         flat_t = torch.arange(x.shape[0], device=x.device).repeat_interleave(chosen.shape[1])
-        order = flat_e.argsort()
+        order = flat_e.argsort(stable=True)
+        if grouped:
+            return self._grouped(x, flat_e[order], flat_t[order], y)
         counts = torch.bincount(flat_e, minlength=self.n_experts).tolist()
         tok = flat_t[order]
         start = 0
@@ -75,6 +86,24 @@ class ExpertFFN:
             h = self.act(xe @ self.gate[e].T) * (xe @ self.up[e].T)
             y.index_add_(0, t, h @ self.down[e])
         return y
+
+    def _grouped(self, x: Tensor, e_sorted: Tensor, t_sorted: Tensor, y: Tensor) -> Tensor:
+        """`sparse` with every expert in one batched pass (tokens grouped by expert, padded)."""
+        E = self.n_experts
+        counts = torch.bincount(e_sorted, minlength=E)
+        if len(e_sorted) == 0:
+            return y
+        C = int(counts.max())
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(len(e_sorted), device=x.device) - starts[e_sorted]     # place within its expert
+        idx = torch.zeros(E, C, dtype=torch.long, device=x.device)
+        live = torch.zeros(E, C, dtype=torch.bool, device=x.device)
+        idx[e_sorted, slot] = t_sorted
+        live[e_sorted, slot] = True
+        xe = x[idx]                                                                # [E C d]
+        h = self.act(torch.bmm(xe, self.gate.transpose(1, 2))) * torch.bmm(xe, self.up.transpose(1, 2))
+        out = torch.bmm(h, self.down) * live[..., None].to(x.dtype)                # [E C d]
+        return y.index_add_(0, idx.reshape(-1), out.reshape(-1, x.shape[-1]))
 
 
 def expert_ffn(session: Session, experts: Experts) -> ExpertFFN:
@@ -96,7 +125,8 @@ def expert_ffn(session: Session, experts: Experts) -> ExpertFFN:
 
 @dataclass(frozen=True)
 class SparseTiming:
-    """Milliseconds per call of the dense FFN and the sparse expert forward (median of repeats)."""
+    """Milliseconds per call of the dense FFN and the sparse expert forward (median of repeats):
+    `sparse_ms` the per-expert loop (the default), `grouped_ms` the grouped pass."""
 
     layer: int
     n_tokens: int
@@ -107,6 +137,7 @@ class SparseTiming:
     device: str
     dtype: str
     max_abs_diff: float
+    grouped_ms: float = float("nan")
 
     @property
     def speedup(self) -> float:
@@ -155,9 +186,10 @@ def time_sparse_ffn(session: Session, router: Router, k: int | float, n_tokens: 
 
     dense_ms = clock(lambda: mlp(x))
     sparse_ms = clock(lambda: ef.sparse(x, chosen))
+    grouped_ms = clock(lambda: ef.sparse(x, chosen, grouped=True))
     keep = torch.zeros(n_tokens, router.n_experts, dtype=torch.bool, device=dev).scatter_(1, chosen, True)
     h = mlp.act_fn(x @ mlp.gate_proj.weight.T) * (x @ mlp.up_proj.weight.T)
     ref = (h * keep[:, router.experts.labels.to(dev)]) @ mlp.down_proj.weight.T
     diff = float((ef.sparse(x, chosen) - ref).abs().max())
     return SparseTiming(router.layer, n_tokens, k, router.n_experts, dense_ms, sparse_ms, str(dev),
-                        str(dt).removeprefix("torch."), diff)
+                        str(dt).removeprefix("torch."), diff, grouped_ms)

@@ -86,6 +86,10 @@ def test_sparse_forward_equals_masked_dense(tiny, parts):
         keep = torch.zeros(20, 8, dtype=torch.bool).scatter_(1, chosen, True)[:, parts[1].labels]
         h = mlp.act_fn(x @ mlp.gate_proj.weight.T) * (x @ mlp.up_proj.weight.T)
         assert torch.allclose(ef.sparse(x, chosen), (h * keep) @ mlp.down_proj.weight.T, atol=1e-6)
+        # the grouped pass and the per-expert loop agree, also with experts no token chose
+        for ch in (chosen, torch.zeros(20, 1, dtype=torch.long), torch.stack([torch.randperm(8)[:1] for _ in range(20)])):
+            torch.testing.assert_close(ef.sparse(x, ch, grouped=True), ef.sparse(x, ch), atol=1e-6, rtol=1e-5)
+        assert torch.equal(ef.sparse(x[:0], chosen[:0], grouped=True), torch.zeros(0, tiny.d_model))
     t = time_sparse_ffn(tiny, similarity_router(tiny, parts[1]), 2, n_tokens=64, repeats=2)
     assert t.dense_ms > 0 and t.sparse_ms > 0 and t.max_abs_diff < 1e-5
 
