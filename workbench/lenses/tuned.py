@@ -214,8 +214,8 @@ def train_tuned_lens(session: Session, corpus: Corpus, config: TunedLensConfig =
             target = session.unembed(f).float().log_softmax(-1)          # [B V]
         opt.zero_grad()
         loss = _backward(session, h, target, A, b)
-        if last is not None:                       # the output layer's optimum is the identity
-            A.grad[last] = 0.0
+        if last is not None and A.grad is not None and b.grad is not None:
+            A.grad[last] = 0.0                     # the output layer's optimum is the identity
             b.grad[last] = 0.0
         torch.nn.utils.clip_grad_norm_([A, b], config.clip)
         opt.step()
