@@ -287,12 +287,12 @@ def run(args) -> int:
         rep.text("Blast radius of the first edit (predicted before it was applied, from the unedited "
                  "model's FFN keys): the corpus tokens whose key the update reaches most, "
                  "reach = sum over layers |k . D_l|.")
-        rep.table([{"context": "…" + p["context"][-60:], "token": p["token"], "reach": p["reach"]}
-                   for p in b["prefixes"]], caption="corpus tokens reached most")
-        if b["prompts"]:
-            rep.table([{"neighbour prompt": p["prompt"], "reach": p["reach"],
-                        "predicted to break": p["predicted"]} for p in b["prompts"]],
-                      caption="neighbourhood prompts of the first batch, by reach")
+        from widgets.html.editing import blast_rows
+
+        rows, prompts = blast_rows(b)
+        rep.table(rows, caption="corpus tokens reached most")
+        if prompts:
+            rep.table(prompts, caption="neighbourhood prompts of the first batch, by reach")
     rep.table([{"case": r["case_id"], "subject": r["subject"], "new": r["target_new"],
                 "efficacy": r["edited"]["efficacy"], "paraphrase": r["edited"]["paraphrase"],
                 "neighbourhood": r["edited"]["neighborhood"], "reach": r.get("reach")}

@@ -10,7 +10,7 @@ from .figures import short
 from .report import escape
 from .tables import table_html
 
-__all__ = ["edit_bars", "compare_html", "blast_html"]
+__all__ = ["edit_bars", "compare_html", "blast_html", "blast_rows"]
 
 
 def edit_bars(out: EditOutcome) -> go.Figure:
@@ -44,6 +44,16 @@ def compare_html(out: EditOutcome) -> str:
             + blast_html(out))
 
 
+def blast_rows(blast: dict) -> tuple[list[dict], list[dict]]:
+    """Table rows of a blast radius (`BlastRadius.to_dict()`): the corpus tokens reached most,
+    and the neighbour prompts with their reach and whether they are predicted to break."""
+    rows = [{"context": "…" + p["context"][-60:], "token": p["token"], "reach": p["reach"]}
+            for p in blast["prefixes"]]
+    prompts = [{"neighbour prompt": p["prompt"], "reach": p["reach"],
+                "predicted to break": "yes" if p["predicted"] else ""} for p in blast["prompts"]]
+    return rows, prompts
+
+
 def blast_html(out: EditOutcome) -> str:
     """The blast radius predicted before the edit: the corpus prefixes it reaches most."""
     b = out.blast
@@ -54,9 +64,6 @@ def blast_html(out: EditOutcome) -> str:
             "corpus tokens whose FFN key the update reaches most, reach = |u · k| |r|"
             + (f"; corpus median {q['0.5']:.3g}, 99th percentile {q['0.99']:.3g}, max {q['max']:.3g}"
                if q else "") + "</p>")
-    rows = [{"context": "…" + p["context"][-60:], "token": p["token"], "reach": p["reach"]}
-            for p in b.prefixes]
-    prompts = [{"neighbour prompt": p["prompt"], "reach": p["reach"],
-                "predicted to break": "yes" if p["predicted"] else ""} for p in b.prompts]
+    rows, prompts = blast_rows(b.to_dict())
     return (head + (table_html(rows, ["context", "token", "reach"]) if rows else "")
             + (table_html(prompts, ["neighbour prompt", "reach", "predicted to break"]) if prompts else ""))
