@@ -196,22 +196,8 @@ def trace_fact(session: Session, prompt: str, subject: str, noise_std: float, an
         ans_id = target_id(session, sp.text, answer)
     clean_prob = float(torch.softmax(logits, -1)[ans_id])
     sigma = float(noise_std) * cfg.noise_scale
-    gen = torch.Generator().manual_seed(cfg.seed)
-    n_subj = sp.end - sp.start
-    noise = (torch.randn(cfg.samples, n_subj, session.d_model, generator=gen) * sigma)
-    noise = noise.to(session.device, session.dtype)
-
-    # clean states at every layer for every kind asked
-    got: dict[str, dict[int, Tensor]] = {k: {} for k in cfg.kinds}
-    saves = []
-    for k in cfg.kinds:
-        for layer in range(L):
-            def save(act, hook=None, k=k, layer=layer):
-                got[k][layer] = act[0].detach().clone()
-            saves.append((KINDS[k].format(l=layer), save))
-    with session.hooks(saves):
-        session.model(tokens, return_type="logits")
-    clean = {k: [got[k][layer] for layer in range(L)] for k in cfg.kinds}
+    noise = _noise(session, cfg, sp, sigma)
+    clean = _clean_states(session, tokens, cfg.kinds)
 
     rows_per = cfg.rows_per_batch or max(cfg.samples, cfg.max_logit_elems // (T * session.d_vocab))
     scores: dict[str, Tensor] = {}
@@ -243,6 +229,28 @@ def trace_fact(session: Session, prompt: str, subject: str, noise_std: float, an
         clean_prob=clean_prob, corrupted_prob=float(corrupted), scores=scores, noise_std=sigma,
         config=cfg,
     )
+
+
+def _noise(session: Session, cfg: TraceConfig, sp: SubjectPrompt, sigma: float) -> Tensor:
+    """[samples n_subj d_model] noise for the subject's tokens, drawn on the CPU from cfg.seed."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    noise = torch.randn(cfg.samples, sp.end - sp.start, session.d_model, generator=gen) * sigma
+    return noise.to(session.device, session.dtype)
+
+
+def _clean_states(session: Session, tokens: Tensor, kinds: Sequence[str]) -> dict[str, list[Tensor]]:
+    """kind -> the clean state at every layer ([pos d_model] each), from one forward pass."""
+    L = session.n_layers
+    got: dict[str, dict[int, Tensor]] = {k: {} for k in kinds}
+    saves = []
+    for k in kinds:
+        for layer in range(L):
+            def save(act, hook=None, k=k, layer=layer):
+                got[k][layer] = act[0].detach().clone()
+            saves.append((KINDS[k].format(l=layer), save))
+    with session.hooks(saves):
+        session.model(tokens, return_type=None)
+    return {k: [got[k][layer] for layer in range(L)] for k in kinds}
 
 
 def _run_rows(session: Session, tokens, sp: SubjectPrompt, noise: Tensor, rows: Sequence[tuple[int, int]],
@@ -315,18 +323,8 @@ def subject_last_curve(session: Session, prompt: str, subject: str, noise_std: f
     tokens = torch.tensor([sp.ids], device=session.device)
     logits = session.model(tokens, return_type="logits")[0, -1].float()
     ans_id = int(logits.argmax()) if answer is None else target_id(session, sp.text, answer)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    noise = torch.randn(cfg.samples, sp.end - sp.start, session.d_model, generator=gen)
-    noise = (noise * (float(noise_std) * cfg.noise_scale)).to(session.device, session.dtype)
-    got: dict[int, Tensor] = {}
-    saves = []
-    for layer in range(L):
-        def save(act, hook=None, layer=layer):
-            got[layer] = act[0].detach().clone()
-        saves.append((KINDS[kind].format(l=layer), save))
-    with session.hooks(saves):
-        session.model(tokens, return_type=None)
-    clean = [got[layer] for layer in range(L)]
+    noise = _noise(session, cfg, sp, float(noise_std) * cfg.noise_scale)
+    clean = _clean_states(session, tokens, (kind,))[kind]
     pos = sp.end - 1
     cells = [(pos, layers) for p, layers in _cells(kind, L, 1, cfg.window) if p == 0]
     rows = [(-1, s) for s in range(cfg.samples)] + [(c, s) for c in range(L) for s in range(cfg.samples)]
