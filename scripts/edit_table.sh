@@ -4,6 +4,9 @@
 # usable CounterFact cases (scripts/usable_cases.py), statistics corpus and settings.
 #   scripts/edit_table.sh CASES CORPUS OUT [DEVICE] [SHARDS]
 # On one GPU the processes run side by side (the model is small; they are launch-bound).
+# MEMIT_ARGS / AE_ARGS: extra flags of the MEMIT / AlphaEdit runs (scripts/edit_sweep.sh picks
+# them on other cases); ROME_GEN_TOKENS: fluency tokens of the ROME runs (default 0: ROME
+# restores every edit, so its fluency and perplexity are the unedited model's).
 set -uo pipefail
 CASES=$1 CORPUS=$2 OUT=$3 DEVICE=${4:-cuda} SHARDS=${5:-10}
 N=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$CASES")
@@ -16,13 +19,14 @@ mkdir -p "$OUT"
 "${WB[@]}" edit "${COMMON[@]}" --n 1 --method memit "${LAYERS[@]}" --no-capability \
     --out "$OUT/warm" > "$OUT/warm.log" 2>&1 || { tail -20 "$OUT/warm.log"; exit 1; }
 pids=()
-"${WB[@]}" edit "${COMMON[@]}" --n "$N" --method memit --batch "$N" "${LAYERS[@]}" \
+timeout "${LIMIT:-570}" "${WB[@]}" edit "${COMMON[@]}" --n "$N" --method memit --batch "$N" "${LAYERS[@]}" ${MEMIT_ARGS:-} \
     --out "$OUT/memit" > "$OUT/memit.log" 2>&1 & pids+=($!)
-"${WB[@]}" edit "${COMMON[@]}" --n "$N" --method alphaedit --batch $(( N >= 10 ? N / 10 : 1 )) "${LAYERS[@]}" \
+timeout "${LIMIT:-570}" "${WB[@]}" edit "${COMMON[@]}" --n "$N" --method alphaedit --batch $(( N >= 10 ? N / 10 : 1 )) "${LAYERS[@]}" ${AE_ARGS:-} \
     --out "$OUT/alphaedit" > "$OUT/alphaedit.log" 2>&1 & pids+=($!)
 per=$(( (N + SHARDS - 1) / SHARDS ))
 for ((k = 0; k < SHARDS; k++)); do
-  "${WB[@]}" edit "${COMMON[@]}" --skip $((k * per)) --n "$per" --method rome --layer 4 \
+  timeout "${LIMIT:-570}" "${WB[@]}" edit "${COMMON[@]}" --skip $((k * per)) --n "$per" --method rome --layer 4 \
+      --gen-tokens "${ROME_GEN_TOKENS:-0}" --no-capability \
       --out "$OUT/rome-$k" > "$OUT/rome-$k.log" 2>&1 & pids+=($!)
 done
 fail=0

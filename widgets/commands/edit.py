@@ -31,6 +31,7 @@ from workbench.arguments import (
     load_session,
     prompt_of,
 )
+from workbench.errors import WorkbenchError
 from workbench.models import cache_root
 from workbench.provenance import meta, write_json
 from workbench.session import Session
@@ -91,6 +92,13 @@ def register(sub) -> None:
                         "(default 0.3; ROME used 0.05, which fits v* to the prompt's wording)")
     p.add_argument("--prefixes", type=int, default=3, help="generated prefixes per length (5 and 10 tokens)")
     p.add_argument("--lam", type=float, default=None, help="MEMIT/AlphaEdit: weight of the preserved keys")
+    p.add_argument("--null-energy", type=float, default=None,
+                   help="AlphaEdit: share of the preserved keys' energy E|k|^2 the null space may hold "
+                        "(default: AlphaEditConfig.null_energy)")
+    p.add_argument("--l2", type=float, default=None,
+                   help="AlphaEdit: ridge relative to the batch keys' null-space energy (default: AlphaEditConfig.l2)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="MEMIT/AlphaEdit: requests per forward pass (default 16 on CPU, 64 on CUDA)")
     p.add_argument("--no-pin-prompt", action="store_true",
                    help="ROME's plain u (u . k* = 1 only); default also pins the prompt's own key")
     p.add_argument("--no-capability", action="store_true",
@@ -229,7 +237,12 @@ def run(args) -> int:
     if args.method == "rome":
         cfg = RomeConfig(**common)
     else:
-        extra = {} if args.lam is None else {"lam": args.lam}
+        extra: dict[str, Any] = {} if args.lam is None else {"lam": args.lam}
+        extra["chunk"] = args.chunk or (64 if session.device.type == "cuda" else 16)
+        if args.method == "alphaedit":
+            extra.update({k: v for k, v in (("null_energy", args.null_energy), ("l2", args.l2)) if v is not None})
+        elif args.null_energy is not None or args.l2 is not None:
+            raise WorkbenchError(f"--null-energy and --l2 are AlphaEdit's; --method {args.method} has no null space")
         cfg = (MemitConfig if args.method == "memit" else AlphaEditConfig)(
             layers=tuple(layers), **common, **extra)
     batch = 1 if args.method == "rome" else (args.batch or (100 if args.method == "alphaedit" else len(cases)))
