@@ -60,9 +60,13 @@ class AlphaEditConfig(MemitConfig):
         l2: ridge of the projected solve relative to the batch keys' mean energy in the null
             space, mean |k P|^2 (AlphaEdit's L2, made scale-free): a lone key's edit is shrunk
             by 1 / (1 + l2).
-        (the rest as `MemitConfig`; ``lam`` is not used: P C ~ 0 replaces the C term.)
+        lam: weight of the preserved keys' energy left in the null space, lam P C (AlphaEdit
+            has none: it takes P C ~ 0, which a 1,536-unit FFN does not give; 0 = AlphaEdit's
+            solve).
+        (the rest as `MemitConfig`.)
     """
 
+    lam: float = 0.0
     null_energy: float = 1e-3
     l2: float = 0.1
 
@@ -103,6 +107,7 @@ class AlphaEditState:
         ranks: layer -> dimension of the null space.
         batches: how many batches `preserved` holds.
         energy: layer -> tr(C_l) = E|k|^2 (for reference).
+        moments: layer -> C_l (for the solve's lam C term; `AlphaEditConfig.lam`).
     """
 
     projectors: dict[int, Tensor]
@@ -110,6 +115,7 @@ class AlphaEditState:
     ranks: dict[int, int] = field(default_factory=dict)
     batches: int = 0
     energy: dict[int, float] = field(default_factory=dict)
+    moments: dict[int, Tensor] = field(default_factory=dict)
 
     @classmethod
     def from_stats(cls, stats: Mapping[int, KeyStats], null_energy: float = 1e-3) -> AlphaEditState:
@@ -119,7 +125,7 @@ class AlphaEditState:
             log.info("AlphaEdit L%d: null space of dimension %d", layer, ranks[layer])
         pres = {layer: torch.zeros_like(p, dtype=torch.float64) for layer, p in P.items()}
         energy = {layer: float(st.moment.double().trace()) for layer, st in stats.items()}
-        return cls(P, pres, ranks, 0, energy)
+        return cls(P, pres, ranks, 0, energy, {layer: st.moment for layer, st in stats.items()})
 
     def after(self, update: LayerUpdate) -> AlphaEditState:
         """The state once `update` is applied: its keys join the preserved set."""
@@ -128,7 +134,7 @@ class AlphaEditState:
             if layer not in pres:
                 raise EditError(f"update keys at layer {layer}; the state has layers {sorted(pres)}")
             pres[layer] = pres[layer] + K.double().T @ K.double()
-        return AlphaEditState(self.projectors, pres, self.ranks, self.batches + 1, self.energy)
+        return AlphaEditState(self.projectors, pres, self.ranks, self.batches + 1, self.energy, self.moments)
 
 
 def null_ridge(P: Float[Tensor, "d_mlp d_mlp"], K: Float[Tensor, "n d_mlp"], l2: float) -> float:
@@ -140,10 +146,19 @@ def null_ridge(P: Float[Tensor, "d_mlp d_mlp"], K: Float[Tensor, "n d_mlp"], l2:
 
 
 def alphaedit_solve(P: Tensor, preserved: Tensor, K: Float[Tensor, "n d_mlp"],
-                    R: Float[Tensor, "n d_model"], l2: float) -> Float[Tensor, "d_mlp d_model"]:
-    """D = (P (K^T K + preserved) + l2 I)^{-1} P K^T R in float64 (l2 absolute here)."""
+                    R: Float[Tensor, "n d_model"], l2: float, C: Tensor | None = None,
+                    lam: float = 0.0) -> Float[Tensor, "d_mlp d_model"]:
+    """D = (P (K^T K + preserved + lam C) + l2 I)^{-1} P K^T R in float64 (l2 absolute here).
+
+    With lam > 0 the preserved keys' energy left in the null space (E|k P|^2 > 0 on a narrow FFN)
+    is weighed as in MEMIT; D stays in the range of P either way."""
     P, K, R = P.double(), K.double(), R.double()
-    A = P @ (K.T @ K + preserved.double()) + l2 * torch.eye(P.shape[0], dtype=P.dtype)
+    M = K.T @ K + preserved.double()
+    if lam:
+        if C is None:
+            raise WorkbenchError("lam > 0 needs the key statistics C")
+        M = M + lam * C.double().to(M.device)
+    A = P @ M + l2 * torch.eye(P.shape[0], dtype=P.dtype)
     return torch.linalg.solve(A, P @ K.T @ R)
 
 
@@ -164,9 +179,14 @@ def compute_alphaedit_update(session: Session, requests: Sequence[EditRequest], 
     _check_stats(session, layers, fake)
     check_requests(session, requests)
 
+    if cfg.lam and any(layer not in state.moments for layer in layers):
+        raise EditError(f"lam={cfg.lam} needs the key statistics of layers {list(layers)}; the state "
+                        f"holds them for {sorted(state.moments)} (build it with AlphaEditState.from_stats)")
+
     def solve(layer, K, R):
         P = state.projectors[layer]
-        return alphaedit_solve(P, state.preserved[layer], K, R, null_ridge(P, K, cfg.l2))
+        return alphaedit_solve(P, state.preserved[layer], K, R, null_ridge(P, K, cfg.l2),
+                               state.moments.get(layer), cfg.lam)
 
     up = spread_update(session, requests, layers, cfg, solve, "alphaedit", progress)
     up.info["null_space_dims"] = {int(k): state.ranks.get(k) for k in layers}

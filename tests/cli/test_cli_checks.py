@@ -39,6 +39,9 @@ def no_load(monkeypatch):
     (["memories", "--corpus", "data/corpus", "--out", "o", "--layers", "99"], "--layers=99 is out of range"),
     (["sae", "eval", "/nonexistent/sae", "--corpus", "data/corpus"], "SAE='/nonexistent/sae' does not exist"),
     (["lens", "Paris is", "--device", "gpu"], "--device='gpu' is not a device"),
+    (["edit", "--method", "memit", "--null-energy", "0.1"], "--null-energy and --l2 are AlphaEdit's"),
+    (["edit", "--method", "rome", "--lam", "10"], "--chunk and --lam are MEMIT's and AlphaEdit's"),
+    (["edit", "--method", "memit", "--chunk", "0"], "--chunk=0 must be > 0"),
 ])
 def test_bad_arguments_fail_before_load(no_load, capsys, argv, needle):
     assert main(argv) == 2

@@ -21,7 +21,7 @@ from editing import (
 )
 from editing.alphaedit import alphaedit_solve
 from editing.rome import context_prefixes
-from workbench.errors import TokenError
+from workbench.errors import TokenError, WorkbenchError
 
 REQ = EditRequest("The Eiffel Tower is located in the city of", "The Eiffel Tower", "Rome")
 REQ2 = EditRequest("Rome is the capital of", "Rome", "France")
@@ -110,6 +110,33 @@ def test_projected_solve_lies_in_the_null_space():
     prev = torch.randn(5, 96, generator=g, dtype=torch.float64)
     D = alphaedit_solve(P, prev.T @ prev, K, R, l2=1.0)
     assert (K0 @ D).abs().max() < 1e-6 * (K.double() @ D).abs().max()
+    # with the lam C term too: still in the null space
+    D = alphaedit_solve(P, prev.T @ prev, K, R, l2=1.0, C=K0.T @ K0 / 40, lam=100.0)
+    assert (K0 @ D).abs().max() < 1e-6 * (K.double() @ D).abs().max()
+
+
+def test_lam_weighs_the_energy_left_in_the_null_space():
+    """On a leaky null space (preserved keys keep some energy there, as on SmolLM2's FFNs) the
+    lam C term lowers the preserved keys' mean output change E|k D|^2 = tr(D^T C D), monotonically
+    in lam, at the price of the edit keys' fit."""
+    from editing.alphaedit import null_ridge
+
+    g = torch.Generator().manual_seed(2)
+    K0 = torch.randn(400, 96, generator=g, dtype=torch.float64) * torch.linspace(0.05, 3, 96, dtype=torch.float64)
+    C = K0.T @ K0 / 400
+    P, rank = null_space_projector(C, energy=0.05)
+    assert 0 < rank < 96
+    K, R = torch.randn(8, 96, generator=g), torch.randn(8, 16, generator=g)
+    zero = torch.zeros(96, 96, dtype=torch.float64)
+    leak, fit = [], []
+    for lam in (0.0, 1.0, 10.0, 100.0):
+        D = alphaedit_solve(P, zero, K, R, null_ridge(P, K, 0.1), C=C, lam=lam)
+        leak.append(float(torch.trace(D.T @ C @ D)))
+        fit.append(float((K.double() @ D - R.double()).norm()))
+    assert all(a > b for a, b in zip(leak, leak[1:])), leak
+    assert all(a < b for a, b in zip(fit, fit[1:])), fit
+    with pytest.raises(WorkbenchError, match="needs the key statistics"):
+        alphaedit_solve(P, zero, K, R, 0.1, lam=1.0)
 
 
 @pytest.mark.parametrize("l2", [0.1, 1.0])

@@ -31,7 +31,6 @@ from workbench.arguments import (
     load_session,
     prompt_of,
 )
-from workbench.errors import WorkbenchError
 from workbench.models import cache_root
 from workbench.provenance import meta, write_json
 from workbench.session import Session
@@ -98,7 +97,7 @@ def register(sub) -> None:
     p.add_argument("--l2", type=float, default=None,
                    help="AlphaEdit: ridge relative to the batch keys' null-space energy (default: AlphaEditConfig.l2)")
     p.add_argument("--chunk", type=int, default=None,
-                   help="MEMIT/AlphaEdit: requests per forward pass (default 16 on CPU, 64 on CUDA)")
+                   help="MEMIT/AlphaEdit: requests per forward pass of the z* optimisation and key collection (default 16)")
     p.add_argument("--no-pin-prompt", action="store_true",
                    help="ROME's plain u (u . k* = 1 only); default also pins the prompt's own key")
     p.add_argument("--no-capability", action="store_true",
@@ -160,6 +159,11 @@ def _check(args) -> tuple[str | None, Any]:
                              "memit or alphaedit for batches")
     if args.method == "rome" and args.layer and len(args.layer) != 1:
         raise WorkbenchError(f"--layer given {len(args.layer)} times: ROME edits one layer")
+    if args.method != "alphaedit" and (args.null_energy is not None or args.l2 is not None):
+        raise WorkbenchError(f"--null-energy and --l2 are AlphaEdit's; --method {args.method} has no null space")
+    if args.method == "rome" and (args.chunk is not None or args.lam is not None):
+        raise WorkbenchError("--chunk and --lam are MEMIT's and AlphaEdit's; ROME edits one fact with its own solve")
+    check_positive(chunk=args.chunk)
     facts = check_model(args)
     check_layers(facts, args.layer)
     return prompt, facts
@@ -238,11 +242,10 @@ def run(args) -> int:
         cfg = RomeConfig(**common)
     else:
         extra: dict[str, Any] = {} if args.lam is None else {"lam": args.lam}
-        extra["chunk"] = args.chunk or (64 if session.device.type == "cuda" else 16)
+        if args.chunk is not None:
+            extra["chunk"] = args.chunk
         if args.method == "alphaedit":
             extra.update({k: v for k, v in (("null_energy", args.null_energy), ("l2", args.l2)) if v is not None})
-        elif args.null_energy is not None or args.l2 is not None:
-            raise WorkbenchError(f"--null-energy and --l2 are AlphaEdit's; --method {args.method} has no null space")
         cfg = (MemitConfig if args.method == "memit" else AlphaEditConfig)(
             layers=tuple(layers), **common, **extra)
     batch = 1 if args.method == "rome" else (args.batch or (100 if args.method == "alphaedit" else len(cases)))
