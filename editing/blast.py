@@ -7,13 +7,21 @@ token whose key at layer l is k by k D_l. The reach of a token is
 
 with the keys of the unedited model. Over a corpus this lists the prefixes the edit touches most;
 over prompts (the neighbourhood prompts of an evaluation) the largest reach over a prompt's
-tokens predicts which of them the edit will break. After the edit, `auroc` says how well that
-prediction ranked the prompts that did break (neighbourhood success lost) above those that did
-not (Mann-Whitney U / (n_pos n_neg), ties counted half).
+tokens says how hard the edit hits each of them. Whether a hit prompt breaks (its true object
+falls below the edit's new target) also depends on how far ahead the true object was: with the
+unedited margin m = log p(true) - log p(new) > 0, the edit breaks it when its push, taken
+proportional to the reach with an unknown gain g, exceeds m. The ranking of
+
+    break_score = reach / m                  (prompts with m <= 0 are wrong already: no score)
+
+is the same for every g > 0, so it needs no fitting. After the edit, `auroc` says how well a
+score ranked the prompts that did break (neighbourhood success lost) above those that did not
+(Mann-Whitney U / (n_pos n_neg), ties counted half), over the prompts that could break.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,7 +33,7 @@ from workbench.session import Session
 from ._prompts import EditError
 from .requests import LayerUpdate, RankOneUpdate
 
-__all__ = ["BlastRadius", "blast_radius", "prompt_reach", "auroc", "layer_deltas"]
+__all__ = ["BlastRadius", "blast_radius", "prompt_reach", "auroc", "layer_deltas", "break_score"]
 
 
 def layer_deltas(update: RankOneUpdate | LayerUpdate) -> dict[int, Tensor]:
@@ -77,6 +85,15 @@ def prompt_reach(session: Session, update: RankOneUpdate | LayerUpdate, prompts:
         r = r.masked_fill(~tb.mask.cpu(), 0.0)
         out.append(r.max(-1).values)
     return torch.cat(out) if out else torch.zeros(0)
+
+
+def break_score(reach: float, p_true: float, p_new: float) -> float | None:
+    """reach / (log p_true - log p_new) for a prompt the unedited model gets right; None when
+    it does not (p_true <= p_new: it cannot break). Probabilities in [0, 1] (0 read as 1e-300)."""
+    if not (0 <= p_true <= 1 and 0 <= p_new <= 1):
+        raise EditError(f"p_true={p_true}, p_new={p_new}: probabilities must be in [0, 1]")
+    margin = math.log(max(p_true, 1e-300)) - math.log(max(p_new, 1e-300))
+    return reach / margin if margin > 0 else None
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:

@@ -18,8 +18,10 @@ gaps (multi-token objects by their per-token geometric mean probability), fluenc
 ``gen_tokens > 0``. General capability (`editing.capability`): perplexity on `held` windows and
 known-fact accuracy, before and after (fresh mode: mean over the first `capability_batches`
 edited states). Blast radius (`editing.blast`): before each edit, the reach of the update on
-each case's neighbourhood prompt; ``blast_auroc`` ranks the prompts that broke (neighbourhood
-success lost) against those that held.
+each case's neighbourhood prompt and its break score (reach over the unedited margin);
+``blast_auroc`` says how well the break score ranks the prompts that broke (neighbourhood
+success lost) above those that held, over the prompts the unedited model got right;
+``blast_auroc_reach`` the same for the reach alone.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from workbench.session import Session
 from ._prompts import EditError
 from .alphaedit import AlphaEditConfig, AlphaEditState, compute_alphaedit_update
 from .apply import apply
-from .blast import auroc, blast_radius, prompt_reach
+from .blast import auroc, blast_radius, break_score, prompt_reach
 from .capability import known_accuracy, perplexity
 from .covariance import KeyStats
 from .evaluate import (
@@ -67,10 +69,11 @@ class EditRun:
 
     Args:
         rows: one dict per case: case_id, batch, subject, target_new, ground_truth, unedited and
-            edited (`CaseScores.to_dict()`), at_edit (sequential), reach, edit_seconds.
+            edited (`CaseScores.to_dict()`), at_edit (sequential), reach, break_score, edit_seconds.
         summary: efficacy, paraphrase, neighborhood, fluency, n (+ gaps), perplexity_before,
             perplexity_after, known_accuracy_before/after, first_batch_efficacy_at_end
-            (sequential; else None), efficacy_at_edit (sequential), blast_auroc, unedited (the
+            (sequential; else None), efficacy_at_edit (sequential), blast_auroc, blast_auroc_reach,
+            n_broken_neighbours, unedited (the
             same scores before editing), method, batch_size, n_batches, sequential, layers,
             skipped, seconds, edit_seconds, seconds_per_edit.
         ledger: the sequential run's ledger table (entries as dicts), else [].
@@ -271,6 +274,9 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
             for bi, idx in enumerate(batches) for i in idx]
     summary = summarize(edited)
     broken = [b.neighborhood and not e.neighborhood for b, e in zip(base, edited)]
+    # prompts that could break (right before the edit), their break score and outcome
+    at_risk = [(break_score(r, b.p_true_loc, b.p_new_loc), r, br) for r, b, br in zip(reach, base, broken)
+               if blast and r is not None and b.neighborhood]
     first = [edited[i] for i in batches[0]]
     edit_s = sum(secs)
     summary.update({
@@ -280,7 +286,8 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
         "known_accuracy_after": sum(known_after) / len(known_after) if known_after else None,
         "first_batch_efficacy_at_end": summarize(first)["efficacy"] if sequential else None,
         "efficacy_at_edit": summarize([a for a in at_edit if a is not None])["efficacy"] if sequential else None,
-        "blast_auroc": auroc(reach, broken) if blast else None,
+        "blast_auroc": auroc([s for s, _, _ in at_risk], [br for _, _, br in at_risk]) if blast else None,
+        "blast_auroc_reach": auroc([r for _, r, _ in at_risk], [br for _, _, br in at_risk]) if blast else None,
         "blast_radius": first_blast.to_dict() if first_blast is not None else None,
         "n_broken_neighbours": sum(broken),
         "unedited": summarize(base_scores),
@@ -309,8 +316,9 @@ def _emit(on_row, row):
 def _row(case: EditCase, batch: int, base, flu_base, edited, at_edit, reach, sec) -> dict:
     if flu_base is not None:
         base = _with_fluency(base, flu_base)
+    risk = break_score(reach, base.p_true_loc, base.p_new_loc) if reach is not None else None
     return {"case_id": case.case_id, "batch": batch, "subject": case.subject,
             "target_new": case.target_new, "ground_truth": case.ground_truth,
             "unedited": base.to_dict(), "edited": edited.to_dict(),
             "at_edit": at_edit.to_dict() if at_edit is not None else None,
-            "reach": reach, "edit_seconds": sec}
+            "reach": reach, "break_score": risk, "edit_seconds": sec}

@@ -10,6 +10,7 @@ import torch
 from editing import (
     AlphaEditConfig,
     EditCase,
+    EditError,
     MemitConfig,
     active_edits,
     auroc,
@@ -85,6 +86,13 @@ def test_memit_loop_fresh_state(tiny, stats0, held, param_bytes):
     assert s["first_batch_efficacy_at_end"] is None
     assert s["perplexity_after"] != s["perplexity_before"]           # the edit changed the model
     assert len(run.rows) == len(rows) == 4 and all(r["reach"] > 0 for r in run.rows)
+    for r in run.rows:           # the break score: reach over the unedited margin, for right prompts only
+        u = r["unedited"]
+        m = math.log(u["p_true_loc"]) - math.log(u["p_new_loc"])
+        assert (r["break_score"] is None) == (m <= 0)
+        if m > 0:
+            assert r["break_score"] == pytest.approx(r["reach"] / m, rel=1e-9)
+    assert "blast_auroc_reach" in s
     assert s["p_new"] > s["unedited"]["p_new"]                        # the batches moved p(new) up
     assert param_bytes(tiny) == before and active_edits(tiny) == []
 
@@ -114,6 +122,26 @@ def test_loop_bad_inputs(tiny, stats0, param_bytes):
     with pytest.raises(WorkbenchError, match="no usable case"):
         run_edits(tiny, [], {0: stats0}, method="memit")
     assert param_bytes(tiny) == before
+
+
+def test_break_score_ranks_alike_for_any_gain():
+    """break iff g * reach > margin: ranking by reach / margin is the same for every gain g, and
+    equals the ranking by the smallest gain that breaks each prompt (margin / reach), reversed."""
+    from editing.blast import break_score
+
+    g = torch.Generator().manual_seed(0)
+    reach = (torch.rand(50, generator=g) * 10).tolist()
+    pt = (torch.rand(50, generator=g) * 0.5 + 0.5).tolist()
+    pn = (torch.rand(50, generator=g) * 0.5).tolist()
+    s = [break_score(r, a, b) for r, a, b in zip(reach, pt, pn)]
+    for gain in (0.01, 1.0, 100.0):
+        sg = [break_score(gain * r, a, b) for r, a, b in zip(reach, pt, pn)]
+        assert sorted(range(50), key=s.__getitem__) == sorted(range(50), key=sg.__getitem__)
+    need = [(math.log(a) - math.log(b)) / r for r, a, b in zip(reach, pt, pn)]
+    assert sorted(range(50), key=s.__getitem__) == sorted(range(50), key=need.__getitem__, reverse=True)
+    assert break_score(1.0, 0.1, 0.2) is None and break_score(1.0, 0.2, 0.2) is None
+    with pytest.raises(EditError, match="probabilities must be in"):
+        break_score(1.0, float("nan"), 0.1)
 
 
 def test_auroc_known_values():

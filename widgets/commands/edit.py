@@ -281,7 +281,7 @@ def run(args) -> int:
         "skipped": s["skipped"], "seconds_per_edit": s["seconds_per_edit"], "stats_seconds": stats_s,
         "published": PUBLISHED[args.method], "rome_gpt2_xl": {k: PUBLISHED["rome"][k] for k in
                                                               ("efficacy", "paraphrase", "neighborhood")},
-        "blast_auroc": s["blast_auroc"], "blast_radius": s["blast_radius"], "ledger": res.ledger,
+        "blast_auroc": s["blast_auroc"], "blast_auroc_reach": s["blast_auroc_reach"], "blast_radius": s["blast_radius"], "ledger": res.ledger,
     }
     write_json(out / "summary.json", summary)
     pub = {k: v for k, v in PUBLISHED[args.method].items() if k != "source"}
@@ -296,7 +296,7 @@ def run(args) -> int:
                for k in ("edited", "unedited")])
     rep.table([{"perplexity before": s["perplexity_before"], "perplexity after": s["perplexity_after"],
                 "known facts before": s["known_accuracy_before"], "known facts after": s["known_accuracy_after"],
-                "blast-radius AUROC": s["blast_auroc"], "broken neighbours": s["n_broken_neighbours"]}],
+                "blast-radius AUROC": s["blast_auroc"], "AUROC of reach alone": s["blast_auroc_reach"], "broken neighbours": s["n_broken_neighbours"]}],
               caption="general capability and blast radius")
     if s["blast_radius"]:
         b = s["blast_radius"]
