@@ -115,8 +115,10 @@ class BlastRadius:
     Args:
         layers: the update's layers.
         prefixes: the corpus tokens reached most: context (text before), token, reach, offset.
-        prompts: per given prompt: prompt, reach (largest over its tokens), predicted (in the top
-            `predict_share` of reach among the prompts).
+        prompts: per given prompt: prompt, reach (largest over its tokens), and with a target:
+            answer (the unedited top token), margin (log p(answer) - log p(target's first token)),
+            break_score (reach / margin; None when the target already leads); predicted (in the
+            top `predict_share` of break score, or of reach without a target).
         reach_quantiles: corpus reach at quantiles 0.5, 0.9, 0.99, max.
     """
 
@@ -133,10 +135,12 @@ class BlastRadius:
 @torch.no_grad()
 def blast_radius(session: Session, update: RankOneUpdate | LayerUpdate, corpus=None, n_tokens: int = 8192,
                  top: int = 20, prompts: Sequence[str] = (), predict_share: float = 0.2,
-                 window: int = 128) -> BlastRadius:
+                 window: int = 128, target: str | None = None) -> BlastRadius:
     """The corpus prefixes whose keys `update` reaches most, and the reach of `prompts`.
 
-    Pure: reads keys of the unedited model (the update is not applied).
+    With `target` (the edit's new object), each prompt's break score is its reach over the
+    margin of its unedited answer over the target's first token (module docstring), and the
+    prediction ranks by it. Pure: reads the unedited model (the update is not applied).
     """
     deltas = layer_deltas(update)
     prefixes, quant = [], {}
@@ -155,10 +159,24 @@ def blast_radius(session: Session, update: RankOneUpdate | LayerUpdate, corpus=N
         for j in v.topk(min(top, len(v))).indices.tolist():
             ctx, tok, _ = corpus.context(int(o[j]), before=16)
             prefixes.append({"context": ctx, "token": tok, "reach": float(v[j]), "offset": int(o[j])})
-    rows = []
+    rows: list[dict] = []
     if prompts:
         r = prompt_reach(session, update, prompts)
-        k = max(1, round(predict_share * len(prompts)))
-        cut = float(r.topk(min(k, len(r))).values.min())
-        rows = [{"prompt": p, "reach": float(x), "predicted": bool(float(x) >= cut)} for p, x in zip(prompts, r)]
+        rows = [{"prompt": p, "reach": float(x)} for p, x in zip(prompts, r)]
+        if target is not None:
+            from ._prompts import target_ids
+
+            for row in rows:
+                logp = torch.log_softmax(session.last_logits(row["prompt"])[0].float(), -1)
+                t = target_ids(session, row["prompt"], target)[0]
+                a = int(logp.argmax())
+                margin = float(logp[a] - logp[t])
+                row.update({"answer": session.tokenizer.decode([a]), "margin": margin,
+                            "break_score": row["reach"] / margin if margin > 0 else None})
+        rank = [(x["break_score"] if x["break_score"] is not None else -math.inf) if target is not None
+                else x["reach"] for x in rows]
+        k = max(1, round(predict_share * len(rows)))
+        cut = sorted(rank, reverse=True)[k - 1]
+        for row, v in zip(rows, rank):
+            row["predicted"] = bool(v >= cut and v > -math.inf)
     return BlastRadius(sorted(deltas), prefixes, rows, quant)

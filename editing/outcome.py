@@ -94,7 +94,7 @@ def apply_and_measure(session: Session, update: RankOneUpdate, gen_tokens: int =
            "answer": int(s.last_logits(sp.text)[0].argmax())}
     p_before, top_before = _probs(s, sp.text, ids), next_tokens(s, sp.text, k)
     gen_before = s.generate(sp.text, max_new_tokens=gen_tokens)
-    blast = (blast_radius(s, update, corpus, n_tokens=blast_tokens, top=10, prompts=neighbours)
+    blast = (blast_radius(s, update, corpus, n_tokens=blast_tokens, top=10, prompts=neighbours, target=req.target)
              if corpus is not None or neighbours else None)
     handle = apply(s, update)
     try:

@@ -42,6 +42,18 @@ def test_blast_radius_before_the_edit(tiny, update, small_corpus_path, param_byt
     want = float((update.u.float() @ k).abs() * update.r.float().norm())
     assert top["reach"] == pytest.approx(want, rel=0.05)   # same key up to the window's start
     assert len(b.prompts) == 2 and sum(p["predicted"] for p in b.prompts) >= 1
+    # with the edit's target: margin of the unedited answer over the target, independently
+    for p in b.prompts:
+        lp = torch.log_softmax(tiny.hf_model(tiny.tokenize(p["prompt"]).tokens)[0][0, -1].float(), -1)
+        t = tiny.tokenizer.encode(" Paris" if not p["prompt"].endswith(" ") else "Paris",
+                                  add_special_tokens=False)[0]
+        assert p["margin"] == pytest.approx(float(lp.max() - lp[t]), abs=1e-4)
+        assert p["answer"] == tiny.tokenizer.decode([int(lp.argmax())])
+        assert p["break_score"] == (p["reach"] / p["margin"] if p["margin"] > 0 else None)
+    scored = [p for p in b.prompts if p["break_score"] is not None]
+    if scored:                                    # the prediction ranks by break score
+        best = max(scored, key=lambda p: p["break_score"])
+        assert best["predicted"]
 
 
 def test_blast_in_the_edit_html(tiny, update, small_corpus_path):

@@ -50,6 +50,9 @@ def blast_rows(blast: dict) -> tuple[list[dict], list[dict]]:
     rows = [{"context": "…" + p["context"][-60:], "token": p["token"], "reach": p["reach"]}
             for p in blast["prefixes"]]
     prompts = [{"neighbour prompt": p["prompt"], "reach": p["reach"],
+                **({"answer": p["answer"], "margin": p["margin"],
+                    "break score": "target leads" if p["break_score"] is None else p["break_score"]}
+                   if "margin" in p else {}),
                 "predicted to break": "yes" if p["predicted"] else ""} for p in blast["prompts"]]
     return rows, prompts
 
@@ -66,4 +69,4 @@ def blast_html(out: EditOutcome) -> str:
                if q else "") + "</p>")
     rows, prompts = blast_rows(b.to_dict())
     return (head + (table_html(rows, ["context", "token", "reach"]) if rows else "")
-            + (table_html(prompts, ["neighbour prompt", "reach", "predicted to break"]) if prompts else ""))
+            + (table_html(prompts, list(prompts[0])) if prompts else ""))
