@@ -12,14 +12,11 @@ LAYERS=(--layer 1 --layer 2 --layer 3 --layer 4 --layer 5)
 COMMON=(--cases "$CASES" --device "$DEVICE" --dtype float32 --stats-corpus "$CORPUS"
         --stats-tokens "${STATS_TOKENS:-50000}" --gen-tokens 0 --no-progress "${LAYERS[@]}")
 # name | flags   (MEMIT: one batch of all cases; AlphaEdit: 10 sequential batches)
-VARIANTS=(
-  "memit-l15000-s0.3|--method memit --batch $N --lam 15000 --stop-nll 0.3"
+VARIANTS=(   # at most four side by side on one H200 (docs/GPU.md, session 14)
   "memit-l15000-s0.05|--method memit --batch $N --lam 15000 --stop-nll 0.05"
   "memit-l5000-s0.05|--method memit --batch $N --lam 5000 --stop-nll 0.05"
-  "memit-l1500-s0.05|--method memit --batch $N --lam 1500 --stop-nll 0.05"
-  "alphaedit-e0.01-s0.3|--method alphaedit --batch $((N / 10)) --null-energy 0.01 --stop-nll 0.3"
-  "alphaedit-e0.03-s0.05|--method alphaedit --batch $((N / 10)) --null-energy 0.03 --stop-nll 0.05"
-  "alphaedit-e0.1-s0.05|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --stop-nll 0.05"
+  "alphaedit-e0.1|--method alphaedit --batch $((N / 10)) --null-energy 0.1"
+  "alphaedit-e0.1-l15000|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 15000"
 )
 mkdir -p "$OUT"
 # warm the caches once (dequantized model, covariance of the layers) before the processes share them
