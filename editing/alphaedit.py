@@ -56,7 +56,11 @@ class AlphaEditConfig(MemitConfig):
 
     Args:
         null_energy: the null space holds at most this share of the preserved keys' energy
-            E|k|^2 (smallest eigenvalues of C first).
+            E|k|^2 (smallest eigenvalues of C first). Default 0.1, chosen on CounterFact-train
+            cases (never the README table's): on SmolLM2 0.001 leaves 11-13 dimensions at
+            layers 3-5 and edits do not take (50 edits: 68% efficacy); 0.1 (630-649) takes and
+            holds 100 sequential edits (efficacy 100, first batch 100, perplexity +0.8%) and
+            1,000 at a cost (93.4, first batch 88, perplexity +46%).
         l2: ridge of the projected solve relative to the batch keys' mean energy in the null
             space, mean |k P|^2 (AlphaEdit's L2, made scale-free): a lone key's edit is shrunk
             by 1 / (1 + l2).
@@ -67,7 +71,7 @@ class AlphaEditConfig(MemitConfig):
     """
 
     lam: float = 0.0
-    null_energy: float = 1e-3
+    null_energy: float = 0.1
     l2: float = 0.1
 
     def __post_init__(self):
@@ -118,7 +122,7 @@ class AlphaEditState:
     moments: dict[int, Tensor] = field(default_factory=dict)
 
     @classmethod
-    def from_stats(cls, stats: Mapping[int, KeyStats], null_energy: float = 1e-3) -> AlphaEditState:
+    def from_stats(cls, stats: Mapping[int, KeyStats], null_energy: float = 0.1) -> AlphaEditState:
         P, ranks = {}, {}
         for layer, st in stats.items():
             P[layer], ranks[layer] = null_space_projector(st.moment, null_energy)
