@@ -177,6 +177,6 @@ def blast_radius(session: Session, update: RankOneUpdate | LayerUpdate, corpus=N
                 else x["reach"] for x in rows]
         k = max(1, round(predict_share * len(rows)))
         cut = sorted(rank, reverse=True)[k - 1]
-        for row, v in zip(rows, rank):
-            row["predicted"] = bool(v >= cut and v > -math.inf)
+        for row, score in zip(rows, rank):
+            row["predicted"] = bool(score >= cut and score > -math.inf)
     return BlastRadius(sorted(deltas), prefixes, rows, quant)

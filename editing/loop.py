@@ -275,8 +275,12 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
     summary = summarize(edited)
     broken = [b.neighborhood and not e.neighborhood for b, e in zip(base, edited)]
     # prompts that could break (right before the edit), their break score and outcome
-    at_risk = [(break_score(r, b.p_true_loc, b.p_new_loc), r, br) for r, b, br in zip(reach, base, broken)
-               if blast and r is not None and b.neighborhood]
+    at_risk: list[tuple[float, float, bool]] = []
+    for r, b, br in zip(reach, base, broken):
+        if blast and r is not None and b.neighborhood:
+            risk = break_score(r, b.p_true_loc, b.p_new_loc)
+            if risk is not None:
+                at_risk.append((risk, r, br))
     first = [edited[i] for i in batches[0]]
     edit_s = sum(secs)
     summary.update({
