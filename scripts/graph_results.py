@@ -119,11 +119,14 @@ def main(argv=None) -> int:
     ap.add_argument("--max-nodes", type=int, default=150)
     ap.add_argument("--faithfulness-nodes", type=int, default=10)
     ap.add_argument("--no-contrastive", action="store_true", help="skip the contrastive IOI graphs")
+    ap.add_argument("--factor", type=float, default=0.0,
+                    help="faithfulness: scale of each tested node (0 = ablation)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="out/graph_results.json")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    settings = {"max_nodes": a.max_nodes, "faithfulness_nodes": a.faithfulness_nodes}
+    settings = {"max_nodes": a.max_nodes, "faithfulness_nodes": a.faithfulness_nodes,
+                "faithfulness_factor": a.factor}
     t_start = time.time()
     s = Session.load(device="cpu")
     facts = json.loads(Path("data/labels/facts.json").read_text())
@@ -175,7 +178,8 @@ def main(argv=None) -> int:
                 res["examples"]["ioi"] = example(s, g)
             save()
             if not a.no_contrastive:
-                g = contrastive_graph(s, task.clean[i], task.corrupt[i], tgt, foil, progress=False, **settings)
+                g = contrastive_graph(s, task.clean[i], task.corrupt[i], tgt, foil, progress=False,
+                                      **{**settings, "faithfulness_factor": 0.0})
                 sm = g.summary
                 r = row_of("ioi_contr", task.clean[i], f"{tgt}-{foil}", g,
                            {"corrupt": task.corrupt[i], "metric_clean": sm.get("metric_clean"),

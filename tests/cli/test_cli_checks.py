@@ -42,6 +42,7 @@ def no_load(monkeypatch):
     (["edit", "--method", "memit", "--null-energy", "0.1"], "--null-energy and --l2 are AlphaEdit's"),
     (["edit", "--method", "rome", "--lam", "10"], "--chunk and --lam are MEMIT's and AlphaEdit's"),
     (["edit", "--method", "memit", "--chunk", "0"], "--chunk=0 must be > 0"),
+    (["graph", "Paris is", "--faithfulness-factor", "1"], "--faithfulness-factor=1.0 must be in [0, 1)"),
 ])
 def test_bad_arguments_fail_before_load(no_load, capsys, argv, needle):
     assert main(argv) == 2

@@ -61,6 +61,9 @@ def register(sub) -> None:
                         "(GraphConfig.skip_first_position)")
     p.add_argument("--faithfulness", type=int, default=None,
                    help="top units / latents ablated in the real model to measure faithfulness (0: skip)")
+    p.add_argument("--faithfulness-factor", type=float, default=None,
+                   help="scale applied to each tested unit / latent in the real model: 0 ablates "
+                        "(default), a value in (0, 1) scales partially")
     p.add_argument("--memories", default=None,
                    help="a saved memory index (`workbench memories` OUT/index) for trigger prefixes")
     p.add_argument("--edit-subject", default=None, help="with --edit-target: ROME-edit this fact "
@@ -86,6 +89,8 @@ def _check(args) -> str:
     check_positive(max_nodes=args.max_nodes)
     if args.faithfulness is not None and args.faithfulness < 0:
         raise WorkbenchError(f"--faithfulness={args.faithfulness} must be >= 0")
+    if args.faithfulness_factor is not None and not 0 <= args.faithfulness_factor < 1:
+        raise WorkbenchError(f"--faithfulness-factor={args.faithfulness_factor} must be in [0, 1)")
     check_path(args.memories, "--memories", "dir")
     if (args.edit_subject is None) != (args.edit_target is None):
         raise WorkbenchError("--edit-subject and --edit-target go together")
@@ -125,7 +130,8 @@ def run(args) -> int:
     s = load_session(args)
     overrides: dict[str, Any] = {k: v for k, v in (("basis", args.basis), ("keep", args.keep),
                                    ("max_nodes", args.max_nodes),
-                                   ("faithfulness_nodes", args.faithfulness)) if v is not None}
+                                   ("faithfulness_nodes", args.faithfulness),
+                                   ("faithfulness_factor", args.faithfulness_factor)) if v is not None}
     if args.skip_first_position:
         overrides["skip_first_position"] = True
     if args.transcoders is not None:

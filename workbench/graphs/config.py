@@ -43,6 +43,9 @@ class GraphConfig:
         memory_mb: budget for one block's full edge rows (batch is cut to fit).
         faithfulness_nodes: top unit nodes ablated in the real model for the faithfulness
             check (0 = skip it).
+        faithfulness_factor: each tested node is scaled by this in the real model (0 =
+            ablation, the default; between 0 and 1 a partial scaling, closer to the regime a
+            linear graph describes). The contrastive check patches to the corrupt value instead.
         skip_first_position: units and latents at position 0 are not candidates (default:
             they are). Position 0 is the attention sink of both embedded models (BOS on Gemma,
             the first word on SmolLM2, which runs without BOS): heads put most of their weight
@@ -64,6 +67,7 @@ class GraphConfig:
     batch: int = 64
     memory_mb: int = 512
     faithfulness_nodes: int = 20
+    faithfulness_factor: float = 0.0
     skip_first_position: bool = False
 
     def __post_init__(self):
@@ -78,6 +82,9 @@ class GraphConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
                 raise GraphConfigError(f"{name}={v!r} is out of range; valid range is (0, 1]")
+        f = self.faithfulness_factor
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f < 1.0:
+            raise GraphConfigError(f"faithfulness_factor={f!r} is out of range; valid range is [0, 1)")
         for name, lo in (("max_nodes", 1), ("max_logits", 1), ("batch", 1), ("memory_mb", 1),
                          ("faithfulness_nodes", 0)):
             v = getattr(self, name)

@@ -24,7 +24,7 @@ from ..errors import ShapeError
 from ..hooks import intervene, set_neurons
 from ..session import Session
 from .build import LogitNodes, attribute
-from .config import GraphConfig, UnknownBasisError
+from .config import GraphConfig, GraphConfigError, UnknownBasisError
 from .faithfulness import Faithfulness, predicted_effects, spearman, with_faithfulness
 from .frozen import freeze
 from .graph import _config, assemble
@@ -46,6 +46,9 @@ def contrastive_graph(session: Session, clean: str, corrupt: str, target: str, f
     cfg = _config(config, **overrides)
     if cfg.basis != "units":
         raise UnknownBasisError(f"basis={cfg.basis!r}: contrastive graphs support basis='units'")
+    if cfg.faithfulness_factor != 0.0:
+        raise GraphConfigError(f"faithfulness_factor={cfg.faithfulness_factor}: a contrastive graph's check "
+                               "patches each unit to its corrupt value; leave the factor at 0")
     tid, fid = session.token_id(target), session.token_id(foil)
     w = model_weights(session)
     fz, fc = freeze(session, clean, w), freeze(session, corrupt, w)

@@ -173,6 +173,7 @@ def build_graph(session: Session, prompt: str | Sequence[int], target: str | Non
     if cfg.faithfulness_nodes:
         from .faithfulness import faithfulness, with_faithfulness
 
-        f = faithfulness(session, g, cfg.faithfulness_nodes, progress=progress, transcoders=tcs)
+        f = faithfulness(session, g, cfg.faithfulness_nodes, factor=cfg.faithfulness_factor, progress=progress,
+                         transcoders=tcs)
         g = with_faithfulness(g, f, seconds0=t0)
     return g

@@ -10,6 +10,7 @@ import torch
 from workbench import Corpus, TokenError, harvest
 from workbench.errors import ShapeError
 from workbench.graphs import (
+    GraphConfig,
     GraphConfigError,
     PromptTooLongError,
     UnknownBasisError,
@@ -91,6 +92,34 @@ def test_faithfulness_compares_with_real_ablations(tiny):
     tid = tiny.token_id(" Paris")
     want = _ablate_frozen(fz, (u.layer, u.pos, u.index))[tid] - run(fz).logits[tid]
     assert float(f.predicted_frozen[0]) == pytest.approx(float(want), rel=2e-3, abs=1e-6)
+
+
+def test_faithfulness_factor_scales_in_the_real_model(tiny):
+    """build_graph's faithfulness_factor reaches the check: the first tested unit's measured
+    change equals scaling it by that factor in the real model, and the prediction is the
+    ablation's times (1 - factor)."""
+    from workbench import intervene, scale_neurons
+
+    g0 = build_graph(tiny, PROMPT, target=" Paris", max_nodes=200, faithfulness_nodes=3, progress=False)
+    g = build_graph(tiny, PROMPT, target=" Paris", max_nodes=200, faithfulness_nodes=3,
+                    faithfulness_factor=0.5, progress=False)
+    f0 = faithfulness(tiny, g0, n=3, progress=False)
+    f = faithfulness(tiny, g, n=3, factor=0.5, progress=False)
+    torch.testing.assert_close(f.predicted, 0.5 * f0.predicted, rtol=1e-5, atol=1e-7)
+    u = next(nd for nd in g.units() if nd.pos > 0)
+    tid = tiny.token_id(" Paris")
+    with torch.no_grad():
+        base = tiny.last_logits(PROMPT)[0, tid]
+        with intervene(tiny, scale_neurons(u.layer, [u.index], 0.5, positions=[u.pos])):
+            after = tiny.last_logits(PROMPT)[0, tid]
+    assert float(f.measured[0]) == pytest.approx(float(after - base), abs=1e-5)
+    assert g.summary["faithfulness_spearman"] == pytest.approx(f.spearman, nan_ok=True)
+    for bad in (1.0, -0.1, float("nan"), True):
+        with pytest.raises(GraphConfigError, match="faithfulness_factor"):
+            GraphConfig(faithfulness_factor=bad)
+    with pytest.raises(GraphConfigError, match="patches each unit to its corrupt value"):
+        contrastive_graph(tiny, "When Mary and John went", "When John and Mary went", " Mary", " John",
+                          faithfulness_factor=0.5, progress=False)
 
 
 def test_contrastive_metric_row_is_the_attribution_patching_estimate(tiny):
