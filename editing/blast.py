@@ -92,7 +92,10 @@ def break_score(reach: float, p_true: float, p_new: float) -> float | None:
     it does not (p_true <= p_new: it cannot break). Probabilities in [0, 1] (0 read as 1e-300)."""
     if not (0 <= p_true <= 1 and 0 <= p_new <= 1):
         raise EditError(f"p_true={p_true}, p_new={p_new}: probabilities must be in [0, 1]")
-    margin = math.log(max(p_true, 1e-300)) - math.log(max(p_new, 1e-300))
+    return _by_margin(reach, math.log(max(p_true, 1e-300)) - math.log(max(p_new, 1e-300)))
+
+
+def _by_margin(reach: float, margin: float) -> float | None:
     return reach / margin if margin > 0 else None
 
 
@@ -166,13 +169,13 @@ def blast_radius(session: Session, update: RankOneUpdate | LayerUpdate, corpus=N
         if target is not None:
             from ._prompts import target_ids
 
-            for row in rows:
-                logp = torch.log_softmax(session.last_logits(row["prompt"])[0].float(), -1)
+            logp = torch.log_softmax(session.last_logits(list(prompts)).float(), -1)     # [n vocab]
+            for row, lp in zip(rows, logp):
                 t = target_ids(session, row["prompt"], target)[0]
-                a = int(logp.argmax())
-                margin = float(logp[a] - logp[t])
+                a = int(lp.argmax())
+                margin = float(lp[a] - lp[t])
                 row.update({"answer": session.tokenizer.decode([a]), "margin": margin,
-                            "break_score": row["reach"] / margin if margin > 0 else None})
+                            "break_score": _by_margin(row["reach"], margin)})
         rank = [(x["break_score"] if x["break_score"] is not None else -math.inf) if target is not None
                 else x["reach"] for x in rows]
         k = max(1, round(predict_share * len(rows)))

@@ -206,6 +206,7 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
     edited: list = [None] * len(usable)
     at_edit: list = [None] * len(usable)
     reach: list = [None] * len(usable)
+    risk: list[float | None] = [None] * len(usable)     # break score: reach / unedited margin
     secs: list = [0.0] * len(usable)
     ppl_after: list[float] = []
     known_after: list[float] = []
@@ -224,6 +225,7 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
                 r = prompt_reach(session, up, [usable[i].locality_prompt for i in idx])
                 for i, x in zip(idx, r.tolist()):
                     reach[i] = x
+                    risk[i] = break_score(x, base[i].p_true_loc, base[i].p_new_loc)
             for i in idx:
                 secs[i] = sec / len(idx)
             sub = [usable[i] for i in idx]
@@ -248,7 +250,8 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
                         if known and (acc := known_accuracy(session, list(known))) is not None:
                             known_after.append(acc)
                 for i in idx:
-                    _emit(on_row, _row(usable[i], bi, base[i], flu_base[i], edited[i], None, reach[i], secs[i]))
+                    _emit(on_row, _row(usable[i], bi, base[i], flu_base[i], edited[i], None, reach[i], risk[i],
+                                       secs[i]))
             bar.update(len(idx))
         if sequential:
             final = score_cases(session, usable, ids)
@@ -261,7 +264,7 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
                 known_after.append(acc)
             for bi, idx in enumerate(batches):
                 for i in idx:
-                    _emit(on_row, _row(usable[i], bi, base[i], flu_base[i], edited[i], at_edit[i], reach[i],
+                    _emit(on_row, _row(usable[i], bi, base[i], flu_base[i], edited[i], at_edit[i], reach[i], risk[i],
                                        secs[i]))
     finally:
         bar.close()
@@ -270,17 +273,12 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
             ledger.undo_all()
 
     base_scores = [_with_fluency(b, f) for b, f in zip(base, flu_base)]
-    rows = [_row(usable[i], bi, base_scores[i], None, edited[i], at_edit[i], reach[i], secs[i])
+    rows = [_row(usable[i], bi, base_scores[i], None, edited[i], at_edit[i], reach[i], risk[i], secs[i])
             for bi, idx in enumerate(batches) for i in idx]
     summary = summarize(edited)
     broken = [b.neighborhood and not e.neighborhood for b, e in zip(base, edited)]
     # prompts that could break (right before the edit), their break score and outcome
-    at_risk: list[tuple[float, float, bool]] = []
-    for r, b, br in zip(reach, base, broken):
-        if blast and r is not None and b.neighborhood:
-            risk = break_score(r, b.p_true_loc, b.p_new_loc)
-            if risk is not None:
-                at_risk.append((risk, r, br))
+    at_risk = [(sc, r, br) for sc, r, br in zip(risk, reach, broken) if sc is not None]
     first = [edited[i] for i in batches[0]]
     edit_s = sum(secs)
     summary.update({
@@ -317,10 +315,9 @@ def _emit(on_row, row):
         on_row(row)
 
 
-def _row(case: EditCase, batch: int, base, flu_base, edited, at_edit, reach, sec) -> dict:
+def _row(case: EditCase, batch: int, base, flu_base, edited, at_edit, reach, risk, sec) -> dict:
     if flu_base is not None:
         base = _with_fluency(base, flu_base)
-    risk = break_score(reach, base.p_true_loc, base.p_new_loc) if reach is not None else None
     return {"case_id": case.case_id, "batch": batch, "subject": case.subject,
             "target_new": case.target_new, "ground_truth": case.ground_truth,
             "unedited": base.to_dict(), "edited": edited.to_dict(),
