@@ -9,15 +9,9 @@
 # restores every edit, so its fluency and perplexity are the unedited model's).
 set -uo pipefail
 CASES=$1 CORPUS=$2 OUT=$3 DEVICE=${4:-cuda} SHARDS=${5:-10}
-N=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$CASES")
-WB=(python3 -m workbench.cli)
-LAYERS=(--layer 1 --layer 2 --layer 3 --layer 4 --layer 5)
-COMMON=(--cases "$CASES" --device "$DEVICE" --dtype float32 --stats-corpus "$CORPUS"
-        --stats-tokens "${STATS_TOKENS:-50000}" --gen-tokens "${GEN_TOKENS:-50}" --no-progress)
-mkdir -p "$OUT"
-# warm the caches once (dequantized model, covariance of layers 1-5) before the processes share them
-"${WB[@]}" edit "${COMMON[@]}" --n 1 --method memit "${LAYERS[@]}" --no-capability \
-    --out "$OUT/warm" > "$OUT/warm.log" 2>&1 || { tail -20 "$OUT/warm.log"; exit 1; }
+GEN=${GEN_TOKENS:-50}
+# shellcheck source=scripts/edit_common.sh
+. "$(dirname "$0")/edit_common.sh"
 pids=()
 timeout "${LIMIT:-570}" "${WB[@]}" edit "${COMMON[@]}" --n "$N" --method memit --batch "$N" "${LAYERS[@]}" ${MEMIT_ARGS:-} \
     --out "$OUT/memit" > "$OUT/memit.log" 2>&1 & pids+=($!)
@@ -31,6 +25,6 @@ for ((k = 0; k < SHARDS; k++)); do
 done
 fail=0
 for p in "${pids[@]}"; do wait "$p" || fail=1; done
-"${WB[@]}" edit --merge "$OUT"/rome-* --out "$OUT/rome" > "$OUT/rome-merge.log" 2>&1 || fail=1
+"${WB[@]}" edit --merge "$OUT"/rome-*/ --out "$OUT/rome" > "$OUT/rome-merge.log" 2>&1 || fail=1
 for f in "$OUT"/*.log; do echo "== $f"; tail -3 "$f"; done
 exit $fail

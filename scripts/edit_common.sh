@@ -1,0 +1,12 @@
+# Shared set-up of scripts/edit_table.sh and scripts/edit_sweep.sh (sourced, not run):
+# given CASES CORPUS OUT DEVICE and GEN (fluency tokens), defines N (cases in CASES), WB (the
+# workbench command), LAYERS (the edited layers), COMMON (flags of every run), and warms the
+# caches once (dequantized model, covariance of LAYERS) before the processes share them.
+N=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$CASES")
+WB=(python3 -m workbench.cli)
+LAYERS=(--layer 1 --layer 2 --layer 3 --layer 4 --layer 5)
+COMMON=(--cases "$CASES" --device "$DEVICE" --dtype float32 --stats-corpus "$CORPUS"
+        --stats-tokens "${STATS_TOKENS:-50000}" --gen-tokens "$GEN" --no-progress)
+mkdir -p "$OUT"
+"${WB[@]}" edit "${COMMON[@]}" --n 1 --method memit "${LAYERS[@]}" --no-capability \
+    --out "$OUT/warm" > "$OUT/warm.log" 2>&1 || { tail -20 "$OUT/warm.log"; exit 1; }
