@@ -64,6 +64,12 @@ def test_blast_in_the_edit_html(tiny, update, small_corpus_path):
     handle.undo()
     html = compare_html(out)
     assert "Blast radius" in html and out.blast.prefixes[0]["token"] in html
+    out3, h3 = apply_and_measure(tiny, update, gen_tokens=2, neighbours=("The capital of Japan is",))
+    h3.undo()
+    html3 = compare_html(out3)
+    row = out3.blast.prompts[0]
+    assert "break score" in html3 and "margin" in html3 and row["prompt"] in html3
+    assert (row["break_score"] is None) == ("target leads" in html3)
     out2, h2 = apply_and_measure(tiny, update, gen_tokens=2)
     h2.undo()
     assert out2.blast is None and "Blast radius" not in compare_html(out2)
