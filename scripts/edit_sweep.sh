@@ -11,10 +11,12 @@ GEN=0
 . "$(dirname "$0")/edit_common.sh"
 # name | flags   (MEMIT: one batch of all cases; AlphaEdit: 10 sequential batches)
 VARIANTS=(   # at most four side by side on one H200 (docs/GPU.md, session 14)
-  "memit-l15000-s0.05|--method memit --batch $N --lam 15000 --stop-nll 0.05"
-  "memit-l5000-s0.05|--method memit --batch $N --lam 5000 --stop-nll 0.05"
-  "alphaedit-e0.1|--method alphaedit --batch $((N / 10)) --null-energy 0.1"
-  "alphaedit-e0.1-l15000|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 15000"
+  # session 15: AlphaEdit's lam P C term at 1,000 edits (session 14 swept MEMIT's lam / stop NLL
+  # and AlphaEdit's null_energy 0.03 / 0.1 without the term: docs/GPU.md)
+  "alphaedit-e0.1-l300|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 300"
+  "alphaedit-e0.1-l1000|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 1000"
+  "alphaedit-e0.1-l3000|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 3000"
+  "alphaedit-e0.1-l1000-s0.05|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 1000 --stop-nll 0.05"
 )
 pids=()
 for v in "${VARIANTS[@]}"; do
