@@ -30,7 +30,7 @@ def test_graph_cli_writes_json_and_html(tiny, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["graph", "x", "--basis", "sae"], "--basis='sae' is not implemented; implemented bases"),
+    (["graph", "x", "--basis", "sae"], "--basis sae and --saes DIR go together"),
     (["graph", "x", "--keep", "1.5"], "--keep=1.5 must be in (0, 1]"),
     (["graph", "x", "--edit-subject", "x"], "--edit-subject and --edit-target go together"),
 ])

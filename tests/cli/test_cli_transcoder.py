@@ -55,7 +55,7 @@ def test_transcoder_train_then_graph(tiny, small_corpus_path, tmp_path, monkeypa
     (["sae", "train", "--transcoder", "--layer", "3", "--corpus", "/nonexistent"], "--corpus='/nonexistent' does not exist"),
     (["sae", "train", "--layer", "3", "--site", "resid_post:3", "--corpus", "data/corpus"], "go with --transcoder"),
     (["graph", "x", "--basis", "transcoder"], "--basis transcoder and --transcoders DIR go together"),
-    (["graph", "x", "--basis", "sae"], "--basis='sae' is not implemented; implemented bases"),
+    (["graph", "x", "--basis", "sae"], "--basis sae and --saes DIR go together"),
     (["graph", "x", "--basis", "transcoder", "--transcoders", "/nonexistent"], "--transcoders='/nonexistent' does not exist"),
 ])
 def test_transcoder_arguments_checked_before_load(argv, needle, monkeypatch, capsys):

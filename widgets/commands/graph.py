@@ -3,6 +3,7 @@
     workbench graph "The Eiffel Tower is located in the city of" --target " Paris" --out out/graph
     workbench graph --prompt "..." --memories out/memories/index      # hover cards with triggers
     workbench graph --prompt "..." --basis transcoder --transcoders out/transcoders   # latents + error nodes
+    workbench graph --prompt "..." --basis sae --saes out/saes       # residual SAE features + error nodes
     workbench graph --prompt "..." --target " Paris" --edit-subject "The Eiffel Tower" \\
         --edit-target " Rome"                                        # the graph before / after a ROME edit
 
@@ -14,7 +15,11 @@ logits; the top units are then ablated in the real model to measure faithfulness
 (`workbench.graphs`). With --basis transcoder, the layers that have a saved transcoder
 (`workbench sae train --transcoder`) are written by its active latents (TopK selection frozen)
 plus one error node per position holding what it misses, so the graph stays exact; the other
-layers keep their FFN units (--other-layers units) or become error nodes (errors). Writes OUT/graph.json (nodes, edges, settings, `summary` with `nodes`,
+layers keep their FFN units (--other-layers units) or become error nodes (errors). With --basis
+sae, each residual site resid_post:L that has an SAE (`workbench sae train --site resid_post:L`,
+or a SAELens folder) is replaced by the SAE's active features (active set frozen) plus one error
+node per position (Marks et al. 2024); the FFN layers keep their units or become error nodes
+(--other-layers). Writes OUT/graph.json (nodes, edges, settings, `summary` with `nodes`,
 `edges`, `completeness`, `exactness_max_rel_error`, `faithfulness_spearman`, `seconds`; fields:
 docs/cli.md) and OUT/graph.html (opens offline; hover a unit for its memory card).
 """
@@ -46,13 +51,18 @@ def register(sub) -> None:
                    help="one token whose logit the graph explains (default: the top predictions)")
     p.add_argument("--basis", default="units", choices=["units", "transcoder", "sae"],
                    help="node basis (units: FFN memories, exact, no training; transcoder: latents of "
-                        "--transcoders with error nodes; sae: not implemented)")
+                        "--transcoders with error nodes; sae: features of --saes at residual sites "
+                        "resid_post:L with error nodes)")
     p.add_argument("--transcoders", default=None,
                    help="with --basis transcoder: a folder of saved transcoders (OUT of `workbench sae "
                         "train --transcoder`, one layer_LL folder each) or one transcoder folder")
+    p.add_argument("--saes", default=None,
+                   help="with --basis sae: a folder of saved SAEs on resid_post:L sites (one SAE folder, "
+                        "the OUT of `workbench sae train`, or sub-folders of either; SAELens folders too)")
     p.add_argument("--other-layers", default="units", choices=["units", "errors"],
                    help="with --basis transcoder: layers without a transcoder keep their FFN units, "
-                        "or become one error node per position")
+                        "or become one error node per position; with --basis sae: the same for every "
+                        "FFN layer")
     p.add_argument("--keep", type=float, default=None,
                    help="share of the logits' influence the kept nodes must explain (default 0.8)")
     p.add_argument("--max-nodes", type=int, default=None, help="at most this many unit / latent nodes")
@@ -84,6 +94,8 @@ def _check(args) -> str:
         raise UnknownBasisError(f"--basis={args.basis!r} is not implemented; implemented bases: {list(BASES)}")
     if (args.basis == "transcoder") != (args.transcoders is not None):
         raise WorkbenchError("--basis transcoder and --transcoders DIR go together")
+    if (args.basis == "sae") != (args.saes is not None):
+        raise WorkbenchError("--basis sae and --saes DIR go together")
     if args.keep is not None and not 0 < args.keep <= 1:
         raise WorkbenchError(f"--keep={args.keep} must be in (0, 1]")
     check_positive(max_nodes=args.max_nodes)
@@ -99,7 +111,41 @@ def _check(args) -> str:
         raise WorkbenchError(f"--edit-layer={args.edit_layer} is out of range (0..{facts.n_layers - 1})")
     if args.transcoders is not None:
         _check_transcoders(args, facts)
+    if args.saes is not None:
+        _check_saes(args, facts)
     return prompt
+
+
+def _check_saes(args, facts) -> None:
+    """The saved SAEs' configs (no weights) against --model and the supported sites, before the
+    model loads (their widths are checked once it has)."""
+    from workbench.arguments import check_layers
+    from workbench.graphs.sae_sites import (
+        SAE_SITES,
+        SAEBasisError,
+        read_sae_header,
+        sae_dirs,
+        same_model,
+    )
+    from workbench.hooks import parse_site
+
+    check_path(args.saes, "--saes", "dir")
+    supported = ", ".join(f"{k}:L" for k in SAE_SITES)
+    seen: dict[str, str] = {}
+    for d in sae_dirs(args.saes):
+        site, _, model = read_sae_header(d)
+        if model and not same_model(model, args.model):
+            raise SAEBasisError(f"--saes: {str(d)!r} (site {site or '-'}) was trained on model {model!r}, "
+                                f"not {args.model!r}")
+        at = parse_site(site) if site else None
+        if at is None or at.kind not in SAE_SITES:
+            raise SAEBasisError(f"--saes: {str(d)!r} is an SAE at site {site or '(none)'!r}, which the sae "
+                                f"basis does not support; supported sites: {supported} (the residual "
+                                "leaving block L)")
+        check_layers(facts, [at.layer], f"--saes: {str(d)!r} reads site {site}; layer")
+        if site in seen:
+            raise SAEBasisError(f"--saes: two SAEs for site {site} ({seen[site]!r} and {str(d)!r}); give one per site")
+        seen[site] = str(d)
 
 
 def _check_transcoders(args, facts) -> None:
@@ -139,6 +185,10 @@ def run(args) -> int:
 
         overrides.update(transcoders=load_transcoders(args.transcoders, s, device=s.device),
                          other_layers=args.other_layers)
+    if args.saes is not None:
+        from workbench.graphs import load_saes
+
+        overrides.update(saes=load_saes(args.saes, s, device=s.device), other_layers=args.other_layers)
     progress = not args.no_progress
     g = build_graph(s, prompt, args.target, progress=progress, **overrides)
     index = MemoryIndex.load(args.memories) if args.memories else None
@@ -164,7 +214,8 @@ def run(args) -> int:
     write_json(out / "graph.json", data)
     rep = HtmlReport("Attribution graph", f"model {s.name} · prompt {prompt!r}")
     rep.text("Each node is a token embedding (bottom), an FFN memory (unit i of a layer at a "
-             "position), a transcoder latent or error node (--basis transcoder) or a logit (top); "
+             "position), a transcoder latent or error node (--basis transcoder), an SAE feature or "
+             "error node at a residual site (--basis sae, drawn between layers) or a logit (top); "
              "an edge is the direct effect of its source on its target in the frozen model. Hover "
              "a unit for what its value writes.")
     rep.table(graph_summary_rows(g), caption="summary")
@@ -184,7 +235,8 @@ def run(args) -> int:
           f"(attention-sink units at position 0: {sm.get('faithfulness_spearman_sink')} over "
           f"{sm.get('faithfulness_sink_nodes')}), {sm['seconds']:.1f} s")
     if sm.get("replacement_score") is not None:
-        print(f"transcoder basis: {sm['features_kept']} latents, {sm['units_kept']} units, {sm['errors_kept']} "
+        what = "SAE features" if g.basis == "sae" else "latents"
+        print(f"{g.basis} basis: {sm['features_kept']} {what}, {sm['units_kept']} units, {sm['errors_kept']} "
               f"error nodes kept; replacement score {sm['replacement_score']:.3f} "
               f"(unpruned {sm['replacement_score_unpruned']:.3f})")
     print(f"json: {out / 'graph.json'}\nhtml: {out / 'graph.html'}")

@@ -1,7 +1,9 @@
 """Attribution graphs drawn with plotly: layers bottom to top, positions left to right.
 
 Nodes sit at (token position, layer): token embeddings on the bottom row, FFN units (memories)
-at their layer, logits on the top row; several nodes of one cell spread sideways. Edge width
+at their layer, logits on the top row; several nodes of one cell spread sideways. In an ``sae``
+graph the features and error nodes of the residual site after block L sit half a row above it
+(at L + 0.5), between that block's FFN and the next. Edge width
 grows with |weight| (four width classes), colour gives the sign (blue: raises the target,
 red: lowers it). Hovering a unit shows its memory card (`workbench.graphs.memory_card`): what
 its value promotes and suppresses, its sub-update on this prompt, its top trigger prefixes when
@@ -30,9 +32,9 @@ COLORS = {"unit": "#ff7f0e", "feature": "#9467bd", "error": "#7f7f7f", "token": 
 
 def node_positions(graph: AttributionGraph) -> list[tuple[float, float]]:
     """(x, y) per node: x = position (spread within a cell), y = layer (-1 tokens, L logits)."""
-    cells: dict[tuple[int, int], list[int]] = {}
+    cells: dict[tuple[float, int], list[int]] = {}
     for i, n in enumerate(graph.nodes):
-        cells.setdefault((n.layer, n.pos), []).append(i)
+        cells.setdefault((_row(graph, n), n.pos), []).append(i)
     xy: list[tuple[float, float]] = [(0.0, 0.0)] * len(graph.nodes)
     n_pos = max(len(graph.tokens), 1)
     for (layer, pos), idx in cells.items():
@@ -44,6 +46,12 @@ def node_positions(graph: AttributionGraph) -> list[tuple[float, float]]:
             off = 0.0 if k == 1 else (j / (k - 1) - (1.0 if logits else 0.5)) * width
             xy[i] = (pos + off, float(layer))
     return xy
+
+
+def _row(graph: AttributionGraph, n: GraphNode) -> float:
+    """The drawing row: the layer, half a row up for an sae graph's residual-site nodes."""
+    site = graph.basis == "sae" and (n.kind == "feature" or (n.kind == "error" and n.id.startswith("r")))
+    return n.layer + 0.5 if site else float(n.layer)
 
 
 def card_text(node: GraphNode, card: MemoryCard | None) -> str:

@@ -1,4 +1,4 @@
-"""What each FFN layer is made of in the frozen model: FFN units, transcoder latents, error nodes.
+"""What each FFN layer (and each SAE site) is made of in the frozen model: units, latents, errors.
 
 Every layer's raw FFN output (before any post-FFN norm) is a sum of sources, each a frozen gate
 times a linear read of the FFN's normalised input x = r_f h w_f, written along an output vector:
@@ -17,34 +17,50 @@ The skip x W_skip is a linear path through the residual stream like attention's 
 no node, gradients pass through it. A layer's sources are the columns of a grid [L P N] (N the
 widest layer): the read columns first, then its error column, then padding that holds nothing.
 Built by `unit_basis` here and by `transcoders.transcoder_basis`.
+
+SAE sites (the ``sae`` basis, `sae_sites.sae_basis`) are rows of their own, after their block's
+FFN row: a residual site reads the residual h leaving block l (no norm) and replaces it wholly,
+
+    sae          W_in = W_enc[:, S]^T, b_in = b_enc[S] - b_dec W_enc[:, S], W_out = W_dec[S]^T,
+                 b_out = b_dec, G = the SAE's active set on the real forward, frozen;
+                 h[p] <- sum_j a_j W_dec[j] + b_dec + 1 * err[p], err[p] = h_real[p] - sae(h_real[p])
+
+so the grid's first axis counts rows (FFN layers, then residual sites in forward order), not
+layers; `Basis.where(row)` names a row's site and block, `Basis.ffn_rows` / `site_rows` find them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
 from .._types import Float, Int, Tensor
+from ..errors import WorkbenchError
 from .weights import ModelWeights
 
-__all__ = ["KINDS", "LayerBasis", "Basis", "unit_basis"]
+__all__ = ["KINDS", "ROW_SITES", "LayerBasis", "Basis", "unit_basis", "error_layer"]
 
-KINDS = ("units", "transcoder", "error")
+KINDS = ("units", "transcoder", "error", "sae")
+ROW_SITES = ("mlp", "resid_post")  # what a row replaces: an FFN's output, the residual after a block
 
 
 @dataclass(frozen=True)
 class LayerBasis:
-    """One layer's sources (P = prompt length, n = read columns).
+    """One row's sources: an FFN layer's, or an SAE site's (P = prompt length, n = read columns).
 
     Args:
-        kind: ``units``, ``transcoder`` or ``error`` (see the module docstring).
-        W_in: [n d_model] read directions on x; b_in: [n] or None.
+        kind: ``units``, ``transcoder``, ``error`` or ``sae`` (see the module docstring).
+        W_in: [n d_model] read directions on x (the FFN's normalised input; for a residual
+            site the residual itself); b_in: [n] or None.
         gate: [P n] frozen gates.
         W_out: [d_model n] output vectors; b_out: [d_model] or None.
         W_skip: [d_model d_model] or None (f gets x W_skip).
         err: [P d_model] error vectors, or None (no error column).
         index: [n] what each read column is (unit index, latent id).
+        site: ``mlp`` (the row writes its layer's raw FFN output) or ``resid_post`` (the row
+            reads the residual leaving its block and replaces it: written = the new residual).
     """
 
     kind: str
@@ -56,6 +72,11 @@ class LayerBasis:
     W_skip: Tensor | None
     err: Tensor | None
     index: Int[Tensor, " n"]
+    site: str = "mlp"
+
+    def __post_init__(self):
+        if self.site not in ROW_SITES:
+            raise WorkbenchError(f"site={self.site!r} is unknown; valid: {', '.join(map(repr, ROW_SITES))}")
 
     @property
     def n_read(self) -> int:
@@ -112,28 +133,68 @@ class LayerBasis:
 
 @dataclass(frozen=True)
 class Basis:
-    """All layers' sources; `name` is the graph's basis (``units`` or ``transcoder``)."""
+    """All rows' sources; `name` is the graph's basis (``units``, ``transcoder`` or ``sae``).
+
+    `layers` are the grid's rows in forward order: one ``mlp`` row per FFN layer (layer l is the
+    l-th), each optionally followed by a ``resid_post`` row (the SAE site after that block).
+    Without residual sites rows and layers coincide.
+    """
 
     name: str
     layers: tuple[LayerBasis, ...]
+
+    def __post_init__(self):
+        if self.layers and self.layers[0].site != "mlp":
+            raise WorkbenchError("a basis starts with layer 0's FFN row")
+        for a, b in zip(self.layers, self.layers[1:]):
+            if a.site == "resid_post" and b.site == "resid_post":
+                raise WorkbenchError("two residual-site rows follow one block")
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.layers)
+
+    @cached_property
+    def row_layer(self) -> tuple[int, ...]:
+        """The block of each row (an FFN row's layer; a residual site's block)."""
+        out, layer = [], -1
+        for lb in self.layers:
+            layer += lb.site == "mlp"
+            out.append(layer)
+        return tuple(out)
+
+    @cached_property
+    def ffn_rows(self) -> tuple[int, ...]:
+        """Row of each FFN layer, by layer."""
+        return tuple(r for r, lb in enumerate(self.layers) if lb.site == "mlp")
+
+    @cached_property
+    def site_rows(self) -> dict[int, int]:
+        """{block: row} of the residual sites."""
+        return {self.row_layer[r]: r for r, lb in enumerate(self.layers) if lb.site == "resid_post"}
+
+    def where(self, row: int) -> tuple[str, int]:
+        """(site, block) of a row: (``mlp``, layer) or (``resid_post``, block)."""
+        return self.layers[row].site, self.row_layer[row]
 
     @property
     def width(self) -> int:
         return max((lb.n_cols for lb in self.layers), default=0)
 
     def targets(self) -> Tensor:
-        """[L N] bool: columns that are read (can be graph targets): not errors, not padding."""
+        """[R N] bool: columns that are read (can be graph targets): not errors, not padding."""
         out = torch.zeros(len(self.layers), self.width, dtype=torch.bool)
         for i, lb in enumerate(self.layers):
             out[i, :lb.n_read] = True
         return out
 
     def error_cols(self) -> list[tuple[int, int]]:
-        """(layer, error column) of every layer that has error nodes."""
+        """(row, error column) of every row that has error nodes."""
         return [(i, lb.err_col) for i, lb in enumerate(self.layers) if lb.err is not None]
 
     def node(self, layer: int, col: int) -> tuple[str, int]:
-        """(kind, index) of a grid column: (``unit``, unit i), (``feature``, latent id), (``error``, -1)."""
+        """(kind, index) of a grid column of row `layer`: (``unit``, unit i), (``feature``,
+        latent id), (``error``, -1)."""
         lb = self.layers[layer]
         if col == lb.err_col:
             return "error", -1
@@ -147,3 +208,10 @@ def unit_basis(w: ModelWeights, gate: Float[Tensor, "L P d_mlp"]) -> Basis:
         idx = torch.arange(lw.W_down.shape[1], device=lw.W_down.device)
         layers.append(LayerBasis("units", lw.W_up, lw.b_up, gate[i], lw.W_down, lw.b_down, None, None, idx))
     return Basis("units", tuple(layers))
+
+
+def error_layer(f: Float[Tensor, "P d_model"]) -> LayerBasis:
+    """An FFN layer as one error node per position holding its whole raw output `f`."""
+    d = f.shape[-1]
+    return LayerBasis("error", f.new_zeros(0, d), None, f.new_zeros(f.shape[0], 0), f.new_zeros(d, 0), None, None,
+                      f.clone(), torch.zeros(0, dtype=torch.long, device=f.device))

@@ -55,7 +55,7 @@ class RawGraph:
     """The unpruned graph over the selected sources, the error nodes, the tokens and the logits.
 
     Args:
-        units: [M 3] (layer, pos, column) of the selected sources (units, or latents by their
+        units: [M 3] (row, pos, column) of the selected sources (units, or latents by their
             basis column: `basis.node` names them), in selection order.
         unit_act: [M] their activations as used on edges.
         adjacency: [n n] A[t, s] = direct edge s -> t, n = M + E + P + K.
@@ -65,7 +65,7 @@ class RawGraph:
         bias: [n] the constant term of each row.
         edge_sums: [n] sum_s A[t, s] over ALL sources of row t, with the edge activations (equal
             to value - bias for plain graphs; the attribution-patching estimate in contrastive ones).
-        errors: [E 3] (layer, pos, column) of the error nodes (sources only, like tokens).
+        errors: [E 3] (row, pos, column) of the error nodes (sources only, like tokens).
         basis: the sources' basis (None: FFN units).
     """
 
@@ -91,18 +91,17 @@ class RawGraph:
         return 0 if self.errors is None else int(self.errors.shape[0])
 
 
-def _block_size(cfg: GraphConfig, fz: Frozen, width: int) -> int:
-    per_row = fz.n_layers * fz.n_pos * width * 4
+def _block_size(cfg: GraphConfig, fz: Frozen, width: int, n_rows: int) -> int:
+    per_row = n_rows * fz.n_pos * width * 4
     return max(1, min(cfg.batch, (cfg.memory_mb << 20) // per_row))
 
 
 def _full_rows(fz: Frozen, basis: Basis, seeds: Seeds, act: Tensor, embed_act: Tensor, real_act: Tensor):
-    """Rows over every source: |source edges| [B L Q N], token edges [B Q], bias [B], and each
+    """Rows over every source: |source edges| [B R Q N], token edges [B Q], bias [B], and each
     row's sum with the real activations in float64 (the exactness check)."""
-    w = fz.weights
     Q = int(seeds.pos.max()) + 1
     N = basis.width
-    absE = torch.zeros(len(seeds), w.n_layers, Q, N, device=seeds.vec.device, dtype=seeds.vec.dtype)
+    absE = torch.zeros(len(seeds), basis.n_rows, Q, N, device=seeds.vec.device, dtype=seeds.vec.dtype)
     real = torch.zeros(len(seeds), dtype=torch.float64, device=seeds.vec.device)
     est = torch.zeros(len(seeds), dtype=torch.float64, device=seeds.vec.device)
     same = act is real_act
@@ -135,14 +134,14 @@ def attribute(fz: Frozen, logits: LogitNodes, cfg: GraphConfig, unit_act: Tensor
     """Select up to cfg.max_nodes sources by influence and build the adjacency among them.
 
     Args:
-        unit_act: [L P N] source activations on edges (default: the frozen model's own reads,
+        unit_act: [R P N] source activations on edges (default: the frozen model's own reads,
             the real ones up to rounding; contrastive graphs pass clean - corrupt).
         embed_act: [P d_model] token-node outputs on edges (default: the embeddings).
         basis: the sources (default: FFN units); error nodes all enter the graph as sources.
     """
     w = fz.weights
     b = basis if basis is not None else unit_basis(w, fz.gate)
-    L, P, D = fz.n_layers, fz.n_pos, b.width
+    L, P, D = b.n_rows, fz.n_pos, b.width
     frun = run(fz, basis=basis)
     # the frozen model's own coefficients (the real ones up to rounding; float32 for bf16 models)
     act = frun.reads if unit_act is None else unit_act
@@ -173,8 +172,8 @@ def attribute(fz: Frozen, logits: LogitNodes, cfg: GraphConfig, unit_act: Tensor
         row_bias.append(bias)
         row_est.append(est.float())
 
-    B = _block_size(cfg, fz, D)
-    lg_seeds = logit_seeds(fz, logits.directions, logits.bias)
+    B = _block_size(cfg, fz, D, L)
+    lg_seeds = logit_seeds(fz, logits.directions, logits.bias, b)
     for i in range(0, len(logits), B):
         sl = slice(i, i + B)
         spread(Seeds(lg_seeds.slot[sl], lg_seeds.pos[sl], lg_seeds.vec[sl], lg_seeds.bias[sl]),
@@ -240,7 +239,7 @@ def _adjacency(fz: Frozen, basis: Basis, units: Tensor, errors: Tensor, logits: 
     for (lay, pos), (cols, idx) in groups.items():
         by_layer.setdefault(lay, []).append((pos, cols, idx))
     # target rows sorted by (slot, pos) so blocks share a short pass
-    l_seeds = logit_seeds(fz, logits.directions, logits.bias)
+    l_seeds = logit_seeds(fz, logits.directions, logits.bias, basis)
     rows = torch.cat([torch.arange(M, device=dev), M + E + P + torch.arange(len(logits), device=dev)])
     slot, at, vec, bias = l_seeds.slot, l_seeds.pos, l_seeds.vec, l_seeds.bias
     if M:

@@ -9,8 +9,8 @@ from ..errors import WorkbenchError
 
 __all__ = ["BASES", "OTHER_LAYERS", "GraphConfig", "GraphConfigError", "UnknownBasisError"]
 
-BASES = ("units", "transcoder")
-PLANNED = ("sae",)  # named in issue 19 (SAE features at residual sites), not built yet
+BASES = ("units", "transcoder", "sae")
+PLANNED: tuple[str, ...] = ()  # bases named in issue 19 and not built yet
 OTHER_LAYERS = ("units", "errors")
 
 
@@ -27,11 +27,13 @@ class GraphConfig:
     """How a graph is built and pruned.
 
     Args:
-        basis: ``units`` (FFN units, exact, no error nodes) or ``transcoder`` (transcoder
+        basis: ``units`` (FFN units, exact, no error nodes), ``transcoder`` (transcoder
             latents with one error node per layer and position; `build_graph` takes the
-            transcoders). ``sae`` (residual SAE features) is not implemented.
-        other_layers: with transcoders, what layers without one contribute: ``units`` (their
-            FFN units, as in the units basis) or ``errors`` (one error node per position).
+            transcoders) or ``sae`` (SAE features at residual sites resid_post:L with one error
+            node per site and position, Marks et al. 2024; `build_graph` takes the SAEs).
+        other_layers: with transcoders, what layers without one contribute; with SAEs, what
+            every FFN layer contributes: ``units`` (their FFN units, as in the units basis) or
+            ``errors`` (one error node per position).
         keep: node share: keep the smallest set of nodes whose influence on the chosen logits
             reaches this share of all nodes' influence (circuit-tracer's node threshold).
         edge_keep: edge share, the same rule over edges among kept nodes.

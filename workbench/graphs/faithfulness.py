@@ -10,7 +10,10 @@ runs with that unit scaled at its position only (`workbench.scale_neurons`; atte
 gates free) and the measured change of the target logit is compared with the prediction by
 Spearman rank correlation. A latent j of layer l is scaled by adding (factor - 1) a_j W_dec[j]
 to that layer's raw FFN output at its position (`workbench.add_vector` on mlp_out; the real
-FFN stays, so this is the latent's own contribution taken out of the real model).
+FFN stays, so this is the latent's own contribution taken out of the real model). An SAE
+feature j at resid_post:l (``sae`` basis) is scaled by adding (factor - 1) a_j W_dec[j] to the
+residual leaving block l at its position (the SAE is not spliced into the real model: this takes
+the feature's own contribution out of the real residual).
 
 Nodes at position 0 are tested apart (`sink_*`): position 0 is the attention sink of both
 embedded models, so ablating a unit there moves every attention pattern, which the frozen model
@@ -33,9 +36,10 @@ from tqdm.auto import tqdm
 from .._types import Float, Tensor
 from ..errors import WorkbenchError
 from ..hooks import Site, add_vector, intervene, scale_neurons
+from ..saes.base import SAE
 from ..saes.transcoder import Transcoder
 from ..session import Session
-from .edges import total_ffn_gradients
+from .edges import total_ffn_gradients, total_resid_gradients
 from .frozen import freeze
 from .result import AttributionGraph
 
@@ -119,10 +123,14 @@ class Faithfulness:
 
 @torch.no_grad()
 def faithfulness(session: Session, graph: AttributionGraph, n: int = 20, factor: float = 0.0,
-                 progress: bool = True, transcoders: dict[int, Transcoder] | None = None) -> Faithfulness:
-    """Scale each of the top-n kept units (and latents: give the graph's `transcoders`) by
-    `factor` in the real model and compare."""
-    kinds = ("unit", "feature") if transcoders else ("unit",)
+                 progress: bool = True, transcoders: dict[int, Transcoder] | None = None,
+                 saes: dict[int, SAE] | None = None) -> Faithfulness:
+    """Scale each of the top-n kept units (and latents: give the graph's `transcoders`, or its
+    `saes` {layer: SAE at resid_post:layer} for an ``sae`` graph) by `factor` in the real model
+    and compare."""
+    if transcoders and saes:
+        raise WorkbenchError("give a graph's transcoders or its SAEs, not both")
+    kinds = ("unit", "feature") if transcoders or saes else ("unit",)
     cand = [(i, nd) for i, nd in enumerate(graph.nodes) if nd.kind in kinds]
     units = [(i, nd) for i, nd in cand if nd.pos > 0][:n]
     sinks = [(i, nd) for i, nd in cand if nd.pos == 0][:n]
@@ -135,11 +143,23 @@ def faithfulness(session: Session, graph: AttributionGraph, n: int = 20, factor:
     base = session.model(tokens, return_type="logits")[0, -1, tid].float()
     fz = freeze(session, list(graph.token_ids))
     g_f = total_ffn_gradients(fz, fz.weights.W_U[tid])
+    g_r = total_resid_gradients(fz, fz.weights.W_U[tid]) if saes else None
     measured, frozen = [], []
     for _, nd in tqdm(units + sinks, desc="graph: faithfulness", disable=not progress, leave=False):
         if nd.kind == "unit":
             change = scale_neurons(nd.layer, [nd.index], factor, positions=[nd.pos])
             out_vec = fz.weights.layers[nd.layer].W_down[:, nd.index]
+        elif saes:
+            if nd.layer not in saes or g_r is None:
+                raise WorkbenchError(f"node {nd.id} is a feature of resid_post:{nd.layer}; give that site's SAE")
+            out_vec = saes[nd.layer].W_dec[nd.index].detach().to(g_r.device, g_r.dtype)
+            change = add_vector(Site("resid_post", nd.layer), out_vec.to(session.device, session.dtype),
+                                (factor - 1.0) * nd.activation, positions=[nd.pos])
+            with intervene(session, change):
+                out = session.model(tokens, return_type="logits")[0, -1, tid].float()
+            measured.append(float(out - base))
+            frozen.append((factor - 1.0) * nd.activation * float(g_r[nd.layer, nd.pos] @ out_vec))
+            continue
         else:
             if transcoders is None or nd.layer not in transcoders:
                 raise WorkbenchError(f"node {nd.id} is a latent of layer {nd.layer}; give that layer's transcoder")

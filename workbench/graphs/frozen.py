@@ -15,7 +15,8 @@ is linear in the embeddings and the unit coefficients (plus biases, zero on Llam
 so every unit coefficient and logit is exactly the sum of its direct contributions. `freeze`
 captures the fixed quantities; `run` is the frozen forward (differentiable, batched), used to
 check the freeze against the real logits and to perturb single units in tests. Other node
-bases (transcoder latents with error nodes) replace the FFN sum in `run` (`basis.Basis`).
+bases (transcoder latents with error nodes) replace the FFN sum in `run` (`basis.Basis`); the
+``sae`` basis also replaces the residual leaving a block by an SAE's features plus an error node.
 """
 
 from __future__ import annotations
@@ -167,15 +168,17 @@ def freeze(session: Session, prompt: str | Sequence[int], weights: ModelWeights 
 
 @dataclass(frozen=True)
 class FrozenRun:
-    """Output of the frozen forward: source reads [... L P N] (N = the basis width; d_mlp for
-    units), the final residual, last-position logits, and each layer's FFN input x and raw FFN
-    output f [... L P d_model]."""
+    """Output of the frozen forward: source reads [... R P N] (R = the basis' rows, N = its
+    width; L and d_mlp for units), the final residual, last-position logits, each layer's FFN
+    input x and raw FFN output f [... L P d_model], and the residual leaving each block
+    [... L P d_model] (before an SAE site there replaces it)."""
 
-    reads: Float[Tensor, "... L P N"]
+    reads: Float[Tensor, "... R P N"]
     resid: Float[Tensor, "... P d_model"]
     logits: Float[Tensor, "... d_vocab"]
     ffn_in: Float[Tensor, "... L P d_model"]
     ffn_out: Float[Tensor, "... L P d_model"]
+    resid_post: Float[Tensor, "... L P d_model"]
 
 
 def run(fz: Frozen, embed: Tensor | None = None, sources: Tensor | None = None,
@@ -184,21 +187,38 @@ def run(fz: Frozen, embed: Tensor | None = None, sources: Tensor | None = None,
 
     Args:
         embed: [... P d_model] token-node outputs (default: the prompt's h_0).
-        sources: [... L P N] source activations written into the residual (grid of `basis`;
+        sources: [... R P N] source activations written into the residual (grid of `basis`;
             error columns hold the error nodes' activations, 1 in the prompt's own run); None
             uses each source's own read (then the run reproduces the real forward). With
             `sources` given, reads are what each source would compute, all sources held as nodes.
-        basis: the layers' sources (`basis.Basis`; default: FFN units, N = d_mlp).
+        basis: the rows' sources (`basis.Basis`; default: FFN units, N = d_mlp). A residual
+            site row (``sae`` basis) reads the residual leaving its block and replaces it.
     Returns:
         reads, the final residual, the pre-soft-cap logits at the last position, FFN inputs
-        and outputs.
+        and outputs, the residual leaving each block.
     """
     w = fz.weights
     b = basis if basis is not None else unit_basis(w, fz.gate)
     width = b.width
     h = fz.embed if embed is None else embed
     rep = w.n_heads // w.n_kv_heads
-    reads, ins, outs = [], [], []
+    reads: list[Tensor] = []
+    ins, outs, posts = [], [], []
+
+    def source(row: int, x: Tensor) -> Tensor:
+        """The row's reads on x (padded to the grid width), appended to `reads`; returns what
+        the row writes (from `sources` when given)."""
+        lb = b.layers[row]
+        m = lb.reads(x)
+        if lb.n_cols != width or lb.err is not None:
+            full = m.new_zeros(*m.shape[:-1], width)
+            full[..., :lb.n_read] = m
+            if lb.err is not None:
+                full[..., lb.n_read] = 1.0
+            m = full
+        reads.append(m)
+        return lb.write(m if sources is None else sources[..., row, :, :], x)
+
     for layer, lw in enumerate(w.layers):
         a = h * (fz.r_attn[layer][:, None] * lw.ln_attn.w)
         v = a @ lw.W_v.T
@@ -213,23 +233,19 @@ def run(fz: Frozen, embed: Tensor | None = None, sources: Tensor | None = None,
             o = o * (fz.post_factors("attn")[layer][:, None] * lw.post_attn.w)
         h = h + o
         x = h * (fz.r_ffn[layer][:, None] * lw.ln_ffn.w)
-        lb = b.layers[layer]
-        m = lb.reads(x)
-        if lb.n_cols != width or lb.err is not None:
-            full = m.new_zeros(*m.shape[:-1], width)
-            full[..., :lb.n_read] = m
-            if lb.err is not None:
-                full[..., lb.n_read] = 1.0
-            m = full
-        reads.append(m)
-        f = lb.write(m if sources is None else sources[..., layer, :, :], x)
+        row = b.ffn_rows[layer]
+        f = source(row, x)
         ins.append(x)
         outs.append(f)
         if lw.post_ffn is not None:
             f = f * (fz.post_factors("ffn")[layer][:, None] * lw.post_ffn.w)
         h = h + f
+        posts.append(h)
+        if row + 1 < b.n_rows and b.layers[row + 1].site == "resid_post":
+            h = source(row + 1, h)  # the SAE site replaces the residual wholly
     y = h[..., -1, :] * (fz.r_final[-1] * w.ln_final.w)
     logits = y @ w.W_U.T
     if w.b_U is not None:
         logits = logits + w.b_U
-    return FrozenRun(torch.stack(reads, dim=-3), h, logits, torch.stack(ins, dim=-3), torch.stack(outs, dim=-3))
+    return FrozenRun(torch.stack(reads, dim=-3), h, logits, torch.stack(ins, dim=-3), torch.stack(outs, dim=-3),
+                     torch.stack(posts, dim=-3))

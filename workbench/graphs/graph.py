@@ -1,12 +1,14 @@
-"""`build_graph`: one prompt -> a pruned, checked attribution graph over FFN units or transcoders.
+"""`build_graph`: one prompt -> a pruned, checked attribution graph over FFN units, transcoders
+or residual SAE features.
 
     g = build_graph(s, "The Eiffel Tower is located in the city of", target=" Paris")
     g.summary   # nodes, edges, completeness, exactness_max_rel_error, faithfulness_spearman, seconds
     g = build_graph(s, prompt, " Paris", basis="transcoder", transcoders="out/transcoders")
     g.summary["replacement_score"]   # share of the logits' influence not through error nodes
+    g = build_graph(s, prompt, " Paris", basis="sae", saes="out/saes")   # SAE features at resid_post:L
 
-Steps: freeze the forward (`frozen.freeze`), the transcoder basis if asked
-(`transcoders.transcoder_basis`), choose the logit nodes, select candidate sources by influence
+Steps: freeze the forward (`frozen.freeze`), the transcoder or SAE basis if asked
+(`transcoders.transcoder_basis`, `sae_sites.sae_basis`), choose the logit nodes, select candidate sources by influence
 and compute all edges among them (`build.attribute`), prune (`prune.prune`), score, then ablate
 the top kept units / latents in the real model (`faithfulness.faithfulness`).
 """
@@ -27,6 +29,7 @@ from .config import GraphConfig, GraphConfigError
 from .frozen import Frozen, freeze
 from .prune import prune, scores
 from .result import AttributionGraph, GraphNode
+from .sae_sites import SAEs, resolve_saes, sae_basis
 from .transcoders import Transcoders, resolve_transcoders, transcoder_basis
 from .weights import ModelWeights
 
@@ -92,18 +95,27 @@ def assemble(raw: RawGraph, fz: Frozen, cfg: GraphConfig, *, prompt: str, model:
     L = fz.n_layers
     err_ids = raw.errors.tolist() if raw.errors is not None else []
     nodes = []
+    b = raw.basis
+
+    def where(row: int) -> tuple[str, int]:
+        return b.where(row) if b is not None else ("mlp", row)
+
     for j in order.tolist():
         inf_j, val = float(pr.influence[j]), float(raw.values[j])
         if j < M:
-            lay, pos, col = raw.units[j].tolist()
-            kind, idx = raw.basis.node(lay, col) if raw.basis is not None else ("unit", col)
+            row, pos, col = raw.units[j].tolist()
+            kind, idx = b.node(row, col) if b is not None else ("unit", col)
+            site, lay = where(row)
             tag, letter = ("u", "N") if kind == "unit" else ("f", "F")
+            at = f"L{lay}" if site == "mlp" else f"{site}:{lay}"
             nodes.append(GraphNode(f"{tag}{lay}.{pos}.{idx}", kind, lay, pos, idx, float(raw.unit_act[j]), inf_j, val,
-                                   f"L{lay} {letter}{idx} @ {fz.str_tokens[pos]!r}"))
+                                   f"{at} {letter}{idx} @ {fz.str_tokens[pos]!r}"))
         elif j < M + E:
-            lay, pos, _ = err_ids[j - M]
-            nodes.append(GraphNode(f"e{lay}.{pos}", "error", lay, pos, -1, 1.0, inf_j, math.nan,
-                                   f"L{lay} error @ {fz.str_tokens[pos]!r}"))
+            row, pos, _ = err_ids[j - M]
+            site, lay = where(row)
+            tag, at = ("e", f"L{lay}") if site == "mlp" else ("r", f"{site}:{lay}")
+            nodes.append(GraphNode(f"{tag}{lay}.{pos}", "error", lay, pos, -1, 1.0, inf_j, math.nan,
+                                   f"{at} error @ {fz.str_tokens[pos]!r}"))
         elif j < M + E + P:
             pos = j - M - E
             nodes.append(GraphNode(f"t{pos}", "token", -1, pos, int(fz.tokens[pos]), 1.0, inf_j, math.nan,
@@ -139,10 +151,10 @@ def assemble(raw: RawGraph, fz: Frozen, cfg: GraphConfig, *, prompt: str, model:
 
 
 def build_graph(session: Session, prompt: str | Sequence[int], target: str | None = None, config: GraphConfig | dict | None = None,
-                *, weights: ModelWeights | None = None, transcoders: Transcoders | None = None, progress: bool = True,
-                **overrides: Any) -> AttributionGraph:
-    """The pruned attribution graph of `prompt` over FFN units or transcoder latents (exact in
-    the frozen model, error nodes included).
+                *, weights: ModelWeights | None = None, transcoders: Transcoders | None = None,
+                saes: SAEs | None = None, progress: bool = True, **overrides: Any) -> AttributionGraph:
+    """The pruned attribution graph of `prompt` over FFN units, transcoder latents or residual
+    SAE features (exact in the frozen model, error nodes included).
 
     Args:
         session: a loaded `Session` (left untouched: only scoped hooks and reads).
@@ -152,10 +164,13 @@ def build_graph(session: Session, prompt: str | Sequence[int], target: str | Non
         config: `GraphConfig` or a dict; keyword overrides (``keep=0.9``) are applied on top.
         transcoders: with ``basis='transcoder'``: a folder of saved transcoders, a list, or a
             {layer: Transcoder} dict (layers without one: `GraphConfig.other_layers`).
+        saes: with ``basis='sae'``: a folder of saved SAEs (ours or SAELens), a list, or a
+            {layer: SAE} dict, each on a site resid_post:L (FFN layers: `other_layers`).
     Raises:
         TokenError (target not one token), PromptTooLongError (prompt over the context),
         UnknownBasisError (basis), GraphConfigError (settings), UnsupportedModelError,
-        TranscoderMismatch (a transcoder of another model, layer or width).
+        TranscoderMismatch (a transcoder of another model, layer or width), SAEBasisError
+        (an SAE of another model, an unsupported site, a wrong width, two for one site).
     """
     t0 = time.perf_counter()
     cfg = _config(config, **overrides)
@@ -164,8 +179,13 @@ def build_graph(session: Session, prompt: str | Sequence[int], target: str | Non
     tcs = resolve_transcoders(session, transcoders) if cfg.basis == "transcoder" else None
     if tcs is None and transcoders is not None:
         raise GraphConfigError(f"transcoders were given but basis={cfg.basis!r}; use basis='transcoder'")
+    sae_map = resolve_saes(session, saes) if cfg.basis == "sae" else None
+    if sae_map is None and saes is not None:
+        raise GraphConfigError(f"saes were given but basis={cfg.basis!r}; use basis='sae'")
     fz = freeze(session, prompt, weights)
     basis = transcoder_basis(fz, tcs, cfg.other_layers) if tcs is not None else None
+    if sae_map is not None:
+        basis = sae_basis(fz, sae_map, cfg.other_layers)
     logits = logit_nodes(session, fz, target, cfg)
     raw = attribute(fz, logits, cfg, progress=progress, basis=basis)
     text = prompt if isinstance(prompt, str) else session.tokenizer.decode(list(prompt))
@@ -174,6 +194,6 @@ def build_graph(session: Session, prompt: str | Sequence[int], target: str | Non
         from .faithfulness import faithfulness, with_faithfulness
 
         f = faithfulness(session, g, cfg.faithfulness_nodes, factor=cfg.faithfulness_factor, progress=progress,
-                         transcoders=tcs)
+                         transcoders=tcs, saes=sae_map)
         g = with_faithfulness(g, f, seconds0=t0)
     return g

@@ -4,6 +4,8 @@ Node ids (stable across prompts of the same length, so graphs can be compared):
     ``u{layer}.{pos}.{index}``  FFN unit          ``t{pos}``          token embedding
     ``e{layer}.{pos}``          error node        ``f{layer}.{pos}.{index}`` transcoder feature
     ``l{token_id}`` / ``l{label}``  output logit (or a logit difference in contrastive mode)
+In the ``sae`` basis ``f{layer}.{pos}.{index}`` is a feature of the SAE at resid_post:layer and
+``r{layer}.{pos}`` that site's error node (``e{layer}.{pos}`` stays the FFN's).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import torch
 from ..errors import WorkbenchError
 from ..saes.transcoder import Transcoder, check_transcoder, load_transcoders
 from ..session import Session
-from .basis import Basis, LayerBasis, unit_basis
+from .basis import Basis, LayerBasis, error_layer, unit_basis
 from .config import OTHER_LAYERS
 from .frozen import Frozen, run
 
@@ -87,7 +87,5 @@ def transcoder_basis(fz: Frozen, transcoders: Mapping[int, Transcoder], other: s
         elif other == "units":
             layers.append(units.layers[i])
         else:
-            d = x.shape[-1]
-            layers.append(LayerBasis("error", x.new_zeros(0, d), None, x.new_zeros(fz.n_pos, 0), x.new_zeros(d, 0),
-                                     None, None, f.clone(), torch.zeros(0, dtype=torch.long, device=x.device)))
+            layers.append(error_layer(f))
     return Basis("transcoder", tuple(layers))

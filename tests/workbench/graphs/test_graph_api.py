@@ -35,8 +35,9 @@ def test_bad_inputs_raise_one_clear_error_and_leave_the_session(tiny):
         build_graph(tiny, PROMPT, target=" Paris is", progress=False)
     with pytest.raises(PromptTooLongError, match=r"context is 256 \(valid lengths 1..256\)"):
         build_graph(tiny, "the " * 300, progress=False)
-    with pytest.raises(UnknownBasisError, match="basis='sae'.*valid bases"):
-        build_graph(tiny, PROMPT, basis="sae", progress=False)
+    with pytest.raises(UnknownBasisError, match="basis='neurons' is unknown; valid bases are 'units', "
+                                                "'transcoder', 'sae'"):
+        build_graph(tiny, PROMPT, basis="neurons", progress=False)
     with pytest.raises(GraphConfigError, match=r"keep=1.5 is out of range; valid range is \(0, 1\]"):
         build_graph(tiny, PROMPT, keep=1.5, progress=False)
     with pytest.raises(ShapeError, match="same length"):
