@@ -229,10 +229,11 @@ def run(args) -> int:
                    for c in diff.nodes[:25]], caption="nodes whose influence changed most")
     rep.save(out / "graph.html")
     sm = g.summary
+    tested = "units" if g.basis == "units" else "units / features"
     print(f"graph: {sm['nodes']} nodes, {sm['edges']} edges, completeness {sm['completeness']:.3f}, "
           f"exactness {sm['exactness_max_rel_error']:.2e}, faithfulness "
-          f"{sm.get('faithfulness_spearman')} over {sm.get('faithfulness_nodes')} units at positions >= 1 "
-          f"(attention-sink units at position 0: {sm.get('faithfulness_spearman_sink')} over "
+          f"{sm.get('faithfulness_spearman')} over {sm.get('faithfulness_nodes')} {tested} at positions >= 1 "
+          f"(attention-sink {tested} at position 0: {sm.get('faithfulness_spearman_sink')} over "
           f"{sm.get('faithfulness_sink_nodes')}), {sm['seconds']:.1f} s")
     if sm.get("replacement_score") is not None:
         what = "SAE features" if g.basis == "sae" else "latents"

@@ -1,7 +1,8 @@
 """Attribution over FFN sources: pick candidate nodes by influence, then all edges among them.
 
-Sources are the layers' columns of a `basis.Basis` (FFN units by default; transcoder latents and
-error nodes otherwise). Two passes through the frozen model's transpose (`edges.backward`):
+Sources are the rows' columns of a `basis.Basis` (FFN units by default; transcoder latents, SAE
+features at residual sites and error nodes otherwise; a row is an FFN layer or an SAE site, so
+a source's first coordinate is its row, not always its layer). Two passes through the frozen model's transpose (`edges.backward`):
 
 1. Selection. Rows of the logit nodes first, over every source (all units or active latents at
    all positions, the error nodes and the tokens). A running influence estimate I over all sources starts at

@@ -14,10 +14,11 @@ The direct edge s -> t is then a_s * (d t / d a_s) with a_s the source's activat
 for a token node with the embedding as output vector). An SAE site after block l (``sae`` basis)
 reads the residual there along e_t = G_j W_enc[:, j] and replaces it: its features and error
 node are read out from the residual's gradient (d t / d a_j = g[p] . W_dec[j]), and then the
-gradient of the targets above the site stops (nothing below reaches them but through it). A block of B targets shares one pass:
-g is [B P d_model]; targets only see positions <= their own, so the pass is cut to the block's
-largest position and starts at its highest layer. Biases (none on Llama / Gemma) are carried
-as one constant per target.
+gradient of the targets above the site stops (nothing below reaches them but through it).
+
+A block of B targets shares one pass: g is [B P d_model]; targets only see positions <= their
+own, so the pass is cut to the block's largest position and starts at its highest layer.
+Biases (none on Llama / Gemma) are carried as one constant per target.
 """
 
 from __future__ import annotations
