@@ -287,3 +287,20 @@ def test_real_model_sae_graph_is_exact(smollm):
     sm = g.summary
     assert sm["exactness_max_rel_error"] < 1e-4 and sm["error_nodes"] == len(g.tokens)
     assert 0 < sm["completeness"] <= 1 and sm["replacement_score_unpruned"] is not None
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny_gemma"])
+def test_total_resid_gradients_match_the_ffn_ones(name, request):
+    """The frozen all-path gradient on the residual leaving block l (faithfulness's frozen
+    prediction for a feature) is the FFN output's gradient before the post-FFN norm: equal on
+    Llama, divided by that norm's frozen factor on Gemma."""
+    from workbench.graphs.edges import total_ffn_gradients, total_resid_gradients
+
+    s = request.getfixturevalue(name)
+    fz = freeze(s, PROMPT)
+    d = fz.weights.W_U[7]
+    g_r, g_f = total_resid_gradients(fz, d), total_ffn_gradients(fz, d)
+    for layer, lw in enumerate(fz.weights.layers):
+        want = g_r[layer] if lw.post_ffn is None else g_r[layer] * fz.r_post_ffn[layer][:, None] * lw.post_ffn.w
+        assert torch.allclose(want, g_f[layer], atol=1e-6 * g_f.abs().max())
+    assert g_r[-1, -1].abs().max() > 0 and g_r[:, 0].abs().max() > 0
