@@ -7,7 +7,8 @@ Prompt sets (the project's own): the first N prompts of data/labels/facts.json w
 (" " + answer) is one token, target = " " + answer; the first N IOI pairs of
 `workbench.saes.tasks.load_task("ioi", session, None)`, target = the indirect object (with its
 leading space); contrastive mode on the same clean / corrupt pairs with the logit difference
-logit(IO) - logit(S). Prints a per-prompt table and the means, writes JSON (--out) after every
+logit(IO) - logit(S). Each graph reports faithfulness by its own path sums and by attribution
+patching in the real model (live), both over the same tested units. Prints a per-prompt table and the means, writes JSON (--out) after every
 graph (a partial run still leaves its rows), plus two example graphs in words (top unit nodes
 by influence and what their memory cards' values promote).
 """
@@ -31,7 +32,8 @@ from workbench.saes.tasks import load_task
 
 KEYS = ("nodes", "units_kept", "edges", "completeness", "completeness_unpruned",
         "exactness_max_rel_error", "faithfulness_spearman", "faithfulness_spearman_frozen",
-        "faithfulness_spearman_sink", "faithfulness_nodes", "faithfulness_sink_nodes", "seconds")
+        "faithfulness_spearman_sink", "faithfulness_nodes", "faithfulness_sink_nodes", "seconds",
+        "faithfulness_spearman_graph", "faithfulness_spearman_live", "faithfulness_spearman_sink_live")
 
 
 def _f(x):
@@ -51,7 +53,8 @@ def means(rows: list[dict]) -> dict:
     for k in KEYS:
         v = [r[k] for r in rows if r.get(k) is not None]
         out[k] = sum(v) / len(v) if v else None
-        if k in ("faithfulness_spearman", "faithfulness_spearman_sink"):
+        if k in ("faithfulness_spearman", "faithfulness_spearman_sink", "faithfulness_spearman_graph",
+                 "faithfulness_spearman_live"):
             out[k.replace("spearman", "n_finite")] = len(v)
     return out
 
@@ -107,6 +110,7 @@ def print_row(r: dict) -> None:
     print(f"{r['set']:<11} {r['prompt'][:58]!r:<62} {r['target']!r:<14} nodes={r['nodes']:<4} "
           f"units={r['units_kept']:<4} compl={r['completeness']:.3f} "
           f"faith={'nan' if fs is None else f'{fs:+.3f}'} (n={r.get('faithfulness_nodes')}) "
+          f"[graph {_s(r.get('faithfulness_spearman_graph'))} live {_s(r.get('faithfulness_spearman_live'))}] "
           f"sink={_s(r.get('faithfulness_spearman_sink'))} (n={r.get('faithfulness_sink_nodes')}) "
           f"exact={r['exactness_max_rel_error']:.1e} "
           f"t={r['seconds']:.0f}s", flush=True)
@@ -190,11 +194,12 @@ def main(argv=None) -> int:
                 save()
     save()
     print("\nmeans (settings: " + json.dumps(settings) + ", CPU, shared machine)")
-    print(f"{'set':<16} {'n':>3} {'nodes':>6} {'units':>6} {'compl':>6} {'faith':>7} {'exact':>9} {'sec':>6}")
+    print(f"{'set':<16} {'n':>3} {'nodes':>6} {'units':>6} {'compl':>6} {'faith':>7} {'graph':>7} {'live':>7} "
+          f"{'exact':>9} {'sec':>6}")
     for k, m in res["means"].items():
-        fs = m["faithfulness_spearman"]
         print(f"{k:<16} {m['n']:>3} {m['nodes']:>6.1f} {m['units_kept']:>6.1f} {m['completeness']:>6.3f} "
-              f"{'nan' if fs is None else f'{fs:+.3f}':>7} {m['exactness_max_rel_error']:>9.1e} {m['seconds']:>6.0f}")
+              f"{_s(m['faithfulness_spearman']):>7} {_s(m['faithfulness_spearman_graph']):>7} "
+              f"{_s(m['faithfulness_spearman_live']):>7} {m['exactness_max_rel_error']:>9.1e} {m['seconds']:>6.0f}")
     for ex in res["examples"].values():
         print("\n" + describe(ex))
     print(f"\nwrote {out}")

@@ -27,6 +27,12 @@ def test_graph_cli_writes_json_and_html(tiny, tmp_path, monkeypatch, capsys):
     html = (out / "graph.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "cdn" not in html.lower().split("<script")[0]
     assert f"json: {out / 'graph.json'}" in capsys.readouterr().out
+    assert d["summary"]["faithfulness_prediction"] == "graph"
+    assert main(["graph", "Paris is the capital of", "--max-nodes", "16", "--faithfulness", "4",
+                 "--prediction", "live", "--out", str(out), "--no-progress"]) == 0
+    s = json.loads((out / "graph.json").read_text())["summary"]
+    assert s["faithfulness_prediction"] == "live" and s["faithfulness_nodes"] == 4
+    assert s["faithfulness_spearman"] == pytest.approx(s["faithfulness_spearman_live"], nan_ok=True)
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -74,6 +74,10 @@ def register(sub) -> None:
     p.add_argument("--faithfulness-factor", type=float, default=None,
                    help="scale applied to each tested unit / latent in the real model: 0 ablates "
                         "(default), a value in (0, 1) scales partially")
+    p.add_argument("--prediction", default=None, choices=["graph", "live"],
+                   help="what faithfulness_spearman ranks against the measured effects: the graph's "
+                        "path sums (graph, default) or attribution patching in the real model (live); "
+                        "both are reported")
     p.add_argument("--memories", default=None,
                    help="a saved memory index (`workbench memories` OUT/index) for trigger prefixes")
     p.add_argument("--edit-subject", default=None, help="with --edit-target: ROME-edit this fact "
@@ -177,7 +181,8 @@ def run(args) -> int:
     overrides: dict[str, Any] = {k: v for k, v in (("basis", args.basis), ("keep", args.keep),
                                    ("max_nodes", args.max_nodes),
                                    ("faithfulness_nodes", args.faithfulness),
-                                   ("faithfulness_factor", args.faithfulness_factor)) if v is not None}
+                                   ("faithfulness_factor", args.faithfulness_factor),
+                                   ("prediction", args.prediction)) if v is not None}
     if args.skip_first_position:
         overrides["skip_first_position"] = True
     if args.transcoders is not None:
@@ -232,7 +237,9 @@ def run(args) -> int:
     tested = "units" if g.basis == "units" else "units / features"
     print(f"graph: {sm['nodes']} nodes, {sm['edges']} edges, completeness {sm['completeness']:.3f}, "
           f"exactness {sm['exactness_max_rel_error']:.2e}, faithfulness "
-          f"{sm.get('faithfulness_spearman')} over {sm.get('faithfulness_nodes')} {tested} at positions >= 1 "
+          f"{sm.get('faithfulness_spearman')} ({sm.get('faithfulness_prediction')}; graph "
+          f"{sm.get('faithfulness_spearman_graph')}, live {sm.get('faithfulness_spearman_live')}) over "
+          f"{sm.get('faithfulness_nodes')} {tested} at positions >= 1 "
           f"(attention-sink {tested} at position 0: {sm.get('faithfulness_spearman_sink')} over "
           f"{sm.get('faithfulness_sink_nodes')}), {sm['seconds']:.1f} s")
     if sm.get("replacement_score") is not None:

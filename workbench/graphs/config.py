@@ -7,11 +7,12 @@ from typing import Any
 
 from ..errors import WorkbenchError
 
-__all__ = ["BASES", "OTHER_LAYERS", "GraphConfig", "GraphConfigError", "UnknownBasisError"]
+__all__ = ["BASES", "OTHER_LAYERS", "PREDICTIONS", "GraphConfig", "GraphConfigError", "UnknownBasisError"]
 
 BASES = ("units", "transcoder", "sae")
 PLANNED: tuple[str, ...] = ()  # bases named in issue 19 and not built yet
 OTHER_LAYERS = ("units", "errors")
+PREDICTIONS = ("graph", "live")
 
 
 class GraphConfigError(WorkbenchError):
@@ -57,6 +58,12 @@ class GraphConfig:
             of each row stays in the row's total (completeness reports it), but on SmolLM2's
             fact prompts the pruned graphs then keep only 1-2 units: most FFN influence sits at
             the sink. The faithfulness check reports sink units apart either way.
+        prediction: what the summary's `faithfulness_spearman` ranks against the measured
+            effects: ``graph`` (the graph's own path sums in the frozen model) or ``live``
+            (attribution patching: one backward pass of the real model, attention, norms and
+            gates free; Marks et al. 2024's node scores). Both are always reported
+            (`faithfulness_spearman_graph`, `faithfulness_spearman_live`). None (default):
+            ``graph`` for target-logit graphs, ``live`` for contrastive ones.
     """
 
     basis: str = "units"
@@ -71,6 +78,7 @@ class GraphConfig:
     faithfulness_nodes: int = 20
     faithfulness_factor: float = 0.0
     skip_first_position: bool = False
+    prediction: str | None = None
 
     def __post_init__(self):
         if self.basis not in BASES:
@@ -84,6 +92,9 @@ class GraphConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
                 raise GraphConfigError(f"{name}={v!r} is out of range; valid range is (0, 1]")
+        if self.prediction is not None and self.prediction not in PREDICTIONS:
+            raise GraphConfigError(f"prediction={self.prediction!r} is unknown; valid: "
+                                   f"{', '.join(map(repr, PREDICTIONS))} (or None: the mode's default)")
         f = self.faithfulness_factor
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f < 1.0:
             raise GraphConfigError(f"faithfulness_factor={f!r} is out of range; valid range is [0, 1)")

@@ -8,7 +8,11 @@ frozen clean model: a source's activation a_s is replaced by its clean - corrupt
 
 so the metric row sums to the linear estimate of metric(clean) - metric(corrupt). Faithfulness
 patches each top unit to its corrupt value in the real clean run and compares the measured
-change of the metric with the graph's path prediction.
+change of the metric with the graph's path prediction and with attribution patching in the real
+model, (m_corrupt - m_clean) dM/dm from one backward pass with attention, norms and gates free
+(Marks et al. 2024's node score; `live.py`). The latter is the summary's
+`faithfulness_spearman` by default (`GraphConfig.prediction`): on SmolLM2's IOI pairs the
+mechanism runs through attention, which the frozen model holds fixed.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from ..hooks import intervene, set_neurons
 from ..session import Session
 from .build import LogitNodes, attribute
 from .config import GraphConfig, GraphConfigError, UnknownBasisError
-from .faithfulness import Faithfulness, predicted_effects, spearman, with_faithfulness
+from .faithfulness import Faithfulness, live_predictions, predicted_effects, spearman, with_faithfulness
 from .frozen import freeze
 from .graph import _config, assemble
 from .result import AttributionGraph
@@ -72,15 +76,17 @@ def contrastive_graph(session: Session, clean: str, corrupt: str, target: str, f
                    metric_linear_estimate=float(raw.edge_sums[-1]))
     g = dataclasses.replace(g, summary=summary)
     if cfg.faithfulness_nodes:
-        f = contrastive_faithfulness(session, g, fc.coeffs, tid, fid, cfg.faithfulness_nodes, progress)
+        f = contrastive_faithfulness(session, g, fc.coeffs, tid, fid, cfg.faithfulness_nodes, progress,
+                                     prediction=cfg.prediction or "live")
         g = with_faithfulness(g, f, seconds0=t0)
     return g
 
 
 @torch.no_grad()
 def contrastive_faithfulness(session: Session, graph: AttributionGraph, corrupt_coeffs, tid: int, fid: int,
-                             n: int = 20, progress: bool = True) -> Faithfulness:
-    """Patch each top unit to its corrupt coefficient in the real clean run; compare the metric."""
+                             n: int = 20, progress: bool = True, prediction: str = "live") -> Faithfulness:
+    """Patch each top unit to its corrupt coefficient in the real clean run; compare the metric
+    with the graph's prediction and with attribution patching (`prediction` picks the headline)."""
     units = [(i, nd) for i, nd in enumerate(graph.nodes) if nd.kind == "unit"][:n]
     pred_all = -predicted_effects(graph, 0)
     tokens = torch.tensor([list(graph.token_ids)], device=session.device)
@@ -97,4 +103,8 @@ def contrastive_faithfulness(session: Session, graph: AttributionGraph, corrupt_
             measured.append(metric() - base)
     pred = pred_all[[i for i, _ in units]]
     meas = torch.tensor(measured)
-    return Faithfulness(tuple(nd.id for _, nd in units), 0.0, graph.logits[0], pred, meas, spearman(pred, meas))
+    nodes = [nd for _, nd in units]
+    # a unit node's activation here is m_clean - m_corrupt: patching moves it by minus that
+    live = live_predictions(session, graph, nodes, [-nd.activation for nd in nodes], tid, fid)
+    return Faithfulness(tuple(nd.id for _, nd in units), 0.0, graph.logits[0], pred, meas, spearman(pred, meas),
+                        predicted_live=live, spearman_live=spearman(live, meas), prediction=prediction)

@@ -21,6 +21,11 @@ holds fixed by construction; on SmolLM2 such ablations moved the target logit by
 the frozen model predicted a fraction of that, and they are most of the top nodes of fact
 graphs. `spearman` is over the top-n nodes at positions >= 1; `sink_spearman` over the top-n
 at position 0, so neither hides the other.
+
+Next to the graph's path sums, every check also scores the same nodes by attribution patching
+in the real model (`live`: one backward pass with attention, norms and gates free; `live.py`),
+`spearman_live`. `prediction` names the one the summary's `faithfulness_spearman` reports
+(``graph``, the default of target-logit graphs, or ``live``, the default of contrastive graphs).
 """
 
 from __future__ import annotations
@@ -39,11 +44,14 @@ from ..hooks import Site, add_vector, intervene, scale_neurons
 from ..saes.base import SAE
 from ..saes.transcoder import Transcoder
 from ..session import Session
+from .config import PREDICTIONS
 from .edges import total_ffn_gradients, total_resid_gradients
 from .frozen import freeze
+from .live import live_gradients, node_site
 from .result import AttributionGraph
 
-__all__ = ["Faithfulness", "predicted_effects", "faithfulness", "spearman", "with_faithfulness"]
+__all__ = ["PREDICTIONS", "Faithfulness", "predicted_effects", "faithfulness", "spearman", "with_faithfulness",
+           "live_predictions"]
 
 
 def spearman(x: Float[Tensor, " n"], y: Float[Tensor, " n"]) -> float:
@@ -105,6 +113,9 @@ class Faithfulness:
             measured: the gap to `spearman` is what pruning loses, the rest is nonlinearity.
         sink_node_ids, sink_predicted, sink_measured, sink_spearman: the same for the top-n
             nodes at position 0 (the attention sink; module docstring).
+        predicted_live, spearman_live, sink_predicted_live, sink_spearman_live: attribution
+            patching in the real model for the same nodes (`live.py`).
+        prediction: which one `headline` reports (``graph`` or ``live``).
     """
 
     node_ids: tuple[str, ...]
@@ -119,15 +130,57 @@ class Faithfulness:
     sink_predicted: Float[Tensor, " m"] | None = None
     sink_measured: Float[Tensor, " m"] | None = None
     sink_spearman: float = math.nan
+    predicted_live: Float[Tensor, " n"] | None = None
+    spearman_live: float = math.nan
+    sink_predicted_live: Float[Tensor, " m"] | None = None
+    sink_spearman_live: float = math.nan
+    prediction: str = "graph"
+
+    def __post_init__(self):
+        if self.prediction not in PREDICTIONS:
+            raise WorkbenchError(f"prediction={self.prediction!r} is unknown; valid: {', '.join(PREDICTIONS)}")
+
+    @property
+    def headline(self) -> float:
+        """The rank correlation of the chosen prediction (positions >= 1)."""
+        return self.spearman_live if self.prediction == "live" else self.spearman
+
+
+def live_predictions(session: Session, graph: AttributionGraph, nodes, changes: list[float], target: int,
+                     foil: int | None = None, transcoders: dict[int, Transcoder] | None = None,
+                     saes: dict[int, SAE] | None = None) -> Float[Tensor, " n"]:
+    """Attribution patching: for each node (a GraphNode of kind unit / feature) and the change of
+    its activation (a' - a), (a' - a) (w . dM/dx) from one real backward pass (`live.py`)."""
+    if not nodes:
+        return torch.zeros(0)
+    basis = graph.config.basis
+    where = [Site(node_site(nd.kind, basis), nd.layer) for nd in nodes]
+    grads = live_gradients(session, list(graph.token_ids), target, foil, where)
+    out = []
+    for nd, st, dv in zip(nodes, where, changes):
+        g = grads[st][nd.pos]
+        if nd.kind == "unit":
+            out.append(dv * float(g[nd.index]))
+            continue
+        table = transcoders if basis == "transcoder" else saes
+        if table is None or nd.layer not in table:
+            raise WorkbenchError(f"node {nd.id} is a feature of layer {nd.layer}; give that layer's "
+                                 f"{'transcoder' if basis == 'transcoder' else 'SAE'}")
+        w = table[nd.layer].W_dec[nd.index].detach().to(g.device, g.dtype)
+        out.append(dv * float(g @ w))
+    return torch.tensor(out)
 
 
 @torch.no_grad()
 def faithfulness(session: Session, graph: AttributionGraph, n: int = 20, factor: float = 0.0,
                  progress: bool = True, transcoders: dict[int, Transcoder] | None = None,
-                 saes: dict[int, SAE] | None = None) -> Faithfulness:
+                 saes: dict[int, SAE] | None = None, prediction: str = "graph") -> Faithfulness:
     """Scale each of the top-n kept units (and latents: give the graph's `transcoders`, or its
     `saes` {layer: SAE at resid_post:layer} for an ``sae`` graph) by `factor` in the real model
-    and compare."""
+    and compare with the graph's prediction and with attribution patching (`prediction` picks
+    the headline)."""
+    if prediction not in PREDICTIONS:
+        raise WorkbenchError(f"prediction={prediction!r} is unknown; valid: {', '.join(PREDICTIONS)}")
     if transcoders and saes:
         raise WorkbenchError("give a graph's transcoders or its SAEs, not both")
     kinds = ("unit", "feature") if transcoders or saes else ("unit",)
@@ -175,15 +228,23 @@ def faithfulness(session: Session, graph: AttributionGraph, n: int = 20, factor:
     meas = torch.tensor(measured[:m])
     frozen_pred = torch.tensor(frozen[:m])
     s_pred, s_meas = pred_all[[i for i, _ in sinks]], torch.tensor(measured[m:])
+    tested = [nd for _, nd in units + sinks]
+    live = live_predictions(session, graph, tested, [(factor - 1.0) * nd.activation for nd in tested], tid,
+                            None, transcoders, saes)
     return Faithfulness(tuple(nd.id for _, nd in units), factor, logit_node.label, pred, meas, spearman(pred, meas),
                         frozen_pred, spearman(frozen_pred, meas), tuple(nd.id for _, nd in sinks),
-                        s_pred, s_meas, spearman(s_pred, s_meas))
+                        s_pred, s_meas, spearman(s_pred, s_meas), live[:m], spearman(live[:m], meas),
+                        live[m:], spearman(live[m:], s_meas), prediction)
 
 
 def with_faithfulness(graph: AttributionGraph, f: Faithfulness, seconds0: float | None = None) -> AttributionGraph:
     """A copy of `graph` whose summary holds the faithfulness result (and updated seconds)."""
     summary = dict(graph.summary)
-    summary["faithfulness_spearman"] = f.spearman
+    summary["faithfulness_spearman"] = f.headline
+    summary["faithfulness_prediction"] = f.prediction
+    summary["faithfulness_spearman_graph"] = f.spearman
+    summary["faithfulness_spearman_live"] = f.spearman_live
+    summary["faithfulness_spearman_sink_live"] = f.sink_spearman_live
     summary["faithfulness_nodes"] = len(f.node_ids)
     summary["faithfulness_spearman_frozen"] = f.spearman_frozen
     summary["faithfulness_spearman_sink"] = f.sink_spearman
