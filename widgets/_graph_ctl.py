@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from workbench.graphs import AttributionGraph, MemoryCard, build_graph, memory_cards
+from workbench.graphs import AttributionGraph, build_graph, memory_cards
 from workbench.hooks import scale_neurons
+from workbench.memory_cards import MemoryCard
 from workbench.vocab import DistributionChange, memory_intervention
 
 from ._base import Progress

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from workbench.memory_cards import MemoryHits, MemoryRecord, memory_record, search_memories
+from workbench.memory_cards import MemoryCard, MemoryHits, memory_card, search_memories
 
 from ._base import Progress
 from ._state import ControllerState
@@ -28,12 +28,14 @@ class MemoryMixin(ControllerState):
                           max_tokens=max_tokens, progress=False)
         return self._remember(idx)
 
-    def memory(self, index, layer: int, neuron: int, n_tokens: int = 8, lens: str = "logit") -> MemoryRecord:
-        """`workbench.memory_cards.memory_record`: trigger prefixes and value tokens of a unit,
-        the value read through `lens`."""
+    def memory(self, index, layer: int, neuron: int, n_tokens: int = 8, lens: str = "logit") -> MemoryCard:
+        """`workbench.memory_cards.memory_card`: every trigger prefix the index kept (20 tokens of
+        context, from the controller's corpus), key statistics and value tokens of a unit, the
+        value read through `lens`."""
         reader = self.reader(lens)        # a missing lens fails before any work
         with self.lock:
-            rec = memory_record(self.session, index, self._corpus(), layer, neuron, n_tokens, lens=reader)
+            rec = memory_card(self.session, layer, neuron, index=index, source=self._corpus(), k=n_tokens,
+                              n_triggers=None, context=20, lens=reader)
         return self._remember(rec)
 
     def search_memories(self, index, token: str, k: int = 10) -> MemoryHits:

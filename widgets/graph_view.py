@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import ipywidgets as W
 
-from workbench.graphs import AttributionGraph, MemoryCard
+from workbench.graphs import AttributionGraph
+from workbench.memory_cards import MemoryCard
 from workbench.vocab import DistributionChange
 
 from ._base import View, figure_widget

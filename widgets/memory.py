@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import ipywidgets as W
 
-from workbench.memory_cards import MemoryHits, MemoryRecord
+from workbench.memory_cards import MemoryCard, MemoryHits
 
 from ._base import View, figure_widget, lens_picker, with_lens
 from .html.memory import examples_table, value_bars
@@ -24,11 +24,11 @@ __all__ = ["MemoryExplorer"]
 
 
 class MemoryExplorer(View):
-    """Live view of `MemoryRecord`s, with a token search over `MemoryHits`."""
+    """Live view of `MemoryCard`s, with a token search over `MemoryHits`."""
 
     title = "Memory explorer"
 
-    def __init__(self, record: MemoryRecord, show: Callable[..., MemoryRecord],
+    def __init__(self, record: MemoryCard, show: Callable[..., MemoryCard],
                  search: Callable[[str], MemoryHits], layers: Sequence[int], d_mlp: int,
                  run_async: bool = True, lenses: Mapping[str, str | None] | None = None):
         super().__init__(run_async)
@@ -63,7 +63,7 @@ class MemoryExplorer(View):
         self.submit(lambda progress: self._search(token), self._draw_hits,
                     f"searching values that promote {token!r}")
 
-    def _draw(self, rec: MemoryRecord) -> None:
+    def _draw(self, rec: MemoryCard) -> None:
         self.record = rec
         self.layer.value, self.neuron.value = rec.layer, rec.neuron
         fresh = value_bars(rec)

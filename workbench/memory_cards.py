@@ -1,49 +1,77 @@
 """Memory cards: one FFN memory (layer, unit) read whole, and the units whose value writes a token.
 
 A card joins the two halves of a key-value memory (Geva et al. 2021): the key's top trigger
-prefixes from a harvested `MemoryIndex` over a corpus, and what the value v_i writes, read in the
-vocabulary (`workbench.vocab.value_tokens`: logits of unembed(v_i), final norm included).
+prefixes and activation statistics from a harvested `MemoryIndex` over a corpus, and what the
+value v_i writes, read in the vocabulary (`workbench.vocab.value_tokens`: logits of unembed(v_i),
+final norm included, or through a tuned / Jacobian lens's linear part). Given the unit's
+coefficient m_i on a prompt, the card also reads the sub-update m_i v_i (Geva et al. 2022).
+The memory explorer shows cards; `workbench.graphs.memory_cards` builds them for graph nodes.
+
+    card = memory_card(s, 20, 5, index=index, source=corpus)    # triggers + frequency, mean
+    card = memory_card(s, 20, 5, coefficient=1.7)               # + sub_update on a prompt
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from .ffn import ffn_weights
-from .lenses import LensReader, kind_of
-from .memories import MemoryIndex
+from .lenses import LensReader, direction_logits, kind_of
+from .memories import MemoryExample, MemoryIndex
 from .session import Session
-from .vocab import value_tokens
+from .vocab import TokenScore, top_tokens, value_tokens
 
-__all__ = ["MemoryRecord", "MemoryHits", "memory_record", "search_memories"]
+__all__ = ["MemoryCard", "MemoryHits", "memory_card", "search_memories"]
 
 
 @dataclass(frozen=True)
-class MemoryRecord:
-    """One FFN memory (layer, neuron): its top trigger prefixes and what its value writes.
+class MemoryCard:
+    """One FFN memory (layer, neuron): what its value writes and, when known, what triggers its
+    key and what it writes on a prompt.
 
     Args:
         layer, neuron: the unit.
-        examples: [k] `workbench.memories.MemoryExample` (prefix, trigger token, next token,
-            coefficient), best first.
-        promoted, suppressed: [k] (token, logit) of the value read through `lens` (the
-            logit lens: the unembedding; a tuned or Jacobian lens: its linear part at `layer`).
-        frequency: share of harvested tokens with m_i > 0; mean: mean m_i.
-        n_tokens: tokens harvested. lens: the lens the value was read through.
+        value_norm: ||v_i||.
+        promoted, suppressed: [k] top tokens (`TokenScore`: token, id, logit) of the value read
+            through `lens` (the logit lens: unembed(v_i); a tuned or Jacobian lens: its linear
+            part at `layer`), both ends.
+        triggers: top trigger prefixes (`workbench.memories.MemoryExample`: offset, coefficient,
+            prefix, trigger token, next token) from a memory index, best first (empty without one).
+        coefficient: m_i on a prompt (None without a prompt).
+        sub_update: [k] top tokens of m_i v_i read through `lens` (empty without a coefficient;
+            m_i < 0 flips the value's reading).
+        frequency: share of harvested tokens with m_i > 0; mean: mean m_i; n_tokens: tokens
+            harvested (all three None without a memory index).
+        lens: the lens the value was read through ("logit", "tuned" or "jacobian").
     """
 
     layer: int
     neuron: int
-    examples: tuple
-    promoted: tuple[tuple[str, float], ...]
-    suppressed: tuple[tuple[str, float], ...]
     value_norm: float
-    frequency: float
-    mean: float
-    n_tokens: int
+    promoted: tuple[TokenScore, ...]
+    suppressed: tuple[TokenScore, ...]
+    triggers: tuple[MemoryExample, ...] = ()
+    coefficient: float | None = None
+    sub_update: tuple[TokenScore, ...] = ()
+    frequency: float | None = None
+    mean: float | None = None
+    n_tokens: int | None = None
     lens: str = "logit"
+
+    def to_dict(self) -> dict:
+        """JSON fields (docs/cli.md, `memory_cards` of `workbench graph`)."""
+        def toks(ts):
+            return [{"token": t.token, "id": t.id, "score": t.score} for t in ts]
+
+        return {"layer": self.layer, "neuron": self.neuron, "coefficient": self.coefficient,
+                "value_norm": self.value_norm, "promoted": toks(self.promoted),
+                "suppressed": toks(self.suppressed), "sub_update": toks(self.sub_update),
+                "triggers": [dataclasses.asdict(t) for t in self.triggers],
+                "frequency": self.frequency, "mean": self.mean, "n_tokens": self.n_tokens,
+                "lens": self.lens}
 
 
 @dataclass(frozen=True)
@@ -54,20 +82,36 @@ class MemoryHits:
     hits: tuple[tuple[int, int, float], ...]   # (layer, neuron, logit), best first
 
 
-def memory_record(session: Session, index: MemoryIndex, corpus, layer: int, neuron: int,
-                  n_tokens: int = 8, context: int = 20, lens: str | LensReader = "logit") -> MemoryRecord:
-    """The card of unit `neuron` of `layer`: trigger prefixes from `index` over `corpus`
-    (the corpus it was harvested from), value tokens from `workbench.vocab`."""
-    r = index.row(layer)
+@torch.no_grad()
+def memory_card(session: Session, layer: int, neuron: int, coefficient: float | None = None,
+                index: MemoryIndex | None = None, source=None, k: int = 10, n_triggers: int | None = 5,
+                context: int = 24, lens: str | LensReader = "logit") -> MemoryCard:
+    """The card of unit `neuron` of `layer`.
+
+    Value tokens: the top `k` of both ends (`workbench.vocab.value_tokens`, through `lens`).
+    With `coefficient` m_i: the top `k` tokens of m_i v_i through the same lens (the logit lens
+    reads it bit for bit as ``session.unembed(m_i v_i)``). With `index`: the top `n_triggers`
+    trigger prefixes (all kept ones when None) with `context` tokens before the trigger, decoded
+    from `source` (the harvested `Corpus`, or the session, the default, for the index's stored
+    prefixes), and the key's frequency and mean; a layer the index did not harvest is a
+    `WorkbenchError`.
+    """
     session.check_neuron(layer, neuron)
-    ex = index.examples(layer, neuron, corpus, context=context)
-    vt = value_tokens(session, layer, [neuron], k=n_tokens, lens=lens)[0]
-    return MemoryRecord(
-        layer=int(layer), neuron=int(neuron), examples=tuple(ex),
-        promoted=tuple((t.token, t.score) for t in vt.promoted),
-        suppressed=tuple((t.token, t.score) for t in vt.suppressed), value_norm=vt.norm,
-        frequency=float(index.frequency[r, neuron]), mean=float(index.mean[r, neuron]),
-        n_tokens=int(index.n_tokens), lens=kind_of(lens))
+    triggers: tuple[MemoryExample, ...] = ()
+    stats: dict = {}
+    if index is not None:
+        row = index.row(layer)
+        src = source if source is not None else session
+        triggers = tuple(index.examples(layer, neuron, src, context=context, n=n_triggers))
+        stats = {"frequency": float(index.frequency[row, neuron]), "mean": float(index.mean[row, neuron]),
+                 "n_tokens": int(index.n_tokens)}
+    vt = value_tokens(session, layer, [neuron], k=k, lens=lens)[0]
+    sub: tuple[TokenScore, ...] = ()
+    if coefficient is not None:
+        v = ffn_weights(session, layer).values[neuron]
+        sub = top_tokens(session, direction_logits(session, (coefficient * v)[None], layer, lens)[0].float(), k)
+    return MemoryCard(int(layer), int(neuron), vt.norm, vt.promoted, vt.suppressed, triggers,
+                      coefficient, sub, lens=kind_of(lens), **stats)
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ at their layer, logits on the top row; several nodes of one cell spread sideways
 graph the features and error nodes of the residual site after block L sit half a row above it
 (at L + 0.5), between that block's FFN and the next. Edge width
 grows with |weight| (four width classes), colour gives the sign (blue: raises the target,
-red: lowers it). Hovering a unit shows its memory card (`workbench.graphs.memory_card`): what
+red: lowers it). Hovering a unit shows its memory card (`workbench.graphs.memory_cards`): what
 its value promotes and suppresses, its sub-update on this prompt, its top trigger prefixes when
 a memory index was given. Same figure in the widget and in the standalone HTML (plotly.js is
 inlined by `HtmlReport`, so the file opens offline).
@@ -20,7 +20,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from workbench.graphs import AttributionGraph, GraphNode, MemoryCard
+from workbench.graphs import AttributionGraph, GraphNode
+from workbench.memory_cards import MemoryCard
 
 from .figures import short
 

@@ -60,7 +60,7 @@ def _builtin_renderers() -> None:
     from workbench.ffmaps import FFMaps
     from workbench.graphs import AttributionGraph, GraphDiff
     from workbench.lenses import LensKL
-    from workbench.memory_cards import MemoryRecord
+    from workbench.memory_cards import MemoryCard
     from workbench.moe_quality import QualityCurve
     from workbench.prompt_lens import PromptLens
     from workbench.saes.steering import SteerOutcome
@@ -108,7 +108,7 @@ def _builtin_renderers() -> None:
         rep.heading(f"SAE steering: feature {r.feature}")
         rep.html(steer_html(r))
 
-    def memory(r: MemoryRecord, rep: HtmlReport) -> None:
+    def memory(r: MemoryCard, rep: HtmlReport) -> None:
         rep.heading(f"FFN memory: layer {r.layer}, unit {r.neuron}")
         rep.figure(value_bars(r))
         rep.html(examples_table(r))
@@ -150,7 +150,7 @@ def _builtin_renderers() -> None:
         rep.table(r.rows(), digits=3)
 
     for cls, fn in ((FFMaps, ffm), (QualityCurve, moe_curve), (LensKL, lkl), (AttributionGraph, graph), (GraphDiff, gdiff), (PromptLens, lens), (AttentionResult, att), (SubUpdates, subs),
-                    (EditOutcome, outcome), (SteerOutcome, steered), (MemoryRecord, memory),
+                    (EditOutcome, outcome), (SteerOutcome, steered), (MemoryCard, memory),
                     (TraceResult, trace)):
         RENDERERS.setdefault(cls, fn)
 

@@ -12,15 +12,15 @@ transcoders (the transcoder basis of one prompt), sae_sites (the SAE basis: SAE 
 residual sites with error nodes, Marks et al. 2024), edges (batched VJPs through its transpose), build (candidate
 selection and adjacency), prune (influence, pruning, completeness / replacement), result (the
 frozen `AttributionGraph`), graph (`build_graph`), faithfulness (ablations in the real model),
-contrastive (clean / corrupt pairs), cards (memory cards of unit nodes), diff (graphs before /
-after an edit). Transcoders train with `workbench.saes.transcoder_train.train_transcoders`
+contrastive (clean / corrupt pairs), cards (`workbench.memory_cards.MemoryCard`s of unit nodes),
+diff (graphs before / after an edit). Transcoders train with `workbench.saes.transcoder_train.train_transcoders`
 (`workbench sae train --transcoder`); SAEs with `workbench.saes.train_sae` (`workbench sae train
 --site resid_post:L`) or come from SAELens folders.
 """
 
 from .basis import Basis, LayerBasis, unit_basis
 from .build import LogitNodes, RawGraph, attribute
-from .cards import MemoryCard, memory_card, memory_cards
+from .cards import memory_cards
 from .config import BASES, OTHER_LAYERS, GraphConfig, GraphConfigError, UnknownBasisError
 from .contrastive import contrastive_faithfulness, contrastive_graph
 from .diff import EdgeChange, GraphDiff, NodeChange, graph_diff
@@ -39,7 +39,7 @@ __all__ = [
     "Faithfulness", "faithfulness", "predicted_effects", "spearman", "Frozen", "FrozenRun",
     "PromptTooLongError", "freeze", "run", "build_graph", "logit_nodes", "PruneResult", "influence",
     "normalized", "prune", "scores", "SUMMARY_KEYS", "AttributionGraph", "GraphNode", "ModelWeights",
-    "UnsupportedModelError", "model_weights", "MemoryCard", "memory_card", "memory_cards",
+    "UnsupportedModelError", "model_weights", "memory_cards",
     "contrastive_faithfulness", "contrastive_graph", "total_derivatives", "EdgeChange", "GraphDiff", "NodeChange", "graph_diff",
     "Basis", "LayerBasis", "unit_basis", "OTHER_LAYERS", "Transcoders", "resolve_transcoders", "transcoder_basis",
     "SAE_SITES", "SAEBasisError", "SAEs", "load_saes", "resolve_saes", "sae_basis",

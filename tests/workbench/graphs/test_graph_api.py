@@ -19,11 +19,11 @@ from workbench.graphs import (
     faithfulness,
     freeze,
     graph_diff,
-    memory_card,
     memory_cards,
     predicted_effects,
     run,
 )
+from workbench.memory_cards import memory_card
 from workbench.testing import tiny_session
 
 PROMPT = "The Eiffel Tower is in the city of"
