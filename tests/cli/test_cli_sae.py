@@ -40,3 +40,25 @@ def test_circuits_cli_skips_or_runs(tiny, tmp_path, monkeypatch):
     data = json.loads((tmp_path / "c" / "circuits.json").read_text())
     assert set(data["tasks"]) == {"ioi", "greaterthan", "docstring"}
     assert all("does not exist" in t["skipped"] for t in data["tasks"].values())
+
+
+def test_circuits_cli_scores_attribution_patching(tiny, tmp_path, monkeypatch):
+    """With a prompt file in the ACDC format (names that are one token for the tiny tokenizer),
+    the command ranks heads by attribution patching, live and frozen, against the same patching
+    ground truth."""
+    import widgets.commands.circuits as cmd
+    from workbench.saes.tasks import FILES
+
+    rows = [{"text": f"When {a} and {b} went to the city, {b} gave it to {a}", "IO": a, "S": b}
+            for a, b in (("Mary", "John"), ("John", "Mary"), ("Paris", "Mary"), ("Mary", "Paris"))]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / FILES["ioi"]).write_text(json.dumps(rows))
+    monkeypatch.setattr(cmd, "load_session", lambda args: tiny)
+    assert main(["circuits", "--task", "ioi", "--data", str(tmp_path / "data"), "--prompts", "3", "--steps", "5",
+                 "--n-true", "3", "--out", str(tmp_path / "c")]) == 0
+    t = json.loads((tmp_path / "c" / "circuits.json").read_text())["tasks"]["ioi"]
+    ap = t["attribution_patching"]
+    assert ap["n_pairs"] == t["n_prompts"] and ap["seconds"] > 0
+    for w in ("live", "frozen"):
+        assert 0.0 <= ap[w]["precision"] <= 1.0 and -1.0 <= ap[w]["spearman"] <= 1.0
+        assert len(ap[w]["predicted_heads"]) == 3

@@ -5,6 +5,9 @@
 Per task: per-head SAEs on head outputs at the last token (positive = clean prompts, negative
 = corrupt ones), heads ranked by the share of positive codes no negative uses; ground truth by
 patching each head from the corrupt run; precision and recall of the top heads; both runtimes.
+Beside the SAE method, attribution patching (`workbench.graphs.heads`: each head's patching
+effect estimated from one clean backward and one corrupt forward per pair, with the real model's
+gradient and with the graph's frozen one) is scored against the same ground truth.
 Tasks whose data is absent or filtered empty for the tokenizer are reported as skipped.
 Writes OUT/circuits.json (fields: docs/cli.md) and OUT/circuits.html.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from workbench.arguments import add_model_args, check_model, load_session
 from workbench.provenance import meta, write_json
@@ -37,6 +41,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from widgets.html.figures_sae import head_scores_heatmap
     from widgets.html.report import HtmlReport
+    from workbench.graphs.heads import compare_heads, head_importance
     from workbench.saes.circuits import CircuitConfig, find_circuit
     from workbench.saes.tasks import TaskUnavailable, load_task
 
@@ -45,7 +50,7 @@ def run(args) -> int:
     s = load_session(args)
     out = Path(args.out)
     rep = HtmlReport("Circuits from discrete SAE codes", f"model {s.name}")
-    tasks = {}
+    tasks: dict[str, dict[str, Any]] = {}
     for name in args.task or ["ioi", "greaterthan", "docstring"]:
         try:
             task = load_task(name, s, args.data, n=args.prompts)
@@ -55,9 +60,21 @@ def run(args) -> int:
             continue
         r = find_circuit(s, task, cfg)
         tasks[name] = r.to_dict()
+        hi = head_importance(s, task, progress=False)
+        ap: dict[str, dict[str, Any]] = {}
+        for which, sc in (("live", hi.live), ("frozen", hi.frozen)):
+            c = compare_heads(sc, r.importance, cfg.n_true)
+            ap[which] = {"precision": c.precision, "recall": c.recall, "spearman": c.spearman,
+                         "predicted_heads": [list(h) for h in c.predicted]}
+        tasks[name]["attribution_patching"] = {**ap, "seconds": hi.seconds, "n_pairs": hi.n_pairs}
         print(f"{name}: precision {r.precision:.2f} recall {r.recall:.2f}  "
-              f"SAE {r.sae_seconds:.1f} s  patching {r.patching_seconds:.1f} s")
-        rep.heading(name).table([{k: v for k, v in tasks[name].items() if not isinstance(v, list)}])
+              f"SAE {r.sae_seconds:.1f} s  patching {r.patching_seconds:.1f} s  |  attribution patching: "
+              f"precision {ap['live']['precision']:.2f} (frozen {ap['frozen']['precision']:.2f}), Spearman over "
+              f"all heads {ap['live']['spearman']:+.2f} (frozen {ap['frozen']['spearman']:+.2f}), {hi.seconds:.1f} s")
+        rep.heading(name).table([{k: v for k, v in tasks[name].items() if not isinstance(v, (list, dict))}])
+        rep.table([{"method": f"attribution patching ({w})", "precision": ap[w]["precision"],
+                    "recall": ap[w]["recall"], "spearman_all_heads": ap[w]["spearman"],
+                    "seconds (both)": hi.seconds} for w in ("live", "frozen")])
         rep.figure(head_scores_heatmap(r.code_scores.tolist(), r.importance.tolist(), name))
     data = {"meta": meta(s), "config": vars(cfg), "tasks": tasks}
     write_json(out / "circuits.json", data)

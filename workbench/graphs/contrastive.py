@@ -6,7 +6,10 @@ frozen clean model: a source's activation a_s is replaced by its clean - corrupt
 
     A[t, s] = (a_s^clean - a_s^corrupt) d t / d a_s       (tokens: h_0^clean - h_0^corrupt)
 
-so the metric row sums to the linear estimate of metric(clean) - metric(corrupt). Faithfulness
+so the metric row sums to the linear estimate of metric(clean) - metric(corrupt). Attention is
+frozen in the graph, so its heads are not nodes; the summary's `heads` lists the 10 heads whose
+patching (z from corrupt into clean) is estimated to move the metric most, by attribution
+patching in the real model (`heads.head_effects`), the circuit's attention part. Faithfulness
 patches each top unit to its corrupt value in the real clean run and compares the measured
 change of the metric with the graph's path prediction and with attribution patching in the real
 model, (m_corrupt - m_clean) dM/dm from one backward pass with attention, norms and gates free
@@ -29,9 +32,16 @@ from ..hooks import intervene, set_neurons
 from ..session import Session
 from .build import LogitNodes, attribute
 from .config import GraphConfig, GraphConfigError, UnknownBasisError
-from .faithfulness import Faithfulness, live_predictions, predicted_effects, spearman, with_faithfulness
+from .faithfulness import (
+    Faithfulness,
+    live_predictions,
+    predicted_effects,
+    spearman,
+    with_faithfulness,
+)
 from .frozen import freeze
 from .graph import _config, assemble
+from .heads import head_effects, top_heads
 from .result import AttributionGraph
 from .weights import model_weights
 
@@ -74,6 +84,8 @@ def contrastive_graph(session: Session, clean: str, corrupt: str, target: str, f
     summary = dict(g.summary)
     summary.update(corrupt=corrupt, foil=foil, metric_clean=metric_clean, metric_corrupt=metric_corrupt,
                    metric_linear_estimate=float(raw.edge_sums[-1]))
+    heads, _, _ = head_effects(session, clean, corrupt, [tid], [fid])
+    summary["heads"] = [{"layer": la, "head": h, "patch_effect": float(heads[la, h])} for la, h in top_heads(heads, 10)]
     g = dataclasses.replace(g, summary=summary)
     if cfg.faithfulness_nodes:
         f = contrastive_faithfulness(session, g, fc.coeffs, tid, fid, cfg.faithfulness_nodes, progress,

@@ -18,19 +18,24 @@ the mechanism runs through attention (IOI; README "Results: attribution graphs")
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
 
-from .._types import Float, Tensor
+from .._types import Tensor
 from ..errors import WorkbenchError
 from ..hooks import Site
 from ..session import Session
 
-__all__ = ["LIVE_SITES", "live_gradients", "node_site"]
+__all__ = ["LIVE_SITES", "FROZEN_PARTS", "live_gradients", "node_site"]
 
-# the site whose gradient scores a node of each kind (faithfulness intervenes at the same one)
-LIVE_SITES = ("mlp_post", "mlp_out", "resid_post")
+# the site whose gradient scores a node of each kind (faithfulness intervenes at the same one),
+# and attention heads' outputs (attn_z: head-level attribution patching, `heads.py`)
+LIVE_SITES = ("mlp_post", "mlp_out", "resid_post", "attn_z")
+# parts of the forward that can be held at their values (no gradient through them): attention
+# patterns, every norm's scale, the gated FFN's gate pre-activations
+FROZEN_PARTS = ("attn", "norm", "gate")
 
 
 def node_site(kind: str, basis: str) -> str:
@@ -47,13 +52,39 @@ def node_site(kind: str, basis: str) -> str:
                          "units, transcoder latents and SAE features")
 
 
-def live_gradients(session: Session, token_ids: Sequence[int], target: int, foil: int | None,
-                   sites: Sequence[Site]) -> dict[Site, Float[Tensor, "P d"]]:
-    """dM/dx at each site for every position, M = logit(target) - logit(foil) (foil None: the
-    target logit alone) at the last position, in the real model (nothing frozen).
+def _freeze_hooks(session: Session, frozen: Sequence[str]) -> list:
+    bad = [p for p in frozen if p not in FROZEN_PARTS]
+    if bad:
+        raise WorkbenchError(f"frozen parts {bad} are unknown; valid: {', '.join(FROZEN_PARTS)}")
+    names = session.hook_names()
 
-    One forward and one backward; the hooks only add a zero tensor, so the forward is the
-    real one, and they are removed when this returns or raises. Weights are untouched.
+    def det(a, hook=None):
+        return a.detach()
+
+    out = []
+    if "attn" in frozen:
+        out += [(n, det) for n in names if n.endswith("attn.hook_pattern")]
+    if "norm" in frozen:
+        out += [(n, det) for n in names if n.endswith("hook_scale")]
+    if "gate" in frozen:
+        gates = [n for n in names if n.endswith("mlp.gate.hook_out")]
+        if not gates:
+            raise WorkbenchError("frozen part 'gate' needs a gated FFN (hook mlp.gate.hook_out); this model has none")
+        out += [(n, det) for n in gates]
+    return out
+
+
+def live_gradients(session: Session, token_ids: Sequence[int], target: int, foil: int | None,
+                   sites: Sequence[Site], frozen: Sequence[str] = ()) -> dict[Site, Tensor]:
+    """dM/dx at each site for every position, M = logit(target) - logit(foil) (foil None: the
+    target logit alone) at the last position, in the real model.
+
+    Returns {site: [P ...]} (the site's activation without the batch dim: [P d] for the residual
+    and FFN sites, [P head d_head] for attn_z). `frozen` holds parts of the backward at their
+    values (``attn`` patterns, ``norm`` scales, ``gate`` pre-activations; default none: the real
+    model's own gradient; all three: the graph's frozen model). One forward and one backward;
+    the hooks only add a zero tensor (or detach), so the forward is the real one, and they are
+    removed when this returns or raises. Weights are untouched.
     """
     if not sites:
         raise WorkbenchError("live_gradients needs at least one site")
@@ -65,17 +96,19 @@ def live_gradients(session: Session, token_ids: Sequence[int], target: int, foil
         if t is not None and not 0 <= int(t) < session.d_vocab:
             raise WorkbenchError(f"{name}={t} is out of range; valid token ids are 0..{session.d_vocab - 1}")
     tokens = torch.tensor([list(token_ids)], device=session.device)
-    P = tokens.shape[1]
     uniq = list(dict.fromkeys(sites))
-    deltas = {s: torch.zeros(1, P, s.width(session), device=session.device, dtype=session.dtype,
-                             requires_grad=True) for s in uniq}
+    deltas: dict[Site, Tensor] = {}
 
-    def add(delta):
+    def add(st):
         def fn(act, hook=None):
-            return act + delta
+            deltas[st] = torch.zeros_like(act, requires_grad=True)
+            return act + deltas[st]
         return fn
 
-    with torch.enable_grad(), session.hooks([(s.hook_name, add(deltas[s])) for s in uniq]):
+    hooks = _freeze_hooks(session, frozen) + [(s.hook_name, add(s)) for s in uniq]
+    with torch.enable_grad(), session.hooks(hooks), warnings.catch_warnings():
+        # the bridge notes once per norm that a hook replaced its scale (here: the same values, detached)
+        warnings.filterwarnings("ignore", message="A forward hook edited hook_scale")
         lg = session.model(tokens, return_type="logits")[0, -1].float()
         metric = lg[int(target)] - (lg[int(foil)] if foil is not None else 0.0)
         grads = torch.autograd.grad(metric, [deltas[s] for s in uniq])

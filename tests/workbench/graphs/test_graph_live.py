@@ -6,14 +6,19 @@ import math
 
 import pytest
 import torch
+from test_sae_basis import random_sae  # same folder (rootdir-relative import mode)
 
 from workbench import intervene, scale_neurons
 from workbench.errors import WorkbenchError
-from workbench.graphs import GraphConfig, GraphConfigError, build_graph, contrastive_graph, faithfulness
+from workbench.graphs import (
+    GraphConfig,
+    GraphConfigError,
+    build_graph,
+    contrastive_graph,
+    faithfulness,
+)
 from workbench.graphs.live import live_gradients
 from workbench.hooks import Site
-
-from test_sae_basis import random_sae  # same folder (rootdir-relative import mode)
 
 PROMPT = "The Eiffel Tower is in the city of"
 CLEAN = "When Mary and John went to the store, John gave a drink to"
@@ -40,7 +45,7 @@ def test_live_gradients_equal_finite_differences(tiny, kind):
         for pos, idx in ((len(ids) - 1, int(g[-1].abs().argmax())), (3, int(g[3].abs().argmax()))):
             eps = 1e-2
 
-            def push(e):
+            def push(e, pos=pos, idx=idx):
                 def fn(act, hook=None):
                     out = act.clone()
                     out[0, pos, idx] += e
@@ -99,6 +104,8 @@ def test_summary_reports_both_and_the_mode_default(tiny):
     assert cs["faithfulness_prediction"] == "live"
     assert cs["faithfulness_spearman"] == pytest.approx(cs["faithfulness_spearman_live"], nan_ok=True)
     assert not math.isnan(cs["faithfulness_spearman_live"]) or cs["units_kept"] < 3
+    effects = [abs(h["patch_effect"]) for h in cs["heads"]]             # the circuit's heads
+    assert len(effects) == min(10, tiny.n_layers * tiny.n_heads) and effects == sorted(effects, reverse=True)
 
 
 def test_contrastive_live_prediction_is_first_order(tiny):
@@ -124,3 +131,64 @@ def test_bad_prediction_raises(tiny):
         live_gradients(tiny, tiny.encode(PROMPT), 5, None, [Site("attn_pattern", 0)])
     with pytest.raises(WorkbenchError, match=r"target=100000 is out of range"):
         live_gradients(tiny, tiny.encode(PROMPT), 100000, None, [Site("mlp_post", 0)])
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny_gemma"])
+def test_fully_frozen_live_gradient_is_the_graphs_frozen_derivative(name, request):
+    """With attention, norms and gates held in the real model's backward, dM/dm equals the frozen
+    model's all-path derivative (`total_ffn_gradients` through W_down): the two are one model."""
+    from workbench.graphs import freeze
+    from workbench.graphs.edges import total_ffn_gradients
+    from workbench.graphs.live import FROZEN_PARTS
+
+    s = request.getfixturevalue(name)
+    ids = s.encode(PROMPT)
+    tid = s.token_id(" Paris")
+    fz = freeze(s, ids)
+    g_f = total_ffn_gradients(fz, fz.weights.W_U[tid])
+    want = torch.stack([g_f[i] @ fz.weights.layers[i].W_down for i in range(fz.n_layers)])
+    sites = [Site("mlp_post", i) for i in range(s.n_layers)]
+    got = live_gradients(s, ids, tid, None, sites, frozen=FROZEN_PARTS)
+    got = torch.stack([got[st] for st in sites])
+    scale = float(want.abs().max())
+    torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-3, atol=1e-4 * scale)
+    live = torch.stack([v for v in live_gradients(s, ids, tid, None, sites).values()])
+    assert float((live - got).abs().max()) > 1e-3 * scale        # freezing does change the gradient
+    with pytest.raises(WorkbenchError, match="frozen parts \\['heads'\\] are unknown"):
+        live_gradients(s, ids, tid, None, sites, frozen=("heads",))
+
+
+def test_head_attribution_is_first_order_and_scores_against_patching(tiny):
+    """A head's estimate equals the real change of M when its z moves a small step eps of the way
+    from clean to corrupt, divided by eps (first order); compare_heads counts overlaps."""
+    from workbench.graphs.heads import compare_heads, head_effects, top_heads
+
+    ids_c = tiny.encode(CLEAN)
+    tid, fid = tiny.token_id(" Mary"), tiny.token_id(" John")
+    est, m_c, m_x = head_effects(tiny, CLEAN, CORRUPT, [tid], [fid])
+    assert est.shape == (tiny.n_layers, tiny.n_heads)
+    z = {}
+    for text in (CLEAN, CORRUPT):
+        cap: list = []
+        with torch.no_grad(), tiny.hooks([("blocks.1.attn.hook_z", lambda a, hook=None, cap=cap: cap.append(a.detach()))]):
+            tiny.model(torch.tensor([tiny.encode(text)]), return_type="logits")
+        z[text] = cap[0]
+    layer, head = 1, int(est[1].abs().argmax())
+    eps = 1e-3
+
+    def step(act, hook=None):
+        out = act.clone()
+        out[:, :, head] = z[CLEAN][:, :, head] + eps * (z[CORRUPT][:, :, head] - z[CLEAN][:, :, head])
+        return out
+
+    moved = _metric(tiny, ids_c, tid, fid, [("blocks.1.attn.hook_z", step)])
+    assert (moved - m_c) / eps == pytest.approx(float(est[layer, head]), rel=2e-2, abs=1e-3)
+    truth = torch.zeros(tiny.n_layers, tiny.n_heads)
+    truth[0, 1], truth[1, 2] = 3.0, -2.0
+    scores = truth.clone()
+    scores[1, 0] = 5.0
+    assert top_heads(scores, 2) == ((1, 0), (0, 1))
+    c = compare_heads(scores, truth, k=2)
+    assert c.precision == c.recall == 0.5 and c.true == ((0, 1), (1, 2))
+    with pytest.raises(WorkbenchError, match="k=0 is out of range"):
+        compare_heads(scores, truth, k=0)
