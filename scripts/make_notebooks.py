@@ -316,6 +316,82 @@ assert html_path.stat().st_size < 5e6"""),
     ]
 
 
+@tour("05_graphs")
+def _05():
+    return [
+        ("md", """# Tour 5: attribution graphs
+
+How does the model get from "The Eiffel Tower is located in the city of" to " Paris"? One real
+forward fixes the attention patterns, the norm factors and every FFN gate; what remains is linear
+in the token embeddings and the FFN units' coefficients $m_i$, so each unit's coefficient and each
+logit is *exactly* the sum of its incoming edges (`exactness_max_rel_error` checks it on the
+prompt). The graph keeps the units that carry most of the influence on the target, and each unit
+is a key-value memory with a card. Then we check the graph against the real model, where attention
+is free, and look at a contrastive circuit with its attention heads."""),
+        ("code", """import torch
+from workbench import Session
+from workbench.graphs import build_graph, contrastive_graph
+from workbench.saes.tasks import load_task
+from widgets import Controller, GraphView, export_html
+
+torch.set_num_threads(2)
+s = Session.load()
+ctl = Controller(s)
+prompt, target = "The Eiffel Tower is located in the city of", " Paris"
+g = build_graph(s, prompt, target, max_nodes=150, faithfulness_nodes=10, progress=False)
+sm = g.summary
+print(f"{sm['nodes']} nodes, {sm['edges']} edges, completeness {sm['completeness']:.3f}, "
+      f"exactness {sm['exactness_max_rel_error']:.1e}, {sm['seconds']:.1f} s")
+assert sm["exactness_max_rel_error"] < 1e-4"""),
+        ("md", """## The graph, live
+Layers run bottom to top, positions left to right; edge width is the edge's weight. Click units to
+pin them, then ablate or boost them in the real model: the next-token distribution updates.
+Hover a unit for its memory card (what its value promotes, and the sub-update $m_i v_i$ it writes
+on this prompt)."""),
+        ("code", """cards = ctl.graph_cards(g)
+view = GraphView(g, cards, ctl.graph_intervene)
+view"""),
+        ("code", """top = [n.id for n in g.units()[:3]]
+view.set_pinned(top)
+view.scale(0.0)          # ablate the three strongest units in the real model
+view.wait()
+ch = view.change
+print("pinned:", top)
+print("top token before:", ch.before[0].token, f"{ch.before[0].score:.3f}", "| after:", ch.after[0].token,
+      f"{ch.after[0].score:.3f}")
+card = cards[top[0]]
+print(f"{top[0]}: value promotes {[t.token for t in card.promoted[:5]]}, "
+      f"m*v promotes {[t.token for t in card.sub_update[:5]]}")"""),
+        ("md", """## Does the graph predict the real model?
+Each of the top units is ablated in the real model (attention, norms and gates free) and the
+measured change of the target logit is rank-correlated with two predictions: the graph's own
+path sums (frozen model) and attribution patching (the real model's gradient, one backward
+pass). Units at position 0, the attention sink, are reported apart: ablating them moves every
+attention pattern."""),
+        ("code", """print(f"graph's path sums: Spearman {sm['faithfulness_spearman_graph']:+.2f}; "
+      f"live attribution patching: {sm['faithfulness_spearman_live']:+.2f} "
+      f"(over {sm['faithfulness_nodes']} units at positions >= 1)")
+print(f"attention-sink units: graph {sm['faithfulness_spearman_sink']:+.2f}, "
+      f"live {sm['faithfulness_spearman_sink_live']:+.2f} (over {sm['faithfulness_sink_nodes']})")"""),
+        ("md", """## A contrastive circuit and its heads
+Marks et al. (2024): explain logit(IO) - logit(S) on an IOI prompt against a corrupt prompt whose
+second name is replaced. Edges are weighted by clean - corrupt activations; attention is frozen in
+the graph, so the circuit's heads are listed apart, ranked by the estimated effect of patching
+each head's output from the corrupt run."""),
+        ("code", """task = load_task("ioi", s, None, n=1)
+io, sub = s.to_str_tokens([task.correct[0][0]])[0], s.to_str_tokens([task.wrong[0][0]])[0]
+c = contrastive_graph(s, task.clean[0], task.corrupt[0], io, sub, max_nodes=150, faithfulness_nodes=10,
+                      progress=False)
+cs = c.summary
+print(task.clean[0], "|", task.corrupt[0])
+print(f"logit diff clean {cs['metric_clean']:+.2f}, corrupt {cs['metric_corrupt']:+.2f}; "
+      f"{cs['nodes']} nodes; faithfulness (live) {cs['faithfulness_spearman']:+.2f}")
+print("heads:", [(h['layer'], h['head'], round(h['patch_effect'], 2)) for h in cs["heads"][:5]])"""),
+        ("code", """path = export_html([view], "../out/tours/tour5_report.html", title="Tour 5")
+print(path, f"{path.stat().st_size:,} bytes")"""),
+    ]
+
+
 def build(name: str, cells: list[tuple[str, str]]) -> Path:
     nb = nbf.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
