@@ -235,12 +235,16 @@ def run(args) -> int:
     rep.save(out / "graph.html")
     sm = g.summary
     tested = "units" if g.basis == "units" else "units / features"
+    def r(key: str) -> str:  # a rank correlation as printed (None when not measured, nan when < 3 nodes)
+        v = sm.get(key)
+        return "n/a" if v is None else f"{v:+.2f}"
+
     print(f"graph: {sm['nodes']} nodes, {sm['edges']} edges, completeness {sm['completeness']:.3f}, "
           f"exactness {sm['exactness_max_rel_error']:.2e}, faithfulness "
-          f"{sm.get('faithfulness_spearman')} ({sm.get('faithfulness_prediction')}; graph "
-          f"{sm.get('faithfulness_spearman_graph')}, live {sm.get('faithfulness_spearman_live')}) over "
+          f"{r('faithfulness_spearman')} ({sm.get('faithfulness_prediction')}; graph "
+          f"{r('faithfulness_spearman_graph')}, live {r('faithfulness_spearman_live')}) over "
           f"{sm.get('faithfulness_nodes')} {tested} at positions >= 1 "
-          f"(attention-sink {tested} at position 0: {sm.get('faithfulness_spearman_sink')} over "
+          f"(attention-sink {tested} at position 0: {r('faithfulness_spearman_sink')} over "
           f"{sm.get('faithfulness_sink_nodes')}), {sm['seconds']:.1f} s")
     if sm.get("replacement_score") is not None:
         what = "SAE features" if g.basis == "sae" else "latents"
