@@ -125,17 +125,13 @@ def _grab(store: dict, layer: int):
 
 def _weighted_grads(session: Session, ids: list[int], correct: list[int], wrong: list[int],
                     sites: list[Site], frozen: Sequence[str]) -> dict[Site, Tensor]:
-    """dM/dz at every site for M = mean logit(correct) - mean logit(wrong), as a sum of
-    one-target gradients (exact: the gradient is linear in the read direction)."""
-    out: dict[Site, Tensor] = {}
-    terms = [(t, 1.0 / len(correct)) for t in correct] + [(t, -1.0 / len(wrong)) for t in wrong]
-    if len(correct) == 1 and len(wrong) == 1:  # one backward of the difference
-        return live_gradients(session, ids, correct[0], wrong[0], sites, frozen)
-    for t, wt in terms:
-        g = live_gradients(session, ids, t, None, sites, frozen)
-        for s in sites:
-            out[s] = out[s] + wt * g[s] if s in out else wt * g[s]
-    return out
+    """dM/dz at every site for M = mean logit(correct) - mean logit(wrong), one backward pass."""
+    weights: dict[int, float] = {}
+    for t in correct:
+        weights[t] = weights.get(t, 0.0) + 1.0 / len(correct)
+    for t in wrong:
+        weights[t] = weights.get(t, 0.0) - 1.0 / len(wrong)
+    return live_gradients(session, ids, weights, None, sites, frozen)
 
 
 def head_importance(session: Session, task: CircuitTask, n: int | None = None, progress: bool = True

@@ -19,7 +19,7 @@ the mechanism runs through attention (IOI; README "Results: attribution graphs")
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -74,10 +74,12 @@ def _freeze_hooks(session: Session, frozen: Sequence[str]) -> list:
     return out
 
 
-def live_gradients(session: Session, token_ids: Sequence[int], target: int, foil: int | None,
+def live_gradients(session: Session, token_ids: Sequence[int], target: int | Mapping[int, float], foil: int | None,
                    sites: Sequence[Site], frozen: Sequence[str] = ()) -> dict[Site, Tensor]:
     """dM/dx at each site for every position, M = logit(target) - logit(foil) (foil None: the
-    target logit alone) at the last position, in the real model.
+    target logit alone) at the last position, in the real model. `target` may also be a
+    {token id: weight} mapping, M = sum_t weight_t logit_t (- logit(foil)): e.g. a mean over
+    correct answers minus a mean over wrong ones, in one backward pass.
 
     Returns {site: [P ...]} (the site's activation without the batch dim: [P d] for the residual
     and FFN sites, [P head d_head] for attn_z). `frozen` holds parts of the backward at their
@@ -92,7 +94,10 @@ def live_gradients(session: Session, token_ids: Sequence[int], target: int, foil
         if s.kind not in LIVE_SITES:
             raise WorkbenchError(f"site {s} is not supported here; valid kinds: {', '.join(LIVE_SITES)}")
         s.check(session)
-    for name, t in (("target", target), ("foil", foil)):
+    weights = dict(target) if isinstance(target, Mapping) else {int(target): 1.0}
+    if not weights:
+        raise WorkbenchError("target is an empty mapping; give a token id or {token id: weight}")
+    for name, t in [("target", t) for t in weights] + [("foil", foil)]:
         if t is not None and not 0 <= int(t) < session.d_vocab:
             raise WorkbenchError(f"{name}={t} is out of range; valid token ids are 0..{session.d_vocab - 1}")
     tokens = torch.tensor([list(token_ids)], device=session.device)
@@ -110,6 +115,6 @@ def live_gradients(session: Session, token_ids: Sequence[int], target: int, foil
         # the bridge notes once per norm that a hook replaced its scale (here: the same values, detached)
         warnings.filterwarnings("ignore", message="A forward hook edited hook_scale")
         lg = session.model(tokens, return_type="logits")[0, -1].float()
-        metric = lg[int(target)] - (lg[int(foil)] if foil is not None else 0.0)
+        metric = sum(w * lg[int(t)] for t, w in weights.items()) - (lg[int(foil)] if foil is not None else 0.0)
         grads = torch.autograd.grad(metric, [deltas[s] for s in uniq])
     return {s: g[0].detach().float() for s, g in zip(uniq, grads)}

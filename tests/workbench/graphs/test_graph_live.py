@@ -192,3 +192,17 @@ def test_head_attribution_is_first_order_and_scores_against_patching(tiny):
     assert c.precision == c.recall == 0.5 and c.true == ((0, 1), (1, 2))
     with pytest.raises(WorkbenchError, match="k=0 is out of range"):
         compare_heads(scores, truth, k=0)
+
+
+def test_weighted_target_is_the_weighted_sum_of_gradients(tiny):
+    """A {token: weight} target gives the same gradient as the weighted sum of one-token ones."""
+    ids = tiny.encode(CLEAN)
+    a, b, c = tiny.token_id(" Mary"), tiny.token_id(" John"), tiny.token_id(" the")
+    st = [Site("attn_z", 1), Site("mlp_post", 0)]
+    got = live_gradients(tiny, ids, {a: 0.5, b: 0.5, c: -1.0}, None, st)
+    ga, gb, gc = (live_gradients(tiny, ids, t, None, st) for t in (a, b, c))
+    for s in st:
+        torch.testing.assert_close(got[s], 0.5 * ga[s] + 0.5 * gb[s] - gc[s], rtol=1e-4, atol=1e-6)
+    assert got[st[0]].shape == (len(ids), tiny.n_heads, tiny.d_head)
+    with pytest.raises(WorkbenchError, match="empty mapping"):
+        live_gradients(tiny, ids, {}, None, st)
