@@ -226,7 +226,7 @@ def throughput(s, plain, dev, shapes, args, flops_tok, peak) -> list[dict]:
             t0 = time.perf_counter()
             cm(batch)
             sync_s = time.perf_counter() - t0
-            r = guarded(f"capture compiled ({args.compile_mode})", lambda: cm(batch), dev, args.tp_reps, 1)
+            r = guarded(f"capture compiled ({args.compile_mode})", lambda batch=batch: cm(batch), dev, args.tp_reps, 1)
             r["first_call_s (compile)"] = sync_s
             rows.append(r)
         for r in rows:

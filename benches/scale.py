@@ -266,7 +266,7 @@ def run_shape(shape: str, dev, dtype, args, table: Table) -> int:
                 cfg = TrainConfig(**{**tcfg.to_dict(), "sparse_step": sparse})
                 train_sae(s, corpus, scfg, TrainConfig(**{**cfg.to_dict(), "total_tokens": cfg.batch_size * 4}),
                           progress=False)
-                sec, peak, res = measure(dev, lambda: train_sae(s, corpus, scfg, cfg, progress=False))
+                sec, peak, res = measure(dev, lambda scfg=scfg, cfg=cfg: train_sae(s, corpus, scfg, cfg, progress=False))
                 ratio = (res.tokens / sec) / (n / sec_r)
                 table.add(shape=shape, step=f"SAE top-k {width} ({'sparse' if sparse else 'dense'})",
                           seconds=sec, peak_gib=gib(peak), ratio=ratio,

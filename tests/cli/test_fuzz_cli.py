@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

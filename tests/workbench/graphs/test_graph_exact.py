@@ -59,7 +59,7 @@ def test_first_position_units_are_not_candidates_but_still_counted(name, request
     assert bool((raw.units[:, 1] > 0).all())
     full = attribute(fz, logit_nodes(s, fz, None, cfg), GraphConfig(max_nodes=n_units, faithfulness_nodes=0,
                                                                      skip_first_position=False), progress=False)
-    M, P, K = raw.n_units, raw.n_tokens, len(raw.logits)
+    M, P = raw.n_units, raw.n_tokens
     Mf = full.n_units
     at0 = (full.units[:, 1] == 0).nonzero().flatten()
     want = full.adjacency[Mf + P:, :Mf][:, at0].abs().sum(1)         # logit rows' mass at position 0
