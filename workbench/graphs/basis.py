@@ -31,6 +31,7 @@ layers; `Basis.where(row)` names a row's site and block, `Basis.ffn_rows` / `sit
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -40,7 +41,7 @@ from .._types import Float, Int, Tensor
 from ..errors import WorkbenchError
 from .weights import ModelWeights
 
-__all__ = ["KINDS", "ROW_SITES", "LayerBasis", "Basis", "unit_basis", "error_layer"]
+__all__ = ["KINDS", "ROW_SITES", "LayerBasis", "Basis", "unit_basis", "code_layer", "error_layer"]
 
 KINDS = ("units", "transcoder", "error", "sae")
 ROW_SITES = ("mlp", "resid_post")  # what a row replaces: an FFN's output, the residual after a block
@@ -208,6 +209,20 @@ def unit_basis(w: ModelWeights, gate: Float[Tensor, "L P d_mlp"]) -> Basis:
         idx = torch.arange(lw.W_down.shape[1], device=lw.W_down.device)
         layers.append(LayerBasis("units", lw.W_up, lw.b_up, gate[i], lw.W_down, lw.b_down, None, None, idx))
     return Basis("units", tuple(layers))
+
+
+def code_layer(kind: str, site: str, W_enc: Float[Tensor, "d_model n"], b_enc: Float[Tensor, " n"],
+               center: Float[Tensor, " d_model"], active: Tensor, W_dec: Float[Tensor, "n d_model"],
+               b_dec: Float[Tensor, " d_model"], x: Float[Tensor, "P d_model"], target: Float[Tensor, "P d_model"],
+               W_skip: Tensor | None = None) -> LayerBasis:
+    """A dictionary (transcoder or SAE) as a row, its selection `active` [P n] (bool) frozen: the
+    latents active at some position read a_j = (x - center) . W_enc[:, j] + b_enc[j] and write
+    a_j W_dec[j] + b_dec (+ x W_skip); the error column holds `target` minus that write at the
+    prompt's own x, so the row reproduces `target` exactly."""
+    latents = active.any(0).nonzero().flatten()
+    lb = LayerBasis(kind, W_enc[:, latents].T.contiguous(), b_enc[latents] - center @ W_enc[:, latents],
+                    active[:, latents].to(x.dtype), W_dec[latents].T.contiguous(), b_dec, W_skip, None, latents, site)
+    return dataclasses.replace(lb, err=target - lb.write(lb.reads(x), x))
 
 
 def error_layer(f: Float[Tensor, "P d_model"]) -> LayerBasis:

@@ -161,14 +161,20 @@ def live_predictions(session: Session, graph: AttributionGraph, nodes, changes: 
         g = grads[st][nd.pos]
         if nd.kind == "unit":
             out.append(dv * float(g[nd.index]))
-            continue
-        table = transcoders if basis == "transcoder" else saes
-        if table is None or nd.layer not in table:
-            raise WorkbenchError(f"node {nd.id} is a feature of layer {nd.layer}; give that layer's "
-                                 f"{'transcoder' if basis == 'transcoder' else 'SAE'}")
-        w = table[nd.layer].W_dec[nd.index].detach().to(g.device, g.dtype)
-        out.append(dv * float(g @ w))
+        else:
+            out.append(dv * float(g @ _decoder_row(nd, basis, transcoders, saes).to(g.device, g.dtype)))
     return torch.tensor(out)
+
+
+def _decoder_row(nd, basis: str, transcoders: dict[int, Transcoder] | None,
+                 saes: dict[int, SAE] | None) -> Float[Tensor, " d_model"]:
+    """What one unit of a feature node writes at its site (`live.node_site`): its dictionary's
+    decoder row."""
+    table = transcoders if basis == "transcoder" else saes
+    if table is None or nd.layer not in table:
+        what = "transcoder" if basis == "transcoder" else "SAE"
+        raise WorkbenchError(f"node {nd.id} is a feature of layer {nd.layer}; give that layer's {what}")
+    return table[nd.layer].W_dec[nd.index].detach()
 
 
 @torch.no_grad()
@@ -195,34 +201,26 @@ def faithfulness(session: Session, graph: AttributionGraph, n: int = 20, factor:
     tid = logit_node.index
     base = session.model(tokens, return_type="logits")[0, -1, tid].float()
     fz = freeze(session, list(graph.token_ids))
-    g_f = total_ffn_gradients(fz, fz.weights.W_U[tid])
-    g_r = total_resid_gradients(fz, fz.weights.W_U[tid]) if saes else None
+    basis = graph.config.basis
+    # the frozen model's all-path gradient at each site a tested node writes to
+    g_site = {"mlp_out": total_ffn_gradients(fz, fz.weights.W_U[tid])}
+    if basis == "sae":
+        g_site["resid_post"] = total_resid_gradients(fz, fz.weights.W_U[tid])
     measured, frozen = [], []
     for _, nd in tqdm(units + sinks, desc="graph: faithfulness", disable=not progress, leave=False):
         if nd.kind == "unit":
             change = scale_neurons(nd.layer, [nd.index], factor, positions=[nd.pos])
-            out_vec = fz.weights.layers[nd.layer].W_down[:, nd.index]
-        elif saes:
-            if nd.layer not in saes or g_r is None:
-                raise WorkbenchError(f"node {nd.id} is a feature of resid_post:{nd.layer}; give that site's SAE")
-            out_vec = saes[nd.layer].W_dec[nd.index].detach().to(g_r.device, g_r.dtype)
-            change = add_vector(Site("resid_post", nd.layer), out_vec.to(session.device, session.dtype),
-                                (factor - 1.0) * nd.activation, positions=[nd.pos])
-            with intervene(session, change):
-                out = session.model(tokens, return_type="logits")[0, -1, tid].float()
-            measured.append(float(out - base))
-            frozen.append((factor - 1.0) * nd.activation * float(g_r[nd.layer, nd.pos] @ out_vec))
-            continue
-        else:
-            if transcoders is None or nd.layer not in transcoders:
-                raise WorkbenchError(f"node {nd.id} is a latent of layer {nd.layer}; give that layer's transcoder")
-            out_vec = transcoders[nd.layer].W_dec[nd.index].detach().to(g_f.device, g_f.dtype)
-            change = add_vector(Site("mlp_out", nd.layer), out_vec.to(session.device, session.dtype),
+            out_vec, g = fz.weights.layers[nd.layer].W_down[:, nd.index], g_site["mlp_out"]
+        else:  # take (1 - factor) of the feature's own write out of its site (mlp_out or resid_post)
+            site = node_site(nd.kind, basis)
+            g = g_site[site]
+            out_vec = _decoder_row(nd, basis, transcoders, saes).to(g.device, g.dtype)
+            change = add_vector(Site(site, nd.layer), out_vec.to(session.device, session.dtype),
                                 (factor - 1.0) * nd.activation, positions=[nd.pos])
         with intervene(session, change):
             out = session.model(tokens, return_type="logits")[0, -1, tid].float()
         measured.append(float(out - base))
-        frozen.append((factor - 1.0) * nd.activation * float(g_f[nd.layer, nd.pos] @ out_vec))
+        frozen.append((factor - 1.0) * nd.activation * float(g[nd.layer, nd.pos] @ out_vec))
     m = len(units)
     pred = pred_all[[i for i, _ in units]]
     meas = torch.tensor(measured[:m])

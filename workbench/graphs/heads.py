@@ -26,10 +26,11 @@ from tqdm.auto import tqdm
 from .._types import Float, Tensor
 from ..errors import ShapeError, WorkbenchError
 from ..hooks import Site
+from ..saes.circuits import top_heads
 from ..saes.tasks import CircuitTask
 from ..session import Session
 from .faithfulness import spearman
-from .live import FROZEN_PARTS, live_gradients
+from .live import FROZEN_PARTS, live_pass
 
 __all__ = ["HeadImportance", "HeadComparison", "head_effects", "head_importance", "compare_heads", "top_heads"]
 
@@ -66,13 +67,6 @@ class HeadComparison:
     spearman: float
 
 
-def top_heads(scores: Float[Tensor, "L H"], k: int) -> tuple[tuple[int, int], ...]:
-    """The k heads of largest |score|, as (layer, head), largest first."""
-    H = scores.shape[1]
-    idx = scores.abs().flatten().argsort(descending=True)[:k]
-    return tuple((int(i) // H, int(i) % H) for i in idx)
-
-
 def compare_heads(scores: Float[Tensor, "L H"], truth: Float[Tensor, "L H"], k: int = 10) -> HeadComparison:
     """Top-k heads of `scores` against the top-k of `truth` (by |value|); precision = recall =
     overlap / k when both lists have k heads; Spearman of the two over all heads."""
@@ -86,52 +80,62 @@ def compare_heads(scores: Float[Tensor, "L H"], truth: Float[Tensor, "L H"], k: 
                           spearman(scores.flatten().double(), truth.flatten().double()))
 
 
-def _metric_ids(correct: Sequence[int], wrong: Sequence[int]) -> tuple[list[int], list[int]]:
+def _answer_weights(correct: Sequence[int], wrong: Sequence[int]) -> dict[int, float]:
+    """M = mean logit(correct) - mean logit(wrong) as {token id: weight} (one backward pass)."""
     if not correct or not wrong:
         raise WorkbenchError("each pair needs at least one correct and one wrong answer id")
-    return list(correct), list(wrong)
+    weights: dict[int, float] = {}
+    for ids, sign in ((correct, 1.0), (wrong, -1.0)):
+        for t in ids:
+            weights[int(t)] = weights.get(int(t), 0.0) + sign / len(ids)
+    return weights
+
+
+def _z_sites(session: Session) -> list[Site]:
+    return [Site("attn_z", layer) for layer in range(session.n_layers)]
+
+
+@torch.no_grad()
+def _corrupt_run(session: Session, ids: list[int], weights: dict[int, float]) -> tuple[dict[Site, Tensor], float]:
+    """Every head's z [P head d_head] on the corrupt prompt, and M there (one forward)."""
+    z: dict[Site, Tensor] = {}
+
+    def grab(st):
+        def fn(act, hook=None):
+            z[st] = act.detach()[0]
+        return fn
+
+    with session.hooks([(st.hook_name, grab(st)) for st in _z_sites(session)]):
+        lg = session.model(torch.tensor([ids], device=session.device), return_type="logits")[0, -1].float()
+    return z, float(sum(w * lg[t] for t, w in weights.items()))
+
+
+def _estimate(session: Session, ids: list[int], weights: dict[int, float], z_x: dict[Site, Tensor],
+              frozen: Sequence[str]) -> tuple[Float[Tensor, "L H"], float]:
+    """(sum over positions of (z_corrupt - z_clean) . dM/dz per head, M clean): one clean pass."""
+    lp = live_pass(session, ids, weights, None, _z_sites(session), frozen)
+    est = torch.stack([((z_x[st] - lp.values[st]).float() * lp.grads[st]).sum(dim=(0, 2)) for st in _z_sites(session)])
+    return est, float(sum(w * lp.logits[t] for t, w in weights.items()))
+
+
+def _pair_ids(session: Session, clean: str, corrupt: str) -> tuple[list[int], list[int]]:
+    ci, xi = session.encode(clean), session.encode(corrupt)
+    if len(ci) != len(xi):
+        raise ShapeError(f"clean prompt {clean!r} has {len(ci)} tokens and corrupt {corrupt!r} has {len(xi)}; "
+                         "pairs must align")
+    return ci, xi
 
 
 def head_effects(session: Session, clean: str, corrupt: str, correct: Sequence[int], wrong: Sequence[int],
                  frozen: Sequence[str] = ()) -> tuple[Float[Tensor, "L H"], float, float]:
     """(estimated change of M per head [L H] when its z is patched from `corrupt` into `clean`,
-    M clean, M corrupt), M = mean logit(correct) - mean logit(wrong) at the last position."""
-    ci, xi = session.encode(clean), session.encode(corrupt)
-    if len(ci) != len(xi):
-        raise ShapeError(f"clean prompt {clean!r} has {len(ci)} tokens and corrupt {corrupt!r} has {len(xi)}; "
-                         "pairs must align")
-    c, w = _metric_ids(correct, wrong)
-    L = session.n_layers
-    sites = [Site("attn_z", layer) for layer in range(L)]
-    z_x: dict[int, Tensor] = {}
-    z_c: dict[int, Tensor] = {}
-    with torch.no_grad(), session.hooks([(s.hook_name, _grab(z_x, s.layer)) for s in sites]):
-        lx = session.model(torch.tensor([xi], device=session.device), return_type="logits")[0, -1].float()
-    with torch.no_grad(), session.hooks([(s.hook_name, _grab(z_c, s.layer)) for s in sites]):
-        lc = session.model(torch.tensor([ci], device=session.device), return_type="logits")[0, -1].float()
-    # M = mean_c logit - mean_w logit = sum over ids with weights: one backward per weighted id set
-    grads = _weighted_grads(session, ci, c, w, sites, frozen)
-    est = torch.stack([((z_x[s.layer] - z_c[s.layer]).float() * grads[s]).sum(dim=(0, 2)) for s in sites])
-    m_c = float(lc[c].mean() - lc[w].mean())
-    m_x = float(lx[c].mean() - lx[w].mean())
+    M clean, M corrupt), M = mean logit(correct) - mean logit(wrong) at the last position: one
+    corrupt forward, one clean forward and backward."""
+    ci, xi = _pair_ids(session, clean, corrupt)
+    weights = _answer_weights(correct, wrong)
+    z_x, m_x = _corrupt_run(session, xi, weights)
+    est, m_c = _estimate(session, ci, weights, z_x, frozen)
     return est, m_c, m_x
-
-
-def _grab(store: dict, layer: int):
-    def fn(act, hook=None):
-        store[layer] = act.detach()[0]
-    return fn
-
-
-def _weighted_grads(session: Session, ids: list[int], correct: list[int], wrong: list[int],
-                    sites: list[Site], frozen: Sequence[str]) -> dict[Site, Tensor]:
-    """dM/dz at every site for M = mean logit(correct) - mean logit(wrong), one backward pass."""
-    weights: dict[int, float] = {}
-    for t in correct:
-        weights[t] = weights.get(t, 0.0) + 1.0 / len(correct)
-    for t in wrong:
-        weights[t] = weights.get(t, 0.0) - 1.0 / len(wrong)
-    return live_gradients(session, ids, weights, None, sites, frozen)
 
 
 def head_importance(session: Session, task: CircuitTask, n: int | None = None, progress: bool = True
@@ -150,8 +154,11 @@ def head_importance(session: Session, task: CircuitTask, n: int | None = None, p
     mc, mx = [], []
     for clean, corrupt, c, w in tqdm(pairs, desc=f"head attribution ({task.name})", disable=not progress,
                                      leave=False):
-        e_live, m_c, m_x = head_effects(session, clean, corrupt, c, w)
-        e_frozen, _, _ = head_effects(session, clean, corrupt, c, w, FROZEN_PARTS)
+        ci, xi = _pair_ids(session, clean, corrupt)
+        weights = _answer_weights(c, w)
+        z_x, m_x = _corrupt_run(session, xi, weights)           # shared by both estimates
+        e_live, m_c = _estimate(session, ci, weights, z_x, ())
+        e_frozen, _ = _estimate(session, ci, weights, z_x, FROZEN_PARTS)
         live += e_live.cpu()
         frozen += e_frozen.cpu()
         mc.append(m_c)

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
-from .._types import Tensor
+from .._types import Float, Tensor
 from ..errors import WorkbenchError
 from ..hooks import Site
 from ..session import Session
 
-__all__ = ["LIVE_SITES", "FROZEN_PARTS", "live_gradients", "node_site"]
+__all__ = ["LIVE_SITES", "FROZEN_PARTS", "LivePass", "live_gradients", "live_pass", "node_site"]
 
 # the site whose gradient scores a node of each kind (faithfulness intervenes at the same one),
 # and attention heads' outputs (attn_z: head-level attribution patching, `heads.py`)
@@ -74,15 +75,31 @@ def _freeze_hooks(session: Session, frozen: Sequence[str]) -> list:
     return out
 
 
+@dataclass(frozen=True)
+class LivePass:
+    """One real forward and backward (`live_pass`): per site, dM/dx and the activation x itself
+    ([P ...], no batch dim), and the last position's logits [d_vocab]."""
+
+    grads: dict[Site, Tensor]
+    values: dict[Site, Tensor]
+    logits: Float[Tensor, " d_vocab"]
+
+
 def live_gradients(session: Session, token_ids: Sequence[int], target: int | Mapping[int, float], foil: int | None,
                    sites: Sequence[Site], frozen: Sequence[str] = ()) -> dict[Site, Tensor]:
+    """dM/dx at each site for every position (`live_pass`'s gradients)."""
+    return live_pass(session, token_ids, target, foil, sites, frozen).grads
+
+
+def live_pass(session: Session, token_ids: Sequence[int], target: int | Mapping[int, float], foil: int | None,
+              sites: Sequence[Site], frozen: Sequence[str] = ()) -> LivePass:
     """dM/dx at each site for every position, M = logit(target) - logit(foil) (foil None: the
     target logit alone) at the last position, in the real model. `target` may also be a
     {token id: weight} mapping, M = sum_t weight_t logit_t (- logit(foil)): e.g. a mean over
     correct answers minus a mean over wrong ones, in one backward pass.
 
-    Returns {site: [P ...]} (the site's activation without the batch dim: [P d] for the residual
-    and FFN sites, [P head d_head] for attn_z). `frozen` holds parts of the backward at their
+    Gradients and values are [P ...] per site (the site's activation without the batch dim: [P d]
+    for the residual and FFN sites, [P head d_head] for attn_z). `frozen` holds parts of the backward at their
     values (``attn`` patterns, ``norm`` scales, ``gate`` pre-activations; default none: the real
     model's own gradient; all three: the graph's frozen model). One forward and one backward;
     the hooks only add a zero tensor (or detach), so the forward is the real one, and they are
@@ -103,9 +120,11 @@ def live_gradients(session: Session, token_ids: Sequence[int], target: int | Map
     tokens = torch.tensor([list(token_ids)], device=session.device)
     uniq = list(dict.fromkeys(sites))
     deltas: dict[Site, Tensor] = {}
+    values: dict[Site, Tensor] = {}
 
     def add(st):
         def fn(act, hook=None):
+            values[st] = act.detach()[0]
             deltas[st] = torch.zeros_like(act, requires_grad=True)
             return act + deltas[st]
         return fn
@@ -117,4 +136,4 @@ def live_gradients(session: Session, token_ids: Sequence[int], target: int | Map
         lg = session.model(tokens, return_type="logits")[0, -1].float()
         metric = sum(w * lg[int(t)] for t, w in weights.items()) - (lg[int(foil)] if foil is not None else 0.0)
         grads = torch.autograd.grad(metric, [deltas[s] for s in uniq])
-    return {s: g[0].detach().float() for s, g in zip(uniq, grads)}
+    return LivePass({s: g[0].detach().float() for s, g in zip(uniq, grads)}, values, lg.detach())

@@ -37,7 +37,7 @@ from ..models import EMBEDDED
 from ..saes.base import SAE
 from ..saes.io import SAEFileError, load_sae
 from ..session import Session
-from .basis import Basis, LayerBasis, error_layer, unit_basis
+from .basis import Basis, LayerBasis, code_layer, error_layer, unit_basis
 from .config import OTHER_LAYERS
 from .frozen import Frozen, run
 
@@ -204,12 +204,7 @@ def _site(sae: SAE, h: torch.Tensor) -> LayerBasis:
     active = codes != 0                                            # [P d_sae]: the frozen selection
     if sae.cfg.skip_first_position:
         active[0] = False
-    latents = active.any(0).nonzero().flatten()
-    lb = LayerBasis("sae", W_enc[:, latents].T.contiguous(), b_enc[latents] - b_dec @ W_enc[:, latents],
-                    active[:, latents].to(dt), W_dec[latents].T.contiguous(), b_dec, None, None, latents,
-                    "resid_post")
-    recon = lb.write(lb.reads(h), h)
-    return LayerBasis(lb.kind, lb.W_in, lb.b_in, lb.gate, lb.W_out, lb.b_out, None, h - recon, latents, "resid_post")
+    return code_layer("sae", "resid_post", W_enc, b_enc, b_dec, active, W_dec, b_dec, h, h)
 
 
 def sae_basis(fz: Frozen, saes: Mapping[int, SAE], other: str = "units") -> Basis:

@@ -23,7 +23,7 @@ import torch
 from ..errors import WorkbenchError
 from ..saes.transcoder import Transcoder, check_transcoder, load_transcoders
 from ..session import Session
-from .basis import Basis, LayerBasis, error_layer, unit_basis
+from .basis import Basis, LayerBasis, code_layer, error_layer, unit_basis
 from .config import OTHER_LAYERS
 from .frozen import Frozen, run
 
@@ -63,11 +63,7 @@ def _layer(tc: Transcoder, x: torch.Tensor, f: torch.Tensor) -> LayerBasis:
     active = tc.encode(x.to(tc.W_enc.dtype).to(tc.W_enc.device)).to(dev) > 0        # [P d_tc]
     if tc.cfg.skip_first_position:
         active[0] = False
-    latents = active.any(0).nonzero().flatten()
-    lb = LayerBasis("transcoder", W_enc[:, latents].T.contiguous(), b_enc[latents] - b_dec_in @ W_enc[:, latents],
-                    active[:, latents].to(dt), W_dec[latents].T.contiguous(), b_dec, W_skip, None, latents)
-    recon = lb.write(lb.reads(x), x)
-    return LayerBasis(lb.kind, lb.W_in, lb.b_in, lb.gate, lb.W_out, lb.b_out, lb.W_skip, f - recon, latents)
+    return code_layer("transcoder", "mlp", W_enc, b_enc, b_dec_in, active, W_dec, b_dec, x, f, W_skip)
 
 
 def transcoder_basis(fz: Frozen, transcoders: Mapping[int, Transcoder], other: str = "units") -> Basis:

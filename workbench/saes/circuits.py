@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from .._types import Float, Tensor
 from ..capture import capture
 from ..errors import WorkbenchError
 from ..session import Session
 from .tasks import CircuitTask
 
-__all__ = ["CircuitConfig", "CircuitResult", "logit_diff", "head_patching_importance",
+__all__ = ["CircuitConfig", "CircuitResult", "logit_diff", "head_patching_importance", "top_heads",
            "head_code_scores", "find_circuit"]
 
 
@@ -173,9 +174,10 @@ def head_code_scores(session: Session, task: CircuitTask, cfg: CircuitConfig) ->
     return (~match).float().mean(-1).reshape(L, H).cpu()
 
 
-def _topn(t: torch.Tensor, n: int) -> tuple[tuple[int, int], ...]:
-    idx = t.flatten().topk(min(n, t.numel())).indices
-    return tuple((int(i) // t.shape[1], int(i) % t.shape[1]) for i in idx)
+def top_heads(scores: Float[Tensor, "L H"], k: int) -> tuple[tuple[int, int], ...]:
+    """The k heads of largest |score|, as (layer, head), largest first."""
+    idx = scores.abs().flatten().topk(min(k, scores.numel())).indices
+    return tuple((int(i) // scores.shape[1], int(i) % scores.shape[1]) for i in idx)
 
 
 def find_circuit(session: Session, task: CircuitTask, cfg: CircuitConfig | None = None) -> CircuitResult:
@@ -186,7 +188,7 @@ def find_circuit(session: Session, task: CircuitTask, cfg: CircuitConfig | None 
     t1 = time.perf_counter()
     imp, ld_c, ld_x = head_patching_importance(session, task)
     t2 = time.perf_counter()
-    true = _topn(imp.abs(), cfg.n_true)
+    true = top_heads(imp, cfg.n_true)
     order = scores.flatten().argsort(descending=True, stable=True)
     H = scores.shape[1]
     pred = tuple((int(i) // H, int(i) % H) for i in order[: cfg.n_pred or cfg.n_true])
