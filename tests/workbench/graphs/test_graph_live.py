@@ -8,7 +8,6 @@ import pytest
 import torch
 from test_sae_basis import random_sae  # same folder (rootdir-relative import mode)
 
-from workbench import intervene, scale_neurons
 from workbench.errors import WorkbenchError
 from workbench.graphs import (
     GraphConfig,
@@ -68,14 +67,7 @@ def test_live_prediction_is_first_order_in_the_real_model(tiny):
     scale = float(f.measured.abs().max())
     assert scale > 0
     torch.testing.assert_close(f.predicted_live, f.measured, rtol=5e-2, atol=5e-2 * scale)
-    # one unit re-measured by hand at that factor
-    u = g.nodes[g.node_index(f.node_ids[0])]
-    tid = tiny.token_id(" Paris")
-    with torch.no_grad():
-        base = tiny.last_logits(PROMPT)[0, tid]
-        with intervene(tiny, scale_neurons(u.layer, [u.index], 0.995, positions=[u.pos])):
-            after = tiny.last_logits(PROMPT)[0, tid]
-    assert float(f.measured[0]) == pytest.approx(float(after - base), abs=1e-5)
+    # (that `measured` is the real model's change at the factor: test_graph_api)
 
 
 def test_live_prediction_of_sae_features(tiny):
@@ -206,3 +198,56 @@ def test_weighted_target_is_the_weighted_sum_of_gradients(tiny):
     assert got[st[0]].shape == (len(ids), tiny.n_heads, tiny.d_head)
     with pytest.raises(WorkbenchError, match="empty mapping"):
         live_gradients(tiny, ids, {}, None, st)
+
+
+def test_live_pass_returns_the_real_activations_and_logits(tiny):
+    from workbench.graphs.live import live_pass
+
+    ids = tiny.encode(CLEAN)
+    st = [Site("attn_z", 1), Site("resid_post", 0)]
+    lp = live_pass(tiny, ids, tiny.token_id(" Mary"), None, st)
+    cap = {}
+    with torch.no_grad(), tiny.hooks([(s.hook_name, lambda a, hook=None, s=s: cap.__setitem__(s, a.detach()[0]))
+                                      for s in st]):
+        want = tiny.model(torch.tensor([ids]), return_type="logits")[0, -1].float()
+    for s in st:
+        assert torch.equal(lp.values[s], cap[s])
+    torch.testing.assert_close(lp.logits, want, rtol=0, atol=1e-5)
+
+
+def test_live_prediction_of_transcoder_latents(tiny):
+    """A latent's live prediction (gradient at mlp_out . its decoder row) is first-order in the
+    real model, where faithfulness takes the latent's own write out of the FFN output."""
+    from test_graph_transcoder_basis import random_transcoder
+
+    tcs = {0: random_transcoder(tiny, 0, seed=3)}
+    g = build_graph(tiny, PROMPT, basis="transcoder", transcoders=tcs, other_layers="errors", max_nodes=40,
+                    faithfulness_nodes=0, progress=False)
+    f = faithfulness(tiny, g, 3, factor=0.995, transcoders=tcs, progress=False)
+    assert any(i.startswith("f") for i in f.node_ids), "expected latents among the tested nodes"
+    scale = float(f.measured.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(f.predicted_live, f.measured, rtol=5e-2, atol=5e-2 * scale)
+
+
+def test_head_importance_normalises_like_head_patching(tiny):
+    """head_importance's logit differences are the ground truth's (saes.circuits, batched, an
+    independent computation of M), and each estimate is minus the pairs' mean head_effects over
+    M_clean - M_corrupt, live and frozen."""
+    from workbench.graphs.heads import head_effects, head_importance
+    from workbench.graphs.live import FROZEN_PARTS
+    from workbench.saes.circuits import head_patching_importance
+    from workbench.saes.tasks import CircuitTask
+
+    m, j, p = (tiny.token_id(t) for t in (" Mary", " John", " Paris"))
+    task = CircuitTask("ioi", (CLEAN, CLEAN.replace("John gave", "Paris gave")),
+                       (CORRUPT, CORRUPT.replace("Mary gave", "Paris gave")), ((m,), (m, p)), ((j,), (j,)))
+    hi = head_importance(tiny, task, progress=False)
+    _, ld_c, ld_x = head_patching_importance(tiny, task, progress=False)
+    assert hi.ld_clean == pytest.approx(ld_c, abs=1e-4) and hi.ld_corrupt == pytest.approx(ld_x, abs=1e-4)
+    for got, frozen in ((hi.live, ()), (hi.frozen, FROZEN_PARTS)):
+        eff = [head_effects(tiny, c, x, cc, w, frozen)[0] for c, x, cc, w in
+               zip(task.clean, task.corrupt, task.correct, task.wrong)]
+        want = -torch.stack(eff).mean(0) / (ld_c - ld_x)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(hi.live, hi.frozen)

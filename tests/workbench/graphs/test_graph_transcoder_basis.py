@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from graph_checks import adjacency_rows, assert_column_is_perturbation  # same folder
 
 from workbench.graphs import GraphConfig, build_graph, freeze, run
 from workbench.graphs.build import attribute
@@ -38,11 +39,6 @@ def random_transcoder(session, layer: int, d_tc: int = 96, k: int = 8, skip: boo
     return tc.eval()
 
 
-def _rows(raw):
-    M, E, P = raw.n_units, raw.n_errors, raw.n_tokens
-    return torch.cat([torch.arange(M), M + E + P + torch.arange(len(raw.logits))])
-
-
 @pytest.mark.parametrize("name", ["tiny", "tiny_gemma"])
 @pytest.mark.parametrize("other", ["units", "errors"])
 def test_transcoder_graph_rows_are_exact(name, other, request):
@@ -68,7 +64,7 @@ def test_transcoder_graph_rows_are_exact(name, other, request):
     raw = attribute(fz, logit_nodes(s, fz, None, cfg), cfg, progress=False, basis=basis)
     n_err_layers = 1 if other == "units" else 2
     assert raw.n_errors == n_err_layers * fz.n_pos
-    rows = _rows(raw)
+    rows = adjacency_rows(raw)
     total = raw.adjacency[rows].double().sum(1) + raw.bias[rows].double()
     values = raw.values[rows].double()
     rel = (total - values).abs() / values.abs().clamp_min(1e-2 * values.abs().max())
@@ -88,26 +84,9 @@ def test_latent_edges_equal_perturbing_that_latent(tiny):
     basis = transcoder_basis(fz, tcs, "units")
     cfg = GraphConfig(basis="transcoder", max_nodes=80, faithfulness_nodes=0)
     raw = attribute(fz, logit_nodes(tiny, fz, None, cfg), cfg, progress=False, basis=basis)
-    base_run = run(fz, basis=basis)
-    src0 = base_run.reads
-    base = run(fz, sources=src0, basis=basis)
-    rows = _rows(raw)
     lat = [j for j in range(raw.n_units) if int(raw.units[j, 0]) == 0][:3]
     assert lat, "expected layer-0 latents among the candidates"
-    M = raw.n_units
-    for j in lat + [M + 3]:  # three latents, then one error node
-        lay, pos, col = (raw.units[j] if j < M else raw.errors[j - M]).tolist()
-        src = src0.clone()
-        act = float(src[lay, pos, col])
-        delta = 20 * abs(act) + 1.0  # the frozen model is linear: a large move, small round-off
-        src[lay, pos, col] += delta
-        pert = run(fz, sources=src, basis=basis)
-        d_reads = (pert.reads - base.reads)[raw.units[:, 0], raw.units[:, 1], raw.units[:, 2]]
-        d_logits = (pert.logits - base.logits)[list(raw.logits.ids)]
-        want = torch.cat([d_reads, d_logits])
-        got = raw.adjacency[rows, j] * delta / act
-        assert torch.allclose(got, want, atol=1e-6 * want.abs().max().clamp_min(1e-3), rtol=1e-3)
-        assert want.abs().max() > 0
+    assert_column_is_perturbation(fz, basis, raw, lat + [raw.n_units + 3])  # three latents, one error node
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny_gemma"])

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from graph_checks import adjacency_rows, assert_column_is_perturbation  # same folder
 
 from workbench.graphs import GraphConfig, SAEBasisError, build_graph, freeze, run
 from workbench.graphs.build import attribute
@@ -60,11 +61,6 @@ def random_sae(session, layer: int, arch: str = "topk", d_sae: int = 96, k: int 
     return sae.eval()
 
 
-def _rows(raw):
-    M, E, P = raw.n_units, raw.n_errors, raw.n_tokens
-    return torch.cat([torch.arange(M), M + E + P + torch.arange(len(raw.logits))])
-
-
 @pytest.mark.parametrize("name, other, archs", [
     ("tiny", "units", ("topk", "jumprelu")),
     ("tiny", "errors", ("relu", "topk")),
@@ -98,7 +94,7 @@ def test_sae_graph_rows_are_exact(name, other, archs, request):
     raw = attribute(fz, logit_nodes(s, fz, None, cfg), cfg, progress=False, basis=basis)
     n_err_rows = 2 if other == "units" else 4
     assert raw.n_errors == n_err_rows * fz.n_pos
-    rows = _rows(raw)
+    rows = adjacency_rows(raw)
     total = raw.adjacency[rows].double().sum(1) + raw.bias[rows].double()
     values = raw.values[rows].double()
     rel = (total - values).abs() / values.abs().clamp_min(1e-2 * values.abs().max())
@@ -122,28 +118,13 @@ def test_feature_edges_equal_perturbing_that_feature(tiny):
     basis = sae_basis(fz, saes, "units")
     cfg = GraphConfig(basis="sae", max_nodes=120, faithfulness_nodes=0)
     raw = attribute(fz, logit_nodes(tiny, fz, None, cfg), cfg, progress=False, basis=basis)
-    src0 = run(fz, basis=basis).reads
-    base = run(fz, sources=src0, basis=basis)
-    rows = _rows(raw)
     M = raw.n_units
     picks = []
     for row in basis.site_rows.values():
         picks += [j for j in range(M) if int(raw.units[j, 0]) == row][:2]
     assert len(picks) == 4, "expected features of both sites among the candidates"
     err0 = [M + i for i in range(raw.n_errors) if int(raw.errors[i, 0]) == basis.site_rows[0]][3]
-    for j in picks + [err0]:  # two features per site, then one error node of site 0
-        lay, pos, col = (raw.units[j] if j < M else raw.errors[j - M]).tolist()
-        src = src0.clone()
-        act = float(src[lay, pos, col])
-        delta = 20 * abs(act) + 1.0  # the frozen model is linear: a large move, small round-off
-        src[lay, pos, col] += delta
-        pert = run(fz, sources=src, basis=basis)
-        d_reads = (pert.reads - base.reads)[raw.units[:, 0], raw.units[:, 1], raw.units[:, 2]]
-        d_logits = (pert.logits - base.logits)[list(raw.logits.ids)]
-        want = torch.cat([d_reads, d_logits])
-        got = raw.adjacency[rows, j] * delta / act
-        assert torch.allclose(got, want, atol=1e-6 * want.abs().max().clamp_min(1e-3), rtol=1e-3)
-        assert want.abs().max() > 0
+    assert_column_is_perturbation(fz, basis, raw, picks + [err0])  # two features per site, one error node
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny_gemma"])
