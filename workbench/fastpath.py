@@ -46,7 +46,7 @@ from .errors import WorkbenchError, choices
 from .generic import Capture, generic_capture
 from .hooks import Intervention, Site, head_outputs, parse_site
 from .memplan import free_bytes
-from .pure import pure_model
+from .pure import CAUSAL_ATTN, pure_model
 from .session import Session, TokenBatch
 
 __all__ = [
@@ -115,7 +115,7 @@ class _Trunk:
     def __init__(self, session: Session, sites: Sequence[Site]):
         self.session = session
         self.sites = list(sites)
-        pure = pure_model(session)
+        pure = pure_model(session, attn=CAUSAL_ATTN)  # ids only, right-padded: causal SDPA (flash)
         base = pure.get_submodule("model")  # the decoder trunk (LlamaModel, Gemma3TextModel)
         stop = max(s.layer for s in self.sites) + 1
         trunk = copy.copy(base)
@@ -482,7 +482,11 @@ class CompiledCapture:
                     padded[: tokens.shape[0], :w] = tokens
                     tokens = padded
                 raw = self._run(tokens)
-                raw = {s: t[: j - i, :w].clone() for s, t in raw.items()}
+                if tokens.shape != sub.tokens.shape:  # padded: keep the real rows, free the rest
+                    raw = {s: t[: j - i, :w].clone() for s, t in raw.items()}
+                else:  # the trunk's own outputs; two sites on one tensor get their own copies
+                    seen: set[int] = set()
+                    raw = {s: (t.clone() if id(t) in seen else seen.add(id(t)) or t) for s, t in raw.items()}
                 acts = _finish(self.session, self.sites, raw)
         except torch.OutOfMemoryError:
             if j - i == 1:

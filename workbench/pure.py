@@ -17,10 +17,34 @@ from __future__ import annotations
 import copy
 
 from torch import nn
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_utils import AttentionInterface
 
 from .session import Session
 
-__all__ = ["pure_model", "pure_view", "pure_name"]
+__all__ = ["pure_model", "pure_view", "pure_name", "CAUSAL_ATTN"]
+
+CAUSAL_ATTN = "workbench_causal"
+
+
+def _causal_sdpa(module: nn.Module, query, key, value, attention_mask, **kwargs):
+    """SDPA for a cache-free forward without a padding mask: a full causal layer drops the mask.
+
+    Hugging Face materialises the causal mask under torch.compile (torch < 2.14 cannot prove it
+    is skippable while tracing), and SDPA with an explicit mask takes neither the flash kernel
+    nor GQA without copying K and V per query head. For a forward whose only mask is the causal
+    triangle, `is_causal=True` with no mask is the same attention (sliding-window layers keep
+    their mask). Only `pure_model(..., attn=CAUSAL_ATTN)` views use it; their callers
+    (`workbench.fastpath`'s trunk) never pass a padding mask or a cache.
+    """
+    if getattr(module, "sliding_window", None) is None:
+        attention_mask = None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register(CAUSAL_ATTN, _causal_sdpa)
+AttentionMaskInterface.register(CAUSAL_ATTN, sdpa_mask)
 
 HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
               "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
@@ -48,7 +72,9 @@ def pure_model(session: Session, attn: str = "sdpa") -> nn.Module:
     """A private hook-free Hugging Face view of `session.hf_model` (shared weights).
 
     Args:
-        attn: the attention implementation of the copy (``sdpa`` or ``eager``).
+        attn: the attention implementation of the copy: ``sdpa``, ``eager``, or `CAUSAL_ATTN`
+            (SDPA that drops the causal mask of full-attention layers: only for forwards
+            without a padding mask or cache).
     """
     pure = _unwrap(session.hf_model, {})
     cfg = copy.copy(session.hf_model.config)

@@ -20,6 +20,7 @@ from workbench.fastpath import (
     plan_chunks,
 )
 from workbench.hooks import Site
+from workbench.session import TokenBatch
 
 PROMPTS = ["The quick brown fox jumps over", "Paris is the capital of France. Rome is", "Hi"]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -209,3 +210,17 @@ def test_default_capture_on_cuda_equals_generic(tok_dir):
     assert_same(got, ref, ss, atol=1e-4)
     assert paths == ["eager"] * (COMPILE_AFTER_USES - 1) + ["compiled"]
     s.close()
+
+
+@pytest.mark.parametrize("arch", ["tiny", "tiny_gemma"])
+def test_causal_trunk_equals_generic_past_the_sliding_window(arch, request):
+    """The trunk drops the causal mask of full-attention layers (flash SDPA) and keeps the
+    sliding-window layers' mask: 48 tokens reach past tiny_gemma's window of 32."""
+    s = request.getfixturevalue(arch)
+    ids = torch.randint(5, s.d_vocab, (2, 48), generator=torch.Generator().manual_seed(0))
+    batch = TokenBatch(ids, torch.tensor([48, 48]))
+    ss = [Site("resid_post", layer) for layer in range(s.n_layers)]
+    ref = capture(s, batch, ss, backend="generic")
+    assert_same(CompiledCapture(s, ss, compile=False)(batch), ref, ss)
+    window = getattr(s.hf_model.config, "sliding_window", None)
+    assert arch == "tiny" or 0 < window < ids.shape[1]  # the sliding layers' mask is exercised
