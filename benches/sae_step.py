@@ -3,7 +3,7 @@ the step of `workbench.saes.train.train_sae` (dense or sparse), profiled by torc
 
 Compared against: the same step's matmul-only floor (the encoder GEMM), printed alongside.
 
-    python benches/sae_step.py --d-in 4096 --d-sae 65536 --batch 4096 [--sparse]
+    python benches/sae_step.py --d-in 4096 --d-sae 65536 --batch 4096 [--sparse] [--compile] [--aux-cols]
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--sparse", action="store_true")
     ap.add_argument("--dead-share", type=float, default=0.1)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the dense step's forward + loss")
+    ap.add_argument("--aux-cols", action="store_true",
+                    help="AuxK on the dead latents' columns only (train_sae's aux_candidates)")
     a = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sae = make_sae(SAEConfig("topk", a.d_in, a.d_sae, k=a.k)).to(dev)
@@ -36,15 +39,21 @@ def main() -> None:
     x = torch.randn(a.batch, a.d_in, device=dev)
     dead = torch.rand(a.d_sae, device=dev) < a.dead_share
     n_dead = int(dead.sum())
+    cols = dead.nonzero().squeeze(1) if a.aux_cols else None
+
+    def dense_loss(x, dead):
+        with torch.autocast("cuda", torch.bfloat16, enabled=dev.type == "cuda"):
+            out = sae(x, check=False)
+            return sae.loss(x, out)["loss"] + aux_loss(sae, x, out, dead, a.aux_k, n_dead, cols) / 32
+
+    dense = torch.compile(dense_loss) if a.compile else dense_loss
 
     def step():
         if a.sparse:
-            sp = sparse_topk_step(sae, x, dead, a.aux_k, n_dead, amp=dev.type == "cuda")
+            sp = sparse_topk_step(sae, x, dead, a.aux_k, n_dead, amp=dev.type == "cuda", cols=cols)
             loss = (sp.recon - x).pow(2).sum(-1).mean() + sparse_aux_loss(x, sp) / 32
         else:
-            with torch.autocast("cuda", torch.bfloat16, enabled=dev.type == "cuda"):
-                out = sae(x, check=False)
-                loss = sae.loss(x, out)["loss"] + aux_loss(sae, x, out, dead, a.aux_k, n_dead) / 32
+            loss = dense(x, dead)
         opt.zero_grad(set_to_none=True)
         loss.float().backward()
         sae.remove_parallel_grad()
@@ -69,7 +78,8 @@ def main() -> None:
     sync()
     gemm = (time.perf_counter() - t0) / a.steps
     print(f"step {per * 1e3:.1f} ms ({a.batch / per:,.0f} tok/s); one encoder GEMM {gemm * 1e3:.2f} ms; "
-          f"{'sparse' if a.sparse else 'dense'} d_sae {a.d_sae}")
+          f"{'sparse' if a.sparse else 'dense'}{' compiled' if a.compile else ''}"
+          f"{' aux-cols' if a.aux_cols else ''} d_sae {a.d_sae}")
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])

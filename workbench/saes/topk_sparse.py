@@ -91,7 +91,8 @@ class SparseStep:
 
 
 def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor | None = None,
-                     aux_k: int = 0, n_dead: int | None = None, amp: bool = False) -> SparseStep:
+                     aux_k: int = 0, n_dead: int | None = None, amp: bool = False,
+                     cols: Tensor | None = None) -> SparseStep:
     """The TopK forward of a training step, sparse in its decoder and encoder gradient.
 
     Args:
@@ -100,6 +101,8 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
         n_dead: a (possibly stale) host-side count of dead latents, as `train.aux_loss` takes
             it: min(aux_k, n_dead) latents are picked; 0 turns AuxK off.
         amp: compute the dense pre-activations in bfloat16 (CUDA), as the dense step's autocast.
+        cols: latent indices holding every dead latent (`train.aux_candidates`): AuxK picks
+            among those columns only.
     """
     k = sae.cfg.k
     with torch.no_grad():
@@ -109,9 +112,12 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
         idx, valid = top_i, None
         n_aux = 0
         n_dead = int(dead.sum()) if dead is not None and n_dead is None else n_dead
-        if dead is not None and aux_k > 0 and n_dead:
-            masked = pre.masked_fill(~dead, float("-inf"))
-            aux_v, aux_i = masked.topk(min(aux_k, n_dead, sae.d_sae), dim=-1)
+        if dead is not None and aux_k > 0 and n_dead and (cols is None or len(cols)):
+            sub, sub_dead = (pre, dead) if cols is None else (pre[:, cols], dead[cols])
+            masked = sub.masked_fill(~sub_dead, float("-inf"))
+            aux_v, aux_i = masked.topk(min(aux_k, n_dead, masked.shape[1]), dim=-1)
+            if cols is not None:
+                aux_i = cols[aux_i]
             n_aux = aux_i.shape[1]
             idx = torch.cat([top_i, aux_i], 1)
             valid = aux_v > float("-inf")

@@ -32,7 +32,7 @@ from .topk_sparse import sparse_aux_loss, sparse_topk_step, use_sparse_step
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "train_sae", "aux_loss", "lr_factor"]
+__all__ = ["TrainResult", "train_sae", "aux_loss", "aux_candidates", "lr_factor"]
 
 
 @dataclass(frozen=True)
@@ -69,21 +69,38 @@ def lr_factor(step: int, total: int, warmup: int, decay_fraction: float) -> floa
     return 1.0
 
 
-def aux_loss(sae: SAE, x, out, dead, aux_k: int, n_dead: int | None = None):
+def aux_loss(sae: SAE, x, out, dead, aux_k: int, n_dead: int | None = None, cols=None):
     """AuxK: reconstruct the residual e = x - x^ from the top-`aux_k` dead latents' ReLU(pre).
 
     `n_dead` may be a recent host-side count (avoids a device sync per step); live latents
-    are masked to -inf, so a stale count only adds zero codes.
+    are masked to -inf, so a stale count only adds zero codes. `cols` (optional, from
+    `aux_candidates`): latent indices holding every dead latent; the pick and the decode then
+    run on those columns only ([B n_cols] instead of [B d_sae]), the same loss and gradients.
     """
     n_dead = int(dead.sum()) if n_dead is None else n_dead
-    if n_dead == 0 or aux_k == 0:
+    if n_dead == 0 or aux_k == 0 or (cols is not None and len(cols) == 0):
         return x.new_zeros(())
     e = (x - out.recon).detach()
-    pre = out.pre.masked_fill(~dead, float("-inf"))
-    vals, idx = pre.topk(min(aux_k, n_dead), dim=-1)
-    codes = torch.zeros_like(out.pre).scatter(-1, idx, torch.relu(vals))
-    e_hat = codes @ sae.W_dec
+    pre, W = out.pre, sae.W_dec
+    if cols is not None:
+        pre, W, dead = pre[..., cols], W[cols], dead[cols]
+    pre = pre.masked_fill(~dead, float("-inf"))
+    vals, idx = pre.topk(min(aux_k, n_dead, pre.shape[-1]), dim=-1)
+    codes = torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
+    e_hat = codes @ W
     return (e - e_hat).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)
+
+
+def aux_candidates(since_fired, dead_after_tokens: int, tokens_ahead: int):
+    """Latents that may count as dead within the next `tokens_ahead` tokens, or None for all.
+
+    A latent's silent-token count grows by at most `tokens_ahead` before the next refresh, so
+    every latent dead by then is among these: AuxK can pick and decode on these columns only
+    (`aux_loss(cols=...)`). None when they are more than half the dictionary (the gather would
+    cost more than it saves). Reads the device once (at the loop's periodic refresh).
+    """
+    cols = (since_fired >= dead_after_tokens - tokens_ahead).nonzero().squeeze(1)
+    return None if 2 * len(cols) > len(since_fired) else cols
 
 
 def _batches(source, batch_size: int, buffer_tokens: int, gen: torch.Generator):
@@ -175,6 +192,8 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
     history: list[dict] = []
     bar = tqdm(total=total_steps * cfg.batch_size, unit="tok", desc=f"SAE {site}", disable=not progress)
     step = tokens = n_dead = 0
+    cols = None          # AuxK's candidate columns, refreshed with n_dead (`aux_candidates`)
+    refresh = 20         # steps between host reads of the dead-latent statistics
     try:
         for x in _batches(source(), cfg.batch_size, cfg.buffer_tokens, gen):
             if step >= total_steps:
@@ -182,7 +201,7 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
             x = x * scale
             dead = since_fired >= cfg.dead_after_tokens
             if sparse:
-                sp = sparse_topk_step(sae, x, dead, cfg.aux_k, n_dead, amp=use_amp)  # type: ignore[arg-type]
+                sp = sparse_topk_step(sae, x, dead, cfg.aux_k, n_dead, amp=use_amp, cols=cols)  # type: ignore[arg-type]
                 mse = (sp.recon - x).pow(2).sum(-1).mean()
                 losses = {"loss": mse, "mse": mse}
                 aux = sparse_aux_loss(x, sp)
@@ -191,7 +210,7 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
                 with torch.autocast("cuda", torch.bfloat16, enabled=use_amp):
                     out = sae(x, check=False)
                     losses = sae.loss(x, out)
-                    aux = aux_loss(sae, x, out, dead, cfg.aux_k, n_dead)
+                    aux = aux_loss(sae, x, out, dead, cfg.aux_k, n_dead, cols)
                     loss = (losses["loss"] + cfg.aux_coefficient * aux).float()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -206,8 +225,9 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
             step += 1
             tokens += len(x)
             bar.update(len(x))
-            if step % 20 == 0 or step == total_steps:
+            if step % refresh == 0 or step == total_steps:
                 n_dead = int(dead.sum())
+                cols = aux_candidates(since_fired, cfg.dead_after_tokens, refresh * cfg.batch_size)
                 if not torch.isfinite(loss):
                     raise NonFiniteError(f"training loss became {loss.item()} at step {step}; "
                                          "lower lr or check the activations")

@@ -8,7 +8,7 @@ import torch
 from workbench.saes import SAEConfig, TrainConfig, train_sae
 from workbench.saes.models import make_sae
 from workbench.saes.topk_sparse import sparse_aux_loss, sparse_topk_step, use_sparse_step
-from workbench.saes.train import aux_loss
+from workbench.saes.train import aux_candidates, aux_loss
 
 
 def _grads(sae):
@@ -66,3 +66,37 @@ def test_sparse_choice_and_training_agree(tiny):
     b = train_sae(tiny, corpus, cfg, TrainConfig(**base, sparse_step=False), progress=False)
     for (n, p), q in zip(a.sae.named_parameters(), b.sae.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_auxk_on_candidate_columns_equals_all_columns(sparse):
+    """AuxK restricted to `aux_candidates`' columns: same loss and gradients as over all
+    latents, as long as the candidates hold every dead latent (they do, by construction)."""
+    torch.manual_seed(1)
+    d_in, d_sae, k, aux_k, B, batch, after = 16, 120, 4, 8, 40, 10, 300
+    sae = make_sae(SAEConfig("topk", d_in, d_sae, k=k))
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1)
+    x = torch.randn(B, d_in)
+    since = torch.randint(0, 400, (d_sae,))
+    cols = aux_candidates(since, after, 3 * batch)           # 3 steps ahead
+    assert cols is not None and 0 < len(cols) < d_sae
+    for ahead in range(3):                                    # each of the next steps' dead sets
+        dead = since + ahead * batch >= after
+        assert set(dead.nonzero().squeeze(1).tolist()) <= set(cols.tolist())
+        n_dead = int(dead.sum())
+        runs = []
+        for c in (None, cols):
+            sae.zero_grad(set_to_none=True)
+            if sparse:
+                sp = sparse_topk_step(sae, x, dead, aux_k, n_dead, cols=c)
+                loss = sparse_aux_loss(x, sp)
+            else:
+                loss = aux_loss(sae, x, sae(x), dead, aux_k, n_dead, c)
+            loss.backward()
+            runs.append((loss.detach(), _grads(sae)))
+        assert runs[0][0].item() > 0
+        torch.testing.assert_close(runs[1][0], runs[0][0])
+        for name in runs[0][1]:
+            torch.testing.assert_close(runs[1][1][name], runs[0][1][name], msg=name)
+    assert aux_candidates(torch.full((d_sae,), 10**6), after, batch) is None  # all: no gather
