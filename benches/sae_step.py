@@ -1,5 +1,6 @@
 """Where an SAE training step's time goes, without a model: one TopK SAE on random activations,
-the step of `workbench.saes.train.train_sae` (dense or sparse), profiled by torch.profiler.
+the step of `workbench.saes.train.train_sae` (dense, compiled dense or sparse), profiled by
+torch.profiler.
 
 Compared against: the same step's matmul-only floor (the encoder GEMM), printed alongside.
 
@@ -16,7 +17,7 @@ import torch
 from workbench.saes import SAEConfig
 from workbench.saes.models import make_sae
 from workbench.saes.topk_sparse import sparse_aux_loss, sparse_topk_step
-from workbench.saes.train import aux_loss
+from workbench.saes.train import compiled_dense_step, dense_step_loss
 
 
 def main() -> None:
@@ -41,19 +42,15 @@ def main() -> None:
     n_dead = int(dead.sum())
     cols = dead.nonzero().squeeze(1) if a.aux_cols else None
 
-    def dense_loss(x, dead):
-        with torch.autocast("cuda", torch.bfloat16, enabled=dev.type == "cuda"):
-            out = sae(x, check=False)
-            return sae.loss(x, out)["loss"] + aux_loss(sae, x, out, dead, a.aux_k, n_dead, cols) / 32
-
-    dense = torch.compile(dense_loss) if a.compile else dense_loss
+    dense = compiled_dense_step() if a.compile else dense_step_loss
+    amp = dev.type == "cuda"
 
     def step():
         if a.sparse:
             sp = sparse_topk_step(sae, x, dead, a.aux_k, n_dead, amp=dev.type == "cuda", cols=cols)
             loss = (sp.recon - x).pow(2).sum(-1).mean() + sparse_aux_loss(x, sp) / 32
         else:
-            loss = dense(x, dead)
+            loss = dense(sae, x, dead, a.aux_k, n_dead, cols, 1 / 32, amp)[0]
         opt.zero_grad(set_to_none=True)
         loss.float().backward()
         sae.remove_parallel_grad()

@@ -264,8 +264,9 @@ def run_shape(shape: str, dev, dtype, args, table: Table) -> int:
             scfg = SAEConfig("topk", s.d_model, width, site=site, k=64)
             for sparse in (False, True):
                 cfg = TrainConfig(**{**tcfg.to_dict(), "sparse_step": sparse})
-                train_sae(s, corpus, scfg, TrainConfig(**{**cfg.to_dict(), "total_tokens": cfg.batch_size * 4}),
-                          progress=False)
+                # warm-up: 4 steps with AuxK on from the second (the compiled step's graphs are made here)
+                train_sae(s, corpus, scfg, TrainConfig(**{**cfg.to_dict(), "total_tokens": cfg.batch_size * 4,
+                                                          "dead_after_tokens": cfg.batch_size}), progress=False)
                 sec, peak, res = measure(dev, lambda scfg=scfg, cfg=cfg: train_sae(s, corpus, scfg, cfg, progress=False))
                 ratio = (res.tokens / sec) / (n / sec_r)
                 table.add(shape=shape, step=f"SAE top-k {width} ({'sparse' if sparse else 'dense'})",

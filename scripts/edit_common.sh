@@ -1,10 +1,11 @@
 # Shared set-up of scripts/edit_table.sh and scripts/edit_sweep.sh (sourced, not run):
 # given CASES CORPUS OUT DEVICE and GEN (fluency tokens), defines N (cases in CASES), WB (the
-# workbench command), LAYERS (the edited layers), COMMON (flags of every run), and warms the
+# workbench command), LAYERS (the edited layers, EDIT_LAYERS), COMMON (flags of every run), and warms the
 # caches once (dequantized model, covariance of LAYERS) before the processes share them.
 N=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$CASES")
 WB=(python3 -m workbench.cli)
-LAYERS=(--layer 1 --layer 2 --layer 3 --layer 4 --layer 5)
+LAYERS=()   # EDIT_LAYERS="1 2 ... 8": the edited layers of MEMIT / AlphaEdit (default 1-5)
+for l in ${EDIT_LAYERS:-1 2 3 4 5}; do LAYERS+=(--layer "$l"); done
 COMMON=(--cases "$CASES" --device "$DEVICE" --dtype float32 --stats-corpus "$CORPUS"
         --stats-tokens "${STATS_TOKENS:-50000}" --gen-tokens "$GEN" --no-progress)
 mkdir -p "$OUT"

@@ -11,12 +11,13 @@ GEN=0
 . "$(dirname "$0")/edit_common.sh"
 # name | flags   (MEMIT: one batch of all cases; AlphaEdit: 10 sequential batches)
 VARIANTS=(   # at most four side by side on one H200 (docs/GPU.md, session 14)
-  # session 15: AlphaEdit's lam P C term at 1,000 edits (session 14 swept MEMIT's lam / stop NLL
-  # and AlphaEdit's null_energy 0.03 / 0.1 without the term: docs/GPU.md)
-  "alphaedit-e0.1-l300|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 300"
-  "alphaedit-e0.1-l1000|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 1000"
+  # session 16, run with EDIT_LAYERS="1 2 3 4 5 6 7 8": eight edited layers instead of five, for
+  # MEMIT at the two lams of session 14 and AlphaEdit at the two lams of session 15 around its
+  # default (session 15 swept AlphaEdit's lam 300 / 1,000 / 3,000 at layers 1-5: docs/GPU.md)
+  "memit-l15000-s0.05|--method memit --batch $N --lam 15000 --stop-nll 0.05"
+  "memit-l5000-s0.05|--method memit --batch $N --lam 5000 --stop-nll 0.05"
   "alphaedit-e0.1-l3000|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 3000"
-  "alphaedit-e0.1-l1000-s0.05|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 1000 --stop-nll 0.05"
+  "alphaedit-e0.1-l10000|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 10000"
 )
 pids=()
 for v in "${VARIANTS[@]}"; do

@@ -78,7 +78,21 @@ def _layers(pure: nn.Module) -> nn.ModuleList | None:
 
 
 def fast_supported(session: Session, site: Site) -> bool:
-    """Whether `site` can be read by the fast paths on this model's HF layout."""
+    """Whether `site` can be read by the fast paths on this model's HF layout.
+
+    Answers are kept per session and HF model in `session.owned` (walking the bridge's modules
+    cost ~10 us a site, 0.3 ms for every call of a 30-site capture).
+    """
+    got = session.owned.get("fast_supported")
+    if got is None or got[0] is not session.hf_model:
+        got = session.owned["fast_supported"] = (session.hf_model, {})
+    table: dict[Site, bool] = got[1]
+    if site not in table:
+        table[site] = _fast_supported(session, site)
+    return table[site]
+
+
+def _fast_supported(session: Session, site: Site) -> bool:
     if site.kind not in FAST_KINDS:
         return False
     layers = _layers(session.hf_model)
@@ -486,7 +500,11 @@ class CompiledCapture:
                     raw = {s: t[: j - i, :w].clone() for s, t in raw.items()}
                 else:  # the trunk's own outputs; two sites on one tensor get their own copies
                     seen: set[int] = set()
-                    raw = {s: (t.clone() if id(t) in seen else seen.add(id(t)) or t) for s, t in raw.items()}
+                    own = {}
+                    for site, t in raw.items():
+                        own[site] = t.clone() if id(t) in seen else t
+                        seen.add(id(t))
+                    raw = own
                 acts = _finish(self.session, self.sites, raw)
         except torch.OutOfMemoryError:
             if j - i == 1:

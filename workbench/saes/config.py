@@ -128,6 +128,12 @@ class TrainConfig:
         sparse_step: TopK only: the step whose decoder and encoder gradient touch only the picked
             latents (`workbench.saes.topk_sparse`; same values); None: on the CPU only (on CUDA
             the dense GEMMs measured faster, docs/GPU.md).
+        compile_step: run the dense step's forward and loss under `torch.compile` (fused
+            elementwise work and dtype casts). Off by default: on an H200 (d_in 4096, batch
+            4096, AuxK on 10% dead latents) the step alone took 100 -> 69 ms at 131,072 latents
+            and 51 -> 35 ms at 65,536 (benches/sae_step.py), but training at the Llama-3.1-8B
+            shape ran no faster in the loop (0.58x / 0.44x of the stream against 0.60x / 0.44x;
+            docs/GPU.md, session 16), and each process pays tens of seconds of compiling.
     """
 
     total_tokens: int = 1_000_000
@@ -149,6 +155,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     sparse_step: bool | None = None
+    compile_step: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):

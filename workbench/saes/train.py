@@ -32,7 +32,7 @@ from .topk_sparse import sparse_aux_loss, sparse_topk_step, use_sparse_step
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "train_sae", "aux_loss", "aux_candidates", "lr_factor"]
+__all__ = ["TrainResult", "train_sae", "aux_loss", "aux_candidates", "dense_step_loss", "compiled_dense_step", "lr_factor"]
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,8 @@ def aux_loss(sae: SAE, x, out, dead, aux_k: int, n_dead: int | None = None, cols
     if n_dead == 0 or aux_k == 0 or (cols is not None and len(cols) == 0):
         return x.new_zeros(())
     e = (x - out.recon).detach()
-    pre, W = out.pre, sae.W_dec
+    pre: torch.Tensor = out.pre
+    W: torch.Tensor = sae.W_dec
     if cols is not None:
         pre, W, dead = pre[..., cols], W[cols], dead[cols]
     pre = pre.masked_fill(~dead, float("-inf"))
@@ -101,6 +102,34 @@ def aux_candidates(since_fired, dead_after_tokens: int, tokens_ahead: int):
     """
     cols = (since_fired >= dead_after_tokens - tokens_ahead).nonzero().squeeze(1)
     return None if 2 * len(cols) > len(since_fired) else cols
+
+
+def dense_step_loss(sae: SAE, x, dead, aux_k: int, n_dead: int, cols, aux_coefficient: float,
+                    amp: bool):
+    """The dense step's forward: (loss, mse, aux, fired [d_sae] bool, l0) for batch x.
+
+    One function for the eager and the compiled step (`compiled_dense_step`): the SAE's own
+    forward and loss plus AuxK (`aux_loss`); `fired` and `l0` are reduced here so the codes
+    never leave a compiled graph.
+    """
+    with torch.autocast("cuda", torch.bfloat16, enabled=amp):
+        out = sae(x, check=False)
+        losses = sae.loss(x, out)
+        aux = aux_loss(sae, x, out, dead, aux_k, n_dead, cols)
+        loss = (losses["loss"] + aux_coefficient * aux).float()
+    active = out.codes > 0
+    return loss, losses["mse"], aux, active.any(0), active.float().sum(-1).mean()
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def compiled_dense_step():
+    """`dense_step_loss` under torch.compile, made once per process (its code is shared by
+    every SAE of the same shape; it holds no session or SAE)."""
+    if "dense" not in _COMPILED:
+        _COMPILED["dense"] = torch.compile(dense_step_loss)
+    return _COMPILED["dense"]
 
 
 def _batches(source, batch_size: int, buffer_tokens: int, gen: torch.Generator):
@@ -188,12 +217,14 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
         opt, lambda st: lr_factor(st, total_steps, cfg.warmup_steps, cfg.decay_fraction))
     use_amp = bool(cfg.amp and device.type == "cuda")
     sparse = use_sparse_step(sae, device, cfg.sparse_step)
+    compiled = bool(cfg.compile_step) and not sparse
+    dense_loss = compiled_dense_step() if compiled else dense_step_loss
     since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
     history: list[dict] = []
     bar = tqdm(total=total_steps * cfg.batch_size, unit="tok", desc=f"SAE {site}", disable=not progress)
     step = tokens = n_dead = 0
     cols = None          # AuxK's candidate columns, refreshed with n_dead (`aux_candidates`)
-    refresh = 20         # steps between host reads of the dead-latent statistics
+    refresh = max(1, min(20, total_steps // 4))  # steps between host reads of the dead-latent count
     try:
         for x in _batches(source(), cfg.batch_size, cfg.buffer_tokens, gen):
             if step >= total_steps:
@@ -207,11 +238,10 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
                 aux = sparse_aux_loss(x, sp)
                 loss = (mse + cfg.aux_coefficient * aux).float()
             else:
-                with torch.autocast("cuda", torch.bfloat16, enabled=use_amp):
-                    out = sae(x, check=False)
-                    losses = sae.loss(x, out)
-                    aux = aux_loss(sae, x, out, dead, cfg.aux_k, n_dead, cols)
-                    loss = (losses["loss"] + cfg.aux_coefficient * aux).float()
+                # min(): the picks, not the count, so a compiled step sees one value once many are dead
+                loss, mse, aux, fired, l0 = dense_loss(sae, x, dead, cfg.aux_k, min(cfg.aux_k, n_dead), cols,
+                                                       cfg.aux_coefficient, use_amp)
+                losses = {"mse": mse}
             opt.zero_grad(set_to_none=True)
             loss.backward()
             sae.remove_parallel_grad()
@@ -219,7 +249,8 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
             sched.step()
             sae.normalize_decoder()
             with torch.no_grad():
-                fired = sp.fired(sae_cfg.d_sae) if sparse else (out.codes > 0).any(0)
+                if sparse:
+                    fired = sp.fired(sae_cfg.d_sae)
                 since_fired += len(x)
                 since_fired.masked_fill_(fired, 0)           # no host sync (a bool index would sync)
             step += 1
@@ -236,7 +267,7 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
                     rec = {"step": step, "tokens": tokens, "lr": sched.get_last_lr()[0],
                            "loss": loss.item(), "mse": losses["mse"].item(),
                            "fvu": (losses["mse"] / var).item(), "aux": float(aux),
-                           "l0": (sp.l0() if sparse else (out.codes > 0).float().sum(-1).mean()).item(),
+                           "l0": (sp.l0() if sparse else l0).item(),
                            "dead": int(dead.sum())}
                 history.append(rec)
                 bar.set_postfix(fvu=f"{rec['fvu']:.3f}", l0=f"{rec['l0']:.1f}", dead=rec["dead"])

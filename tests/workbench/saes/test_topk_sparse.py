@@ -64,8 +64,14 @@ def test_sparse_choice_and_training_agree(tiny):
                 eval_tokens=0, warmup_steps=2, dead_after_tokens=256, aux_k=8)
     a = train_sae(tiny, corpus, cfg, TrainConfig(**base, sparse_step=True), progress=False)
     b = train_sae(tiny, corpus, cfg, TrainConfig(**base, sparse_step=False), progress=False)
-    for (n, p), q in zip(a.sae.named_parameters(), b.sae.parameters()):
+    # the compiled dense step (the CUDA default for TopK) trains the same SAE
+    c = train_sae(tiny, corpus, cfg, TrainConfig(**base, sparse_step=False, compile_step=True),
+                  progress=False)
+    assert [h["dead"] for h in c.history] == [h["dead"] for h in b.history]
+    assert any(h["aux"] > 0 for h in b.history)  # AuxK ran (dead latents after 256 tokens)
+    for (n, p), q, r in zip(a.sae.named_parameters(), b.sae.parameters(), c.sae.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=n)
+        torch.testing.assert_close(r, q, rtol=1e-3, atol=1e-4, msg=n)
 
 
 @pytest.mark.parametrize("sparse", [False, True])
