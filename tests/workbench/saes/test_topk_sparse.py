@@ -64,14 +64,44 @@ def test_sparse_choice_and_training_agree(tiny):
                 eval_tokens=0, warmup_steps=2, dead_after_tokens=256, aux_k=8)
     a = train_sae(tiny, corpus, cfg, TrainConfig(**base, sparse_step=True), progress=False)
     b = train_sae(tiny, corpus, cfg, TrainConfig(**base, sparse_step=False), progress=False)
-    # the compiled dense step (the CUDA default for TopK) trains the same SAE
-    c = train_sae(tiny, corpus, cfg, TrainConfig(**base, sparse_step=False, compile_step=True),
-                  progress=False)
-    assert [h["dead"] for h in c.history] == [h["dead"] for h in b.history]
     assert any(h["aux"] > 0 for h in b.history)  # AuxK ran (dead latents after 256 tokens)
-    for (n, p), q, r in zip(a.sae.named_parameters(), b.sae.parameters(), c.sae.parameters(), strict=True):
+    for (n, p), q in zip(a.sae.named_parameters(), b.sae.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=n)
-        torch.testing.assert_close(r, q, rtol=1e-3, atol=1e-4, msg=n)
+
+
+COMPILED_CHECK = """
+import torch
+from workbench import Corpus
+from workbench.saes import SAEConfig, TrainConfig, train_sae
+from workbench.testing import tiny_session
+s = tiny_session()
+cfg = SAEConfig("topk", s.d_model, 4 * s.d_model, site="resid_post:1", k=4)
+g = torch.Generator().manual_seed(0)
+corpus = Corpus("random", torch.randint(5, len(s.tokenizer), (6000,), generator=g), s.tokenizer)
+base = dict(total_tokens=1024, batch_size=128, window=32, tokens_per_forward=256, buffer_tokens=512,
+            eval_tokens=0, warmup_steps=2, dead_after_tokens=256, aux_k=8, sparse_step=False)
+b = train_sae(s, corpus, cfg, TrainConfig(**base), progress=False)
+c = train_sae(s, corpus, cfg, TrainConfig(**base, compile_step=True), progress=False)
+assert any(h["aux"] > 0 for h in c.history)
+assert [h["dead"] for h in c.history] == [h["dead"] for h in b.history]
+for (n, p), q in zip(b.sae.named_parameters(), c.sae.parameters(), strict=True):
+    torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4, msg=n)
+print("same")
+"""
+
+
+def test_compiled_step_trains_the_same_sae():
+    """`TrainConfig(compile_step=True)` trains the SAE the eager dense step trains. Run in a
+    fresh process without the suite's type-check hook: torch.compile would trace the hook's
+    wrappers with fake tensors, whose checks it cannot evaluate."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_TYPECHECK"}
+    got = subprocess.run([sys.executable, "-c", COMPILED_CHECK], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert got.returncode == 0 and got.stdout.strip().endswith("same"), got.stderr[-2000:]
 
 
 @pytest.mark.parametrize("sparse", [False, True])
