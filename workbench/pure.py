@@ -6,7 +6,10 @@ launch-bound forwards. `pure_model` returns a shallow copy of the HF module tree
 bridge component replaced by its `_original_component`. The copy shares every Parameter and
 buffer with the session (in-place weight edits are seen at once), has its own hook tables
 (nothing registered on it leaks into the session) and its own config copy with SDPA attention
-(the bridge forces eager attention to expose patterns).
+(the bridge forces eager attention to expose patterns). The fast capture trunk asks for
+`CAUSAL_ATTN` instead: SDPA that gives full-attention layers `is_causal` and no mask, which keeps
+the flash kernel under torch.compile (37% of bf16 peak at 32x512 on an H200 against 30% with
+the materialised mask; docs/GPU.md, session 16).
 
 `pure_view` caches one view per session *on the session* (`Session.owned`), so closing the
 session drops it; no module-level table holds a session.
@@ -17,9 +20,6 @@ from __future__ import annotations
 import copy
 
 from torch import nn
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-from transformers.modeling_utils import AttentionInterface
 
 from .session import Session
 
@@ -28,23 +28,30 @@ __all__ = ["pure_model", "pure_view", "pure_name", "CAUSAL_ATTN"]
 CAUSAL_ATTN = "workbench_causal"
 
 
-def _causal_sdpa(module: nn.Module, query, key, value, attention_mask, **kwargs):
-    """SDPA for a cache-free forward without a padding mask: a full causal layer drops the mask.
+def _register_causal() -> None:
+    """Make `CAUSAL_ATTN` known to transformers (on first use: importing its modelling code at
+    `import workbench` would slow every command line start)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.modeling_utils import AttentionInterface
 
-    Hugging Face materialises the causal mask under torch.compile (torch < 2.14 cannot prove it
-    is skippable while tracing), and SDPA with an explicit mask takes neither the flash kernel
-    nor GQA without copying K and V per query head. For a forward whose only mask is the causal
-    triangle, `is_causal=True` with no mask is the same attention (sliding-window layers keep
-    their mask). Only `pure_model(..., attn=CAUSAL_ATTN)` views use it; their callers
-    (`workbench.fastpath`'s trunk) never pass a padding mask or a cache.
-    """
-    if getattr(module, "sliding_window", None) is None:
-        attention_mask = None
-    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    def causal_sdpa(module: nn.Module, query, key, value, attention_mask, **kwargs):
+        """SDPA for a cache-free forward without a padding mask: a full causal layer drops the mask.
 
+        Hugging Face materialises the causal mask under torch.compile (torch < 2.14 cannot
+        prove it is skippable while tracing), and SDPA with an explicit mask takes neither the
+        flash kernel nor GQA without copying K and V per query head. For a forward whose only
+        mask is the causal triangle, `is_causal=True` with no mask is the same attention
+        (sliding-window layers keep their mask). Only `pure_model(..., attn=CAUSAL_ATTN)` views
+        use it; their callers (`workbench.fastpath`'s trunk) never pass a padding mask or a cache.
+        """
+        if getattr(module, "sliding_window", None) is None:
+            attention_mask = None
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
-AttentionInterface.register(CAUSAL_ATTN, _causal_sdpa)
-AttentionMaskInterface.register(CAUSAL_ATTN, sdpa_mask)
+    AttentionInterface.register(CAUSAL_ATTN, causal_sdpa)
+    AttentionMaskInterface.register(CAUSAL_ATTN, sdpa_mask)
+
 
 HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
               "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
@@ -76,6 +83,8 @@ def pure_model(session: Session, attn: str = "sdpa") -> nn.Module:
             (SDPA that drops the causal mask of full-attention layers: only for forwards
             without a padding mask or cache).
     """
+    if attn == CAUSAL_ATTN:
+        _register_causal()
     pure = _unwrap(session.hf_model, {})
     cfg = copy.copy(session.hf_model.config)
     cfg._attn_implementation = attn
