@@ -498,12 +498,13 @@ class CompiledCapture:
                 raw = self._run(tokens)
                 if tokens.shape != sub.tokens.shape:  # padded: keep the real rows, free the rest
                     raw = {s: t[: j - i, :w].clone() for s, t in raw.items()}
-                else:  # the trunk's own outputs; two sites on one tensor get their own copies
+                else:  # the trunk's own outputs; sites sharing a storage get their own copies
                     seen: set[int] = set()
                     own = {}
                     for site, t in raw.items():
-                        own[site] = t.clone() if id(t) in seen else t
-                        seen.add(id(t))
+                        ptr = t.untyped_storage().data_ptr()
+                        own[site] = t.clone() if ptr in seen else t
+                        seen.add(ptr)
                     raw = own
                 acts = _finish(self.session, self.sites, raw)
         except torch.OutOfMemoryError:

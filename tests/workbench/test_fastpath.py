@@ -224,3 +224,15 @@ def test_causal_trunk_equals_generic_past_the_sliding_window(arch, request):
     assert_same(CompiledCapture(s, ss, compile=False)(batch), ref, ss)
     window = getattr(s.hf_model.config, "sliding_window", None)
     assert arch == "tiny" or 0 < window < ids.shape[1]  # the sliding layers' mask is exercised
+
+
+def test_sites_on_one_tensor_are_independent(tiny):
+    """resid_post of layer 0 is resid_pre of layer 1 (one tensor in the trunk): the capture
+    hands out separate storage, so writing into one leaves the other as captured."""
+    ss = [Site("resid_post", 0), Site("resid_pre", 1)]
+    cap = CompiledCapture(tiny, ss, compile=False)(PROMPTS[:1])
+    a, b = cap[ss[0]], cap[ss[1]]
+    assert torch.equal(a, b)
+    assert a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()
+    a.zero_()
+    assert b.abs().sum() > 0
