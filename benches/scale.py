@@ -13,8 +13,9 @@ shape in float32 on the CPU. Rows, each with seconds, peak allocated memory and 
   ratio = harvest tok/s over the default capture's tok/s on the same batches.
 - lens: `logit_lens` of one prompt; covariance: `editing.key_stats` (uncached);
   ROME: one `compute_rome_update` (25 steps) + apply/undo; causal trace: `trace_fact`
-  (mlp, 10 samples); SAE: `train_sae` (top-k, 16 d_model latents) over --sae-tokens tokens,
-  ratio = its tok/s over the raw activation stream's.
+  (mlp, 10 samples); graph: `build_graph` with its defaults on 16 tokens (float32 copies of
+  the weights; ratio = bare forward of those tokens / graph); SAE: `train_sae` (top-k, 16
+  d_model latents) over --sae-tokens tokens, ratio = its tok/s over the raw activation stream's.
 - close: allocated memory after `Session.close()` minus before the load (0 = nothing leaked).
 
 With --memory-gib G the process is capped at G GiB (`set_per_process_memory_fraction`), e.g.
@@ -236,6 +237,22 @@ def run_shape(shape: str, dev, dtype, args, table: Table) -> int:
                   note=f"{s.n_layers} layers x {len(s.encode(PROMPT))} positions")
 
     guarded(table, shape, "trace", do_trace)
+
+    def do_graph():
+        from workbench.graphs import build_graph
+
+        gids = torch.randint(3, vocab, (16,), generator=torch.Generator().manual_seed(1)).tolist()
+        build_graph(s, gids[:8], max_nodes=32, faithfulness_nodes=0, progress=False)  # warm-up
+        sec, peak, gr = measure(dev, lambda: build_graph(s, gids, progress=False))
+        ids = torch.tensor([gids], device=dev)
+        with torch.no_grad():
+            sec_f, _, _ = measure(dev, lambda: trunk(input_ids=ids, use_cache=False), reps, 2)
+        table.add(shape=shape, step="attribution graph, 16 tokens", seconds=sec, peak_gib=gib(peak),
+                  ratio=sec_f / sec,
+                  note=f"default settings; {gr.candidates} candidates, {gr.summary['nodes']} nodes kept, "
+                       f"exactness {gr.summary['exactness_max_rel_error']:.1e}; ratio = bare 1x16 forward / graph")
+
+    guarded(table, shape, "graph", do_graph)
 
     def do_sae():
         from workbench.hooks import parse_site

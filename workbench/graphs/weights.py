@@ -163,9 +163,12 @@ def model_weights(session: Session, dtype: torch.dtype = torch.float32) -> Model
     head = _orig(hf.lm_head)
     cfg = hf.config
     n_heads = int(cfg.num_attention_heads)
+    W_E = emb.weight.detach().to(dtype)
+    tied = head.weight.data_ptr() == emb.weight.data_ptr() and head.weight.shape == emb.weight.shape
+    W_U = W_E if tied else head.weight.detach().to(dtype)  # tied: one copy (4 GiB at Gemma-3-12B)
     return ModelWeights(
-        layers=tuple(layers), W_E=emb.weight.detach().to(dtype), embed_scale=float(scale),
-        ln_final=_norm(base.norm, d, dtype), W_U=head.weight.detach().to(dtype), b_U=_bias(hf.lm_head, dtype),
+        layers=tuple(layers), W_E=W_E, embed_scale=float(scale),
+        ln_final=_norm(base.norm, d, dtype), W_U=W_U, b_U=_bias(hf.lm_head, dtype),
         softcap=getattr(cfg, "final_logit_softcapping", None),
         n_heads=n_heads, n_kv_heads=int(getattr(cfg, "num_key_value_heads", None) or n_heads),
         d_head=int(getattr(cfg, "head_dim", None) or d // n_heads),

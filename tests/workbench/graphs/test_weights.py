@@ -1,0 +1,31 @@
+"""The frozen model's weights (`workbench.graphs.weights.model_weights`): float32 copies of a
+half-precision session, one copy for tied embeddings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench.graphs.weights import model_weights
+from workbench.testing import tiny_session
+
+
+def _orig(m):
+    while getattr(m, "_original_component", None) is not None:
+        m = m._original_component
+    return m
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_float32_copies_and_tied_embeddings(tied):
+    s = tiny_session("llama")                       # ties its embeddings, as SmolLM2 does
+    head, emb = _orig(s.hf_model.lm_head), _orig(s.hf_model.model.embed_tokens)
+    assert head.weight.data_ptr() == emb.weight.data_ptr()
+    if not tied:
+        head.weight = torch.nn.Parameter(head.weight.detach() * 2)
+    s.hf_model.to(torch.bfloat16)
+    w = model_weights(s)
+    assert w.W_E.dtype == w.W_U.dtype == torch.float32
+    assert torch.equal(w.W_U, head.weight.detach().float())
+    assert torch.equal(w.W_E, emb.weight.detach().float())
+    assert (w.W_U.data_ptr() == w.W_E.data_ptr()) == tied
