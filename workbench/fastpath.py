@@ -495,18 +495,16 @@ class CompiledCapture:
                     padded = tokens.new_full((rows, width), self.session.pad_id)
                     padded[: tokens.shape[0], :w] = tokens
                     tokens = padded
-                raw = self._run(tokens)
-                if tokens.shape != sub.tokens.shape:  # padded: keep the real rows, free the rest
-                    raw = {s: t[: j - i, :w].clone() for s, t in raw.items()}
-                else:  # the trunk's own outputs; sites sharing a storage get their own copies
-                    seen: set[int] = set()
-                    own = {}
-                    for site, t in raw.items():
-                        ptr = t.untyped_storage().data_ptr()
-                        own[site] = t.clone() if ptr in seen else t
-                        seen.add(ptr)
-                    raw = own
-                acts = _finish(self.session, self.sites, raw)
+                cut = tokens.shape != sub.tokens.shape  # padded: keep only the real rows
+                own: dict[Site, Tensor] = {}
+                seen: set[int] = set()
+                for site, t in self._run(tokens).items():
+                    # copy the real rows of a padded chunk (freeing the rest), or a tensor that
+                    # an earlier site shares; otherwise keep the trunk's own output
+                    ptr = t.untyped_storage().data_ptr()
+                    own[site] = t[: j - i, :w].clone() if cut or ptr in seen else t
+                    seen.add(ptr)
+                acts = _finish(self.session, self.sites, own)
         except torch.OutOfMemoryError:
             if j - i == 1:
                 raise

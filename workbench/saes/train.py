@@ -12,6 +12,7 @@ returned SAE reads raw activations.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -121,15 +122,11 @@ def dense_step_loss(sae: SAE, x, dead, aux_k: int, n_dead: int, cols, aux_coeffi
     return loss, losses["mse"], aux, active.any(0), active.float().sum(-1).mean()
 
 
-_COMPILED: dict[str, object] = {}
-
-
+@functools.cache
 def compiled_dense_step():
     """`dense_step_loss` under torch.compile, made once per process (its code is shared by
     every SAE of the same shape; it holds no session or SAE)."""
-    if "dense" not in _COMPILED:
-        _COMPILED["dense"] = torch.compile(dense_step_loss)
-    return _COMPILED["dense"]
+    return torch.compile(dense_step_loss)
 
 
 def _batches(source, batch_size: int, buffer_tokens: int, gen: torch.Generator):
@@ -234,14 +231,12 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
             if sparse:
                 sp = sparse_topk_step(sae, x, dead, cfg.aux_k, n_dead, amp=use_amp, cols=cols)  # type: ignore[arg-type]
                 mse = (sp.recon - x).pow(2).sum(-1).mean()
-                losses = {"loss": mse, "mse": mse}
                 aux = sparse_aux_loss(x, sp)
                 loss = (mse + cfg.aux_coefficient * aux).float()
             else:
                 # min(): the picks, not the count, so a compiled step sees one value once many are dead
                 loss, mse, aux, fired, l0 = dense_loss(sae, x, dead, cfg.aux_k, min(cfg.aux_k, n_dead), cols,
                                                        cfg.aux_coefficient, use_amp)
-                losses = {"mse": mse}
             opt.zero_grad(set_to_none=True)
             loss.backward()
             sae.remove_parallel_grad()
@@ -265,8 +260,8 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
                 with torch.no_grad():
                     var = (x - x.mean(0)).pow(2).sum(-1).mean()
                     rec = {"step": step, "tokens": tokens, "lr": sched.get_last_lr()[0],
-                           "loss": loss.item(), "mse": losses["mse"].item(),
-                           "fvu": (losses["mse"] / var).item(), "aux": float(aux),
+                           "loss": loss.item(), "mse": mse.item(),
+                           "fvu": (mse / var).item(), "aux": float(aux),
                            "l0": (sp.l0() if sparse else l0).item(),
                            "dead": int(dead.sum())}
                 history.append(rec)
