@@ -9,7 +9,10 @@ Compared against: the raw activation stream (`stream_vectors` over the same wind
 timed in the same process. Prints both rates, the ratio and the milliseconds per batch of each,
 then torch.profiler's table of one more training run (CUDA time on a GPU, CPU time otherwise).
 
-    python benches/sae_loop.py --shape llama3.1-8b --d-sae 65536 --tokens 65536 [--compile]
+    python benches/sae_loop.py --shape llama3.1-8b --d-sae 65536,131072 --steps dense,sparse [--profile]
+
+One line per (d_sae, step) pair, all on one loaded model; steps: dense (eager), compiled (the
+dense step under torch.compile), sparse (`topk_sparse`: Triton decode on CUDA).
 """
 
 from __future__ import annotations
@@ -36,13 +39,13 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", default=None, help="workbench.testing.SHAPES (default: llama3.1-8b "
                     "on CUDA, smollm2-135m on the CPU)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--d-sae", type=int, default=None, help="default 16 d_model")
+    ap.add_argument("--d-sae", default=None, help="comma list (default 16 d_model)")
     ap.add_argument("--tokens", type=int, default=None, help="training tokens of the timed run")
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--dead-after", type=int, default=None,
                     help="dead_after_tokens (default: tokens // 4, so AuxK runs, as in scale.py)")
-    ap.add_argument("--compile", action="store_true", help="TrainConfig.compile_step")
-    ap.add_argument("--sparse", action="store_true", help="TrainConfig.sparse_step")
+    ap.add_argument("--steps", default="dense,sparse", help="comma list of dense, compiled, sparse")
+    ap.add_argument("--profile", action="store_true", help="torch.profiler table of each training run")
     a = ap.parse_args(argv)
     dev = resolve_device(a.device)
     cuda = dev.type == "cuda"
@@ -50,51 +53,66 @@ def main(argv=None) -> int:
     tokens = a.tokens or (65536 if cuda else 4096)
     batch = min(a.batch, tokens)
     s = random_session(shape, device=str(dev), dtype=torch.bfloat16 if cuda else torch.float32)
-    d_sae = a.d_sae or 16 * s.d_model
+    widths = [int(v) for v in a.d_sae.split(",")] if a.d_sae else [16 * s.d_model]
+    steps = a.steps.split(",")
+    bad = [v for v in steps if v not in ("dense", "compiled", "sparse")]
+    if bad:
+        ap.error(f"--steps {bad}: choose from dense, compiled, sparse")
     g = torch.Generator().manual_seed(0)
     corpus = Corpus("random", torch.randint(3, min(s.d_vocab, 32000), (4 * tokens + 8192,), generator=g),
                     s.tokenizer)
     site = f"resid_post:{s.n_layers // 2}"
-    tcfg = TrainConfig(total_tokens=tokens, batch_size=batch, eval_tokens=0, warmup_steps=2,
-                       buffer_tokens=max(4 * batch, 8192), dead_after_tokens=a.dead_after or max(1, tokens // 4),
-                       compile_step=a.compile, sparse_step=a.sparse or None)
-    scfg = SAEConfig("topk", s.d_model, d_sae, site=site, k=64)
-    starts = window_order(corpus, s, tcfg.window, 0)[: tokens // (tcfg.window - 1) + 1]
+    base = TrainConfig(total_tokens=tokens, batch_size=batch, eval_tokens=0, warmup_steps=2,
+                       buffer_tokens=max(4 * batch, 8192), dead_after_tokens=a.dead_after or max(1, tokens // 4))
+    starts = window_order(corpus, s, base.window, 0)[: tokens // (base.window - 1) + 1]
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     def stream() -> int:
-        return sum(len(x) for x in stream_vectors(s, corpus, parse_site(site), None, starts, tcfg.window,
-                                                  tcfg.tokens_per_forward, True))
+        return sum(len(x) for x in stream_vectors(s, corpus, parse_site(site), None, starts, base.window,
+                                                  base.tokens_per_forward, True))
 
-    def train():
-        return train_sae(s, corpus, scfg, tcfg, progress=False)
-
-    for _ in range(2):           # warm: compiled capture shapes, the compiled step's graphs
+    for _ in range(2):           # warm: compiled capture shapes
         stream()
-    train_sae(s, corpus, scfg, TrainConfig(**{**tcfg.to_dict(), "total_tokens": 4 * batch,
-                                              "dead_after_tokens": batch}), progress=False)
     sync()
     t0 = time.perf_counter()
     n = stream()
     sync()
     sec_stream = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res = train()
-    sync()
-    sec_train = time.perf_counter() - t0
-    print(f"{shape} d_sae {d_sae} batch {batch}: stream {n / sec_stream:,.0f} tok/s, "
-          f"training {res.tokens / sec_train:,.0f} tok/s, ratio {res.tokens / sec_train / (n / sec_stream):.2f}; "
-          f"per {batch} tokens: stream {batch / n * sec_stream * 1e3:.1f} ms, "
-          f"loop {batch / res.tokens * sec_train * 1e3:.1f} ms")
-    from torch.profiler import ProfilerActivity, profile, record_function
+    print(f"{shape} batch {batch}: stream {n / sec_stream:,.0f} tok/s ({batch / n * sec_stream * 1e3:.1f} ms "
+          f"per {batch} tokens)", flush=True)
+    for d_sae in widths:
+        scfg = SAEConfig("topk", s.d_model, d_sae, site=site, k=64)
+        for kind in steps:
+            tcfg = TrainConfig(**{**base.to_dict(), "compile_step": kind == "compiled",
+                                  "sparse_step": kind == "sparse"})
 
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=acts) as prof:
-        with record_function("train_sae"):
-            train()
-        sync()
-    key = "cuda_time_total" if cuda else "cpu_time_total"
-    print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+            def train(cfg=tcfg, sc=scfg):
+                return train_sae(s, corpus, sc, cfg, progress=False)
+
+            train_sae(s, corpus, scfg, TrainConfig(**{**tcfg.to_dict(), "total_tokens": 4 * batch,
+                                                      "dead_after_tokens": batch}), progress=False)  # warm
+            sync()
+            t0 = time.perf_counter()
+            res = train()
+            sync()
+            sec_train = time.perf_counter() - t0
+            print(f"d_sae {d_sae} {kind}: training {res.tokens / sec_train:,.0f} tok/s, ratio to the stream "
+                  f"{res.tokens / sec_train / (n / sec_stream):.2f}; loop {batch / res.tokens * sec_train * 1e3:.1f} "
+                  f"ms per {batch} tokens; fvu {res.history[-1]['fvu']:.3f}, dead {res.history[-1]['dead']}",
+                  flush=True)
+            del res
+            if cuda:
+                torch.cuda.empty_cache()
+            if a.profile:
+                from torch.profiler import ProfilerActivity, profile, record_function
+
+                acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+                with profile(activities=acts) as prof:
+                    with record_function("train_sae"):
+                        train()
+                    sync()
+                key = "cuda_time_total" if cuda else "cpu_time_total"
+                print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
     return 0
 
 

@@ -91,8 +91,14 @@ def measure(dev, fn, reps: int = 1, warmup: int = 0):
     return sorted(times)[len(times) // 2], peak, out
 
 
+GROUPS = ("capture", "harvest", "lens", "covariance", "rome", "trace", "graph", "sae")
+ONLY: set[str] = set(GROUPS)     # `--only`
+
+
 def guarded(table: Table, shape: str, step: str, fn) -> None:
     """Run one bench step; a failure (out of memory included) becomes a row, not a crash."""
+    if step != "all" and step not in ONLY:
+        return
     try:
         fn()
     except Exception as exc:  # noqa: BLE001 - a bench reports every row it can
@@ -120,7 +126,7 @@ def run_shape(shape: str, dev, dtype, args, table: Table) -> int:
     trunk = pure_view(s).model
     reps = 20 if dev.type == "cuda" else 2
     bare = {}
-    for n, w in ((1, 32), (args.rows, args.width)):
+    for n, w in ((1, 32), (args.rows, args.width)) if "capture" in ONLY else ():
         ids = torch.randint(3, vocab, (n, w), generator=g).to(dev)
         batch = _batch(ids)
         with torch.no_grad():
@@ -318,8 +324,15 @@ def main(argv=None) -> int:
     ap.add_argument("--sae-tokens", type=int, default=None)
     ap.add_argument("--sae-widths", type=lambda v: [int(x) for x in v.split(",")], default=None,
                     help="comma list of SAE widths (default: 16 d_model and 131072)")
+    ap.add_argument("--only", default=",".join(GROUPS),
+                    help=f"comma list of step groups (default all: {','.join(GROUPS)}; rome needs covariance)")
     ap.add_argument("--out", default="out/bench/scale.json")
     args = ap.parse_args(argv)
+    only = set(args.only.split(","))
+    if only - set(GROUPS):
+        ap.error(f"--only {sorted(only - set(GROUPS))}: choose from {', '.join(GROUPS)}")
+    ONLY.clear()
+    ONLY.update(only)
     dev = resolve_device(args.device)
     cuda = dev.type == "cuda"
     shapes = (args.shapes or ("llama3.1-8b,gemma3-12b" if cuda else "smollm2-135m")).split(",")

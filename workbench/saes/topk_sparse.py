@@ -1,20 +1,23 @@
-"""A TopK SAE training step whose cost grows with k, not with the dictionary's width.
+"""A TopK SAE training step whose decoder costs grow with k, not with the dictionary's width.
 
-The dense step (`TopKSAE.forward` + autograd) spends three [B d_sae d_in] matmuls per batch: the
-encoder (needed: every pre-activation decides the top k), the encoder's backward and the
-decoder. Only the picked pre-activations carry gradient, and only picked decoder rows are read,
-so here
+The dense step (`TopKSAE.forward` + autograd) spends six [B d_sae d_in] matmuls per batch: the
+encoder (needed: every pre-activation decides the top k), its backward for W_enc and for b_dec
+(through x - b_dec), the decoder and its two backward products. Only the picked
+pre-activations carry gradient, and only picked decoder rows are read, so here
 
     pre      = (x - b_dec) W_enc + b_enc            dense, no autograd (chooses the latents)
-    picked   = pre[b, idx[b, j]]                    `_PickedPre`: backward touches B*m*d_in
-    x^       = sum_j relu(picked_bj) W_dec[idx_bj] + b_dec     `embedding_bag` (sparse rows)
+    picked   = pre[b, idx[b, j]]                    `_PickedPre`
+    x^       = sum_j relu(picked_bj) W_dec[idx_bj] + b_dec     `sparse_decode` (picked rows only)
 
 `_PickedPre`'s backward, with G the [B d_sae] sparse matrix of the picked entries' gradients:
-    dW_enc = (x - b_dec)^T G      (a sparse-dense product)
-    db_enc = column sums of G     db_dec (encoder side) = -W_enc (column sums of G)
-The AuxK picks (top `aux_k` among dead latents) go through the same function. Values and
+    dW_enc = (x - b_dec)^T G      CUDA: G scattered dense, one GEMM (in bfloat16 under amp, as
+                                  the dense step's autocast); CPU: a sparse-dense product
+    db_enc = column sums of G     db_dec (encoder side) = -W_enc (column sums of G)  (a GEMV)
+The AuxK picks (top `aux_k` among dead latents) go through `_PickedPre` too; their decode is
+`sparse_decode` on the CPU and, on CUDA, a dense product over the candidate columns (256 picks
+per row would cost more as gathers than [B n_cols] GEMMs while few latents are dead). Values and
 gradients equal the dense step's (`tests/workbench/saes/test_topk_sparse.py`); the speed is
-measured in benches/sae.py and benches/sae_step.py.
+measured in benches/sae.py, benches/sae_step.py and benches/sae_loop.py.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .._types import Float, Tensor
+from .sparse_decode import sparse_decode
 from .topk import TopKSAE
 
 __all__ = ["SparseStep", "sparse_topk_step", "sparse_aux_loss", "use_sparse_step"]
@@ -46,8 +50,9 @@ class _PickedPre(torch.autograd.Function):
     """Picked pre-activations with a gradient that reaches W_enc, b_enc, b_dec sparsely."""
 
     @staticmethod
-    def forward(ctx, x, b_dec, W_enc, b_enc, idx, picked):  # type: ignore[override]
+    def forward(ctx, x, b_dec, W_enc, b_enc, idx, picked, gemm_dtype):  # type: ignore[override]
         ctx.save_for_backward(x, b_dec, W_enc, idx)
+        ctx.gemm_dtype = gemm_dtype      # None: sparse product (CPU)
         return picked
 
     @staticmethod
@@ -59,7 +64,12 @@ class _PickedPre(torch.autograd.Function):
         cols = idx.reshape(-1)
         colsum = torch.zeros(d_sae, device=g.device, dtype=torch.float32).index_add_(0, cols, g)
         gW = gb = gbd = None
-        if ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2] and ctx.gemm_dtype is not None:
+            dt = ctx.gemm_dtype
+            G = torch.zeros(B, d_sae, device=g.device, dtype=dt).scatter_add_(1, idx, g.view(B, m).to(dt))
+            xc = (x.float() - b_dec.float()).to(dt)
+            gW = (xc.t() @ G).to(W_enc.dtype)                              # [d_in d_sae]
+        elif ctx.needs_input_grad[2]:
             rows = torch.arange(B, device=g.device).repeat_interleave(m)
             gt = torch.sparse_coo_tensor(torch.stack([cols, rows]), g, (d_sae, B), check_invariants=False)
             xc = (x.float() - b_dec.float())
@@ -68,7 +78,7 @@ class _PickedPre(torch.autograd.Function):
             gb = colsum.to(W_enc.dtype)
         if ctx.needs_input_grad[1]:
             gbd = -(W_enc.float() @ colsum).to(b_dec.dtype)
-        return None, gbd, gW, gb, None, None
+        return None, gbd, gW, gb, None, None, None
 
 
 @dataclass(frozen=True)
@@ -85,14 +95,13 @@ class SparseStep:
         return (self.vals > 0).float().sum(-1).mean()
 
     def fired(self, d_sae: int) -> Tensor:
-        out = torch.zeros(d_sae, dtype=torch.bool, device=self.idx.device)
-        out[self.idx[self.vals > 0]] = True
-        return out
+        hits = torch.zeros(d_sae, device=self.idx.device)      # no boolean index: no host sync
+        return hits.index_add_(0, self.idx.reshape(-1), (self.vals > 0).reshape(-1).float()) > 0
 
 
 def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor | None = None,
                      aux_k: int = 0, n_dead: int | None = None, amp: bool = False,
-                     cols: Tensor | None = None) -> SparseStep:
+                     cols: Tensor | None = None, gemm: bool | None = None) -> SparseStep:
     """The TopK forward of a training step, sparse in its decoder and encoder gradient.
 
     Args:
@@ -103,19 +112,22 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
         amp: compute the dense pre-activations in bfloat16 (CUDA), as the dense step's autocast.
         cols: latent indices holding every dead latent (`train.aux_candidates`): AuxK picks
             among those columns only.
+        gemm: dW_enc by one dense GEMM and AuxK's decode dense over the candidate columns
+            (default: on CUDA; the CPU takes the sparse products).
     """
     k = sae.cfg.k
     with torch.no_grad():
         with torch.autocast("cuda", torch.bfloat16, enabled=amp and x.is_cuda):
             pre = sae.pre_acts(x)
         top_v, top_i = pre.topk(k, dim=-1)
-        idx, valid = top_i, None
+        idx, valid, aux_local = top_i, None, None
         n_aux = 0
         n_dead = int(dead.sum()) if dead is not None and n_dead is None else n_dead
         if dead is not None and aux_k > 0 and n_dead and (cols is None or len(cols)):
             sub, sub_dead = (pre, dead) if cols is None else (pre[:, cols], dead[cols])
             masked = sub.masked_fill(~sub_dead, float("-inf"))
             aux_v, aux_i = masked.topk(min(aux_k, n_dead, masked.shape[1]), dim=-1)
+            aux_local = aux_i
             if cols is not None:
                 aux_i = cols[aux_i]
             n_aux = aux_i.shape[1]
@@ -124,15 +136,22 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
             picked_vals = torch.cat([top_v, pre.gather(-1, aux_i)], 1)
         else:
             picked_vals = top_v
-    picked = _PickedPre.apply(x, sae.b_dec, sae.W_enc, sae.b_enc, idx, picked_vals.float())
+    gemm = x.is_cuda if gemm is None else gemm
+    gemm_dtype = (torch.bfloat16 if amp and x.is_cuda else sae.W_enc.dtype) if gemm else None
+    picked = _PickedPre.apply(x, sae.b_dec, sae.W_enc, sae.b_enc, idx, picked_vals.float(), gemm_dtype)
     act = torch.relu(picked).to(sae.W_dec.dtype)
     vals = act[:, :k]
-    recon = torch.nn.functional.embedding_bag(idx[:, :k], sae.W_dec, per_sample_weights=vals,
-                                              mode="sum") + sae.b_dec
+    recon = sparse_decode(top_i, vals, sae.W_dec) + sae.b_dec
     aux = None
-    if n_aux and valid is not None:
+    if n_aux and valid is not None and aux_local is not None:
         w = act[:, k:] * valid.to(act.dtype)
-        aux = torch.nn.functional.embedding_bag(idx[:, k:], sae.W_dec, per_sample_weights=w, mode="sum")
+        if gemm:                 # dense over the candidate columns (module docstring)
+            W = sae.W_dec if cols is None else sae.W_dec[cols]
+            codes = torch.zeros(len(x), len(W), device=x.device, dtype=w.dtype).scatter(1, aux_local, w)
+            with torch.autocast("cuda", torch.bfloat16, enabled=amp and x.is_cuda):
+                aux = codes @ W
+        else:
+            aux = sparse_decode(idx[:, k:], w, sae.W_dec)
     return SparseStep(recon, top_i, vals.detach(), aux)
 
 

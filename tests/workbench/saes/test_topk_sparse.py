@@ -15,8 +15,11 @@ def _grads(sae):
     return {n: p.grad.detach().clone() for n, p in sae.named_parameters()}
 
 
+@pytest.mark.parametrize("gemm", [False, True])
 @pytest.mark.parametrize("n_dead", [0, 5, 40])
-def test_sparse_step_equals_dense(n_dead):
+def test_sparse_step_equals_dense(n_dead, gemm):
+    """Both of the sparse step's forms (CPU: sparse products; CUDA's: dW_enc by a dense GEMM and
+    AuxK decoded densely over the candidate columns) against the dense step."""
     torch.manual_seed(0)
     d_in, d_sae, k, aux_k, B = 24, 96, 6, 8, 50
     sae = make_sae(SAEConfig("topk", d_in, d_sae, k=k))
@@ -34,7 +37,7 @@ def test_sparse_step_equals_dense(n_dead):
     want = _grads(sae)
     sae.zero_grad(set_to_none=True)
 
-    sp = sparse_topk_step(sae, x, dead, aux_k, n_dead)
+    sp = sparse_topk_step(sae, x, dead, aux_k, n_dead, gemm=gemm)
     mse = (sp.recon - x).pow(2).sum(-1).mean()
     aux = sparse_aux_loss(x, sp)
     (mse + 0.5 * aux).backward()
@@ -104,7 +107,7 @@ def test_compiled_step_trains_the_same_sae():
     assert got.returncode == 0 and got.stdout.strip().endswith("same"), got.stderr[-2000:]
 
 
-@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("sparse", [False, True, "gemm"])
 def test_auxk_on_candidate_columns_equals_all_columns(sparse):
     """AuxK restricted to `aux_candidates`' columns: same loss and gradients as over all
     latents, as long as the candidates hold every dead latent (they do, by construction)."""
@@ -125,7 +128,7 @@ def test_auxk_on_candidate_columns_equals_all_columns(sparse):
         for c in (None, cols):
             sae.zero_grad(set_to_none=True)
             if sparse:
-                sp = sparse_topk_step(sae, x, dead, aux_k, n_dead, cols=c)
+                sp = sparse_topk_step(sae, x, dead, aux_k, n_dead, cols=c, gemm=sparse == "gemm")
                 loss = sparse_aux_loss(x, sp)
             else:
                 loss = aux_loss(sae, x, sae(x), dead, aux_k, n_dead, c)

@@ -1,0 +1,113 @@
+"""sparse_decode equals the dense product codes @ W, in value and in both gradients: the
+embedding_bag form always, the Triton kernels in Triton's interpreter (CPU, a subprocess with
+TRITON_INTERPRET=1) where Triton is installed and natively on CUDA; and the sparse SAE step with
+the kernels (CUDA's form) equals the dense step."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from workbench.saes.sparse_decode import sparse_decode, triton_decode_available
+
+
+def _case(device="cpu", B=7, m=20, n=50, d=300, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.stack([torch.randperm(n, generator=g)[:m] for _ in range(B)])
+    if m > 1:
+        idx[0, 1] = idx[0, 0]                   # a row picked twice within one token: terms add
+    vals = torch.randn(B, m, generator=g)
+    W = torch.randn(n, d, generator=g)
+    grad = torch.randn(B, d, generator=g)
+    return [t.to(device) for t in (idx, vals, W, grad)]
+
+
+def _dense(idx, vals, W, grad):
+    v = vals.clone().requires_grad_()
+    w = W.clone().requires_grad_()
+    B, m = idx.shape
+    rows = torch.arange(B, device=idx.device)[:, None].expand(B, m)
+    codes = torch.zeros(B, W.shape[0], device=W.device).index_put((rows, idx), v, accumulate=True)
+    out = codes @ w
+    out.backward(grad)
+    return out.detach(), v.grad, w.grad
+
+
+def check_against_dense(device="cpu", triton=None):
+    for B, m, n, d in [(7, 20, 50, 300), (3, 16, 40, 128), (1, 1, 5, 7)]:
+        idx, vals, W, grad = _case(device, B, m, n, d)
+        v = vals.clone().requires_grad_()
+        w = W.clone().requires_grad_()
+        out = sparse_decode(idx, v, w, triton=triton)
+        out.backward(grad)
+        want = _dense(idx, vals, W, grad)
+        for got, exp, what in zip((out, v.grad, w.grad), want, ("out", "d vals", "d W"), strict=True):
+            torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-4, msg=what)
+
+
+def test_embedding_bag_form_equals_dense():
+    check_against_dense(triton=False)
+
+
+def test_shapes_checked():
+    idx, vals, W, _ = _case()
+    with pytest.raises(ValueError, match=r"idx \(7, 20\) and vals \(7, 19\)"):
+        sparse_decode(idx, vals[:, :19], W)
+
+
+STEP_CHECK = """
+import torch
+from tests.workbench.saes.test_sparse_decode import check_against_dense, check_sparse_step
+dev = "{device}"
+check_against_dense(dev, triton=True)
+check_sparse_step(dev)
+print("same")
+"""
+
+
+def check_sparse_step(device="cpu"):
+    """The SAE step CUDA takes (Triton decode, dense dW_enc GEMM, dense AuxK over the candidate
+    columns) against the dense step, fp32."""
+    from workbench.saes import SAEConfig
+    from workbench.saes.models import make_sae
+    from workbench.saes.topk_sparse import sparse_aux_loss, sparse_topk_step
+    from workbench.saes.train import aux_loss
+
+    torch.manual_seed(0)
+    d_in, d_sae, k, aux_k, B = 24, 96, 6, 8, 50
+    sae = make_sae(SAEConfig("topk", d_in, d_sae, k=k)).to(device)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1)
+        sae.b_dec.normal_(0, 0.1)
+    x = torch.randn(B, d_in, device=device)
+    dead = torch.zeros(d_sae, dtype=torch.bool, device=device)
+    dead[:30] = True
+    out = sae(x)
+    ((out.recon - x).pow(2).sum(-1).mean() + 0.5 * aux_loss(sae, x, out, dead, aux_k, 30)).backward()
+    want = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    sae.zero_grad(set_to_none=True)
+    sp = sparse_topk_step(sae, x, dead, aux_k, 30, amp=False, gemm=True)
+    ((sp.recon - x).pow(2).sum(-1).mean() + 0.5 * sparse_aux_loss(x, sp)).backward()
+    torch.testing.assert_close(sp.recon, out.recon, rtol=1e-5, atol=1e-5)
+    for n, p in sae.named_parameters():
+        torch.testing.assert_close(p.grad, want[n], rtol=1e-4, atol=1e-5, msg=n)
+
+
+@pytest.mark.skipif(not triton_decode_available(), reason="Triton not installed (CPU torch wheel)")
+def test_triton_kernels_in_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("WORKBENCH_TYPECHECK", None)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    got = subprocess.run([sys.executable, "-c", STEP_CHECK.format(device="cpu")], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=600)
+    assert got.returncode == 0 and got.stdout.strip().endswith("same"), got.stderr[-3000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not triton_decode_available(), reason="needs CUDA")
+def test_triton_kernels_on_cuda():
+    check_against_dense("cuda", triton=True)
+    check_sparse_step("cuda")
