@@ -112,15 +112,33 @@ class SAE(nn.Module):
         sp = self.sparsity_loss(out)
         return {"loss": mse + sp, "mse": mse, "sparsity": sp}
 
+    def _row_kernels(self, *tensors: Tensor) -> bool:
+        """Whether the decoder-row updates take the Triton kernels (`_triton_rows`: CUDA, Triton,
+        contiguous rows of at most 16,384)."""
+        from .sparse_decode import use_triton_decode
+
+        return (use_triton_decode(self.W_dec) and self.d_in <= 16384
+                and all(t.is_contiguous() and t.shape == self.W_dec.shape for t in tensors))
+
     @torch.no_grad()
     def normalize_decoder(self) -> None:
         """Project decoder rows back onto the unit sphere (the decoder-norm constraint)."""
+        if self._row_kernels(self.W_dec):
+            from ._triton_rows import normalize_rows
+
+            normalize_rows(self.W_dec)
+            return
         self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
 
     @torch.no_grad()
     def remove_parallel_grad(self) -> None:
         """Drop the gradient component along each decoder row (keeps ||d_i|| = 1 to first order)."""
         if self.W_dec.grad is None:
+            return
+        if self._row_kernels(self.W_dec, self.W_dec.grad):
+            from ._triton_rows import remove_parallel
+
+            remove_parallel(self.W_dec, self.W_dec.grad)
             return
         w = self.W_dec / self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         self.W_dec.grad -= (self.W_dec.grad * w).sum(-1, keepdim=True) * w

@@ -27,23 +27,33 @@ from dataclasses import dataclass
 import torch
 
 from .._types import Float, Tensor
-from .sparse_decode import sparse_decode
+from .sparse_decode import sparse_decode, use_triton_decode
 from .topk import TopKSAE
 
 __all__ = ["SparseStep", "sparse_topk_step", "sparse_aux_loss", "use_sparse_step"]
 
-def use_sparse_step(sae, device: torch.device, setting: bool | None) -> bool:
-    """Whether `train_sae` takes the sparse step: `setting` if given, else TopK SAEs on the CPU.
+# AuxK's decode on CUDA: the Triton gathers cost about 0.08 ms per pick per row (B 4096, d_in
+# 4096, H200), the three dense [B n_cols] GEMMs about 1.3e-4 ms per column: sparse pays when
+# n_cols > 600 picks (e.g. 55 dead latents among 131,072 candidate columns)
+AUX_SPARSE_RATIO = 600
 
-    On CUDA the dense step stays the default at every width measured: on an H200 at d_in 4096,
-    batch 4096, the dense step took 101 ms at 131,072 latents against 130 ms sparse (the
-    cuSPARSE product 27 ms and embedding_bag's backward 12 ms cost more than the GEMMs they
-    replace; benches/sae_step.py, docs/GPU.md). On 2 CPU cores the sparse step is 2.9x faster
-    (benches/sae.py --shape tiny).
+
+def use_sparse_step(sae, device: torch.device, setting: bool | None) -> bool:
+    """Whether `train_sae` takes the sparse step: `setting` if given, else for TopK SAEs on the
+    CPU, and on CUDA where Triton is installed (it comes with torch's CUDA wheels).
+
+    On an H200 (d_in 4096, batch 4096, AuxK on 10% dead latents) the sparse step with the Triton
+    decode took 35.0 ms against the dense step's 47.1 at 65,536 latents, 56.6 against 101.9 at
+    131,072 (benches/sae_step.py, docs/GPU.md session 17; its cuSPARSE form of session 14 was
+    slower than dense). On 2 CPU cores the sparse step is 2.9x faster (benches/sae.py --shape tiny).
     """
     if setting is not None:
         return bool(setting) and isinstance(sae, TopKSAE)
-    return isinstance(sae, TopKSAE) and device.type != "cuda"
+    if device.type == "cuda":
+        from .sparse_decode import triton_decode_available
+
+        return isinstance(sae, TopKSAE) and triton_decode_available()
+    return isinstance(sae, TopKSAE)
 
 
 class _PickedPre(torch.autograd.Function):
@@ -117,7 +127,11 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
     """
     k = sae.cfg.k
     with torch.no_grad():
-        with torch.autocast("cuda", torch.bfloat16, enabled=amp and x.is_cuda):
+        if amp and x.is_cuda:    # bfloat16 out, bias included: the top-k reads half the bytes
+            bf = torch.bfloat16
+            xc = (x.to(sae.W_enc.dtype) - sae.b_dec).to(bf)
+            pre = torch.addmm(sae.b_enc.to(bf), xc, sae.W_enc.to(bf))
+        else:
             pre = sae.pre_acts(x)
         top_v, top_i = pre.topk(k, dim=-1)
         idx, valid, aux_local = top_i, None, None
@@ -126,7 +140,9 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
         if dead is not None and aux_k > 0 and n_dead and (cols is None or len(cols)):
             sub, sub_dead = (pre, dead) if cols is None else (pre[:, cols], dead[cols])
             masked = sub.masked_fill(~sub_dead, float("-inf"))
-            aux_v, aux_i = masked.topk(min(aux_k, n_dead, masked.shape[1]), dim=-1)
+            # picks in powers of two (the extras are -inf, weight 0): few shapes as n_dead moves
+            n_pick = min(aux_k, 1 << (n_dead - 1).bit_length(), masked.shape[1])
+            aux_v, aux_i = masked.topk(n_pick, dim=-1)
             aux_local = aux_i
             if cols is not None:
                 aux_i = cols[aux_i]
@@ -145,8 +161,13 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
     aux = None
     if n_aux and valid is not None and aux_local is not None:
         w = act[:, k:] * valid.to(act.dtype)
-        if gemm:                 # dense over the candidate columns (module docstring)
-            W = sae.W_dec if cols is None else sae.W_dec[cols]
+        n_cols = sae.cfg.d_sae if cols is None else len(cols)
+        if gemm and not (use_triton_decode(sae.W_dec) and n_cols > AUX_SPARSE_RATIO * n_aux):
+            # dense over the candidate columns (module docstring), padded to a multiple of 64
+            # columns (the pad repeats column 0 with zero codes): misaligned GEMMs ran 3x slower
+            W = sae.W_dec
+            if cols is not None:
+                W = W[torch.cat([cols, cols.new_zeros(-len(cols) % 64)])]
             codes = torch.zeros(len(x), len(W), device=x.device, dtype=w.dtype).scatter(1, aux_local, w)
             with torch.autocast("cuda", torch.bfloat16, enabled=amp and x.is_cuda):
                 aux = codes @ W

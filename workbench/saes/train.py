@@ -221,7 +221,9 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
     bar = tqdm(total=total_steps * cfg.batch_size, unit="tok", desc=f"SAE {site}", disable=not progress)
     step = tokens = n_dead = 0
     cols = None          # AuxK's candidate columns, refreshed with n_dead (`aux_candidates`)
-    refresh = max(1, min(20, total_steps // 4))  # steps between host reads of the dead-latent count
+    # steps between host reads of the dead-latent count: at most half the dead-after window, so
+    # AuxK's candidates (`aux_candidates`) are the latents silent for half of it, not all of them
+    refresh = max(1, min(20, total_steps // 4, cfg.dead_after_tokens // (2 * cfg.batch_size)))
     try:
         for x in _batches(source(), cfg.batch_size, cfg.buffer_tokens, gen):
             if step >= total_steps:

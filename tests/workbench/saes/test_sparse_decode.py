@@ -61,10 +61,11 @@ def test_shapes_checked():
 
 STEP_CHECK = """
 import torch
-from tests.workbench.saes.test_sparse_decode import check_against_dense, check_sparse_step
+from tests.workbench.saes.test_sparse_decode import check_against_dense, check_rows, check_sparse_step
 dev = "{device}"
 check_against_dense(dev, triton=True)
 check_sparse_step(dev)
+check_rows(dev)
 print("same")
 """
 
@@ -97,6 +98,29 @@ def check_sparse_step(device="cpu"):
         torch.testing.assert_close(p.grad, want[n], rtol=1e-4, atol=1e-5, msg=n)
 
 
+def check_rows(device="cpu"):
+    """The decoder-row kernels (`_triton_rows`, taken by `SAE.normalize_decoder` and
+    `remove_parallel_grad` where `use_triton_decode`) against the torch formulas."""
+    from workbench.saes import SAEConfig
+    from workbench.saes.models import make_sae
+    from workbench.saes.sparse_decode import use_triton_decode
+
+    for d_in, d_sae in [(300, 40), (64, 16)]:
+        sae = make_sae(SAEConfig("topk", d_in, d_sae, k=4)).to(device)
+        assert use_triton_decode(sae.W_dec)
+        with torch.no_grad():
+            sae.W_dec.normal_()
+            sae.W_dec[3] = 0                       # a zero row: the norm's clamp
+        W = sae.W_dec.detach().clone()
+        G = torch.randn_like(W)
+        sae.W_dec.grad = G.clone()
+        sae.remove_parallel_grad()
+        u = W / W.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        torch.testing.assert_close(sae.W_dec.grad, G - (G * u).sum(-1, keepdim=True) * u, rtol=1e-5, atol=1e-5)
+        sae.normalize_decoder()
+        torch.testing.assert_close(sae.W_dec.detach(), u, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.skipif(not triton_decode_available(), reason="Triton not installed (CPU torch wheel)")
 def test_triton_kernels_in_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -111,3 +135,24 @@ def test_triton_kernels_in_interpreter():
 def test_triton_kernels_on_cuda():
     check_against_dense("cuda", triton=True)
     check_sparse_step("cuda")
+    check_rows("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not triton_decode_available(), reason="needs CUDA")
+def test_amp_sparse_step_on_cuda_agrees_with_dense_autocast():
+    """Under amp the sparse step computes the pre-activations in bfloat16 with the bias (the
+    dense step adds the bias in float32 after a bfloat16 product): same loss to bf16 precision."""
+    from workbench.saes import SAEConfig
+    from workbench.saes.models import make_sae
+    from workbench.saes.topk_sparse import sparse_topk_step
+    from workbench.saes.train import dense_step_loss
+
+    torch.manual_seed(0)
+    sae = make_sae(SAEConfig("topk", 256, 4096, k=32)).cuda()
+    x = torch.randn(512, 256, device="cuda")
+    dead = torch.zeros(4096, dtype=torch.bool, device="cuda")
+    loss = dense_step_loss(sae, x, dead, 0, 0, None, 0.0, True)[1]
+    sp = sparse_topk_step(sae, x, dead, 0, 0, amp=True)
+    mse = (sp.recon - x).pow(2).sum(-1).mean()
+    assert sp.recon.dtype == torch.float32
+    torch.testing.assert_close(mse, loss.float(), rtol=1e-2, atol=0)

@@ -16,7 +16,7 @@ def _grads(sae):
 
 
 @pytest.mark.parametrize("gemm", [False, True])
-@pytest.mark.parametrize("n_dead", [0, 5, 40])
+@pytest.mark.parametrize("n_dead", [0, 3, 5, 40])
 def test_sparse_step_equals_dense(n_dead, gemm):
     """Both of the sparse step's forms (CPU: sparse products; CUDA's: dW_enc by a dense GEMM and
     AuxK decoded densely over the candidate columns) against the dense step."""
