@@ -49,6 +49,7 @@ from .edges import total_ffn_gradients, total_resid_gradients
 from .frozen import freeze
 from .live import live_gradients, node_site
 from .result import AttributionGraph
+from .weights import ModelWeights
 
 __all__ = ["PREDICTIONS", "Faithfulness", "predicted_effects", "faithfulness", "spearman", "with_faithfulness",
            "live_predictions"]
@@ -180,11 +181,13 @@ def _decoder_row(nd, basis: str, transcoders: dict[int, Transcoder] | None,
 @torch.no_grad()
 def faithfulness(session: Session, graph: AttributionGraph, n: int = 20, factor: float = 0.0,
                  progress: bool = True, transcoders: dict[int, Transcoder] | None = None,
-                 saes: dict[int, SAE] | None = None, prediction: str = "graph") -> Faithfulness:
+                 saes: dict[int, SAE] | None = None, prediction: str = "graph",
+                 weights: ModelWeights | None = None) -> Faithfulness:
     """Scale each of the top-n kept units (and latents: give the graph's `transcoders`, or its
     `saes` {layer: SAE at resid_post:layer} for an ``sae`` graph) by `factor` in the real model
     and compare with the graph's prediction and with attribution patching (`prediction` picks
-    the headline)."""
+    the headline). `weights`: the frozen model's weights if already read (`build_graph` passes
+    its own: a second float32 copy was 27 GiB at the Llama-3.1-8B shape)."""
     if prediction not in PREDICTIONS:
         raise WorkbenchError(f"prediction={prediction!r} is unknown; valid: {', '.join(PREDICTIONS)}")
     if transcoders and saes:
@@ -200,7 +203,7 @@ def faithfulness(session: Session, graph: AttributionGraph, n: int = 20, factor:
     tokens = torch.tensor([list(graph.token_ids)], device=session.device)
     tid = logit_node.index
     base = session.model(tokens, return_type="logits")[0, -1, tid].float()
-    fz = freeze(session, list(graph.token_ids))
+    fz = freeze(session, list(graph.token_ids), weights)   # weights: the graph's (no second float32 copy)
     basis = graph.config.basis
     # the frozen model's all-path gradient at each site a tested node writes to
     g_site = {"mlp_out": total_ffn_gradients(fz, fz.weights.W_U[tid])}

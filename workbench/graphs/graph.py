@@ -194,6 +194,7 @@ def build_graph(session: Session, prompt: str | Sequence[int], target: str | Non
         from .faithfulness import faithfulness, with_faithfulness
 
         f = faithfulness(session, g, cfg.faithfulness_nodes, factor=cfg.faithfulness_factor, progress=progress,
-                         transcoders=tcs, saes=sae_map, prediction=cfg.prediction or "graph")
+                         transcoders=tcs, saes=sae_map, prediction=cfg.prediction or "graph",
+                         weights=fz.weights)
         g = with_faithfulness(g, f, seconds0=t0)
     return g

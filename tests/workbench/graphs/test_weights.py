@@ -29,3 +29,23 @@ def test_float32_copies_and_tied_embeddings(tied):
     assert torch.equal(w.W_U, head.weight.detach().float())
     assert torch.equal(w.W_E, emb.weight.detach().float())
     assert (w.W_U.data_ptr() == w.W_E.data_ptr()) == tied
+
+
+def test_build_graph_reads_the_weights_once(monkeypatch):
+    """build_graph with its faithfulness check makes one set of float32 copies, not two (at the
+    Llama-3.1-8B shape a second set was 27 GiB, and the Gemma-3-12B graph ran out of 80 GiB)."""
+    import workbench.graphs.frozen as frozen_mod
+    from workbench.graphs import build_graph
+
+    s = tiny_session()
+    calls = []
+    real = frozen_mod.model_weights
+
+    def counting(session, *a, **k):
+        calls.append(1)
+        return real(session, *a, **k)
+
+    monkeypatch.setattr(frozen_mod, "model_weights", counting)
+    g = build_graph(s, "The capital of France is", max_nodes=20, faithfulness_nodes=3, progress=False)
+    assert "faithfulness_spearman" in g.summary            # the check ran
+    assert len(calls) == 1
