@@ -41,7 +41,7 @@ from workbench.session import Session
 
 from ._prompts import EditError
 from .covariance import KeyStats
-from .memit import MemitConfig, _check_stats, check_requests, spread_update
+from .memit import MemitConfig, _check_stats, check_requests, request_keys, spread_update
 from .requests import EditRequest, LayerUpdate
 
 log = logging.getLogger(__name__)
@@ -135,10 +135,12 @@ class AlphaEditState:
         energy = {layer: float(st.moment.double().trace()) for layer, st in stats.items()}
         return cls(P, pres, ranks, 0, energy, {layer: st.moment for layer, st in stats.items()})
 
-    def after(self, update: LayerUpdate) -> AlphaEditState:
-        """The state once `update` is applied: its keys join the preserved set."""
+    def after(self, update: LayerUpdate, requests: Sequence[int] | None = None) -> AlphaEditState:
+        """The state once `update` is applied: its keys join the preserved set (only those of the
+        requests at positions `requests` of `update.requests` when given, `request_keys`)."""
         pres = dict(self.preserved)
-        for layer, K in update.keys.items():
+        keys = update.keys if requests is None else request_keys(update, requests)
+        for layer, K in keys.items():
             if layer not in pres:
                 raise EditError(f"update keys at layer {layer}; the state has layers {sorted(pres)}")
             pres[layer] = pres[layer] + K.double().T @ K.double()

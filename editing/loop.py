@@ -22,10 +22,23 @@ each case's neighbourhood prompt and its break score (reach over the unedited ma
 ``blast_auroc`` says how well the break score ranks the prompts that broke (neighbourhood
 success lost) above those that held, over the prompts the unedited model got right;
 ``blast_auroc_reach`` the same for the reach alone.
+
+Repair rounds (``repair_rounds`` = N > 0; 0, the default, is the plain loop): after a batch's
+update is applied, each of its requests is scored on its own prompt (efficacy: the new object's
+sequence probability above the true one's); the requests that did not take get a fresh update,
+computed on the edited model (v* / z* from the current weights), with the keys of the batch's
+requests that did take in the preserved set so the round does not undo them (AlphaEdit: added to
+the `AlphaEditState`, K_p^T K_p; MEMIT: K_p^T K_p joins its solve, `memit_solve`; ROME: a batch of
+one, nothing else to keep). That update is applied too and the batch scored again; up to N
+rounds, fewer when every request took. Each round's keys are those of the requests it edited;
+after the batch, each request's latest keys (the round that last edited it) join AlphaEdit's
+preserved set for the later batches. Every round is its own ledger entry (sequential; outcome
+``repair_round``) or its own `editing.apply` handle (fresh state), undone like the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -52,8 +65,8 @@ from .evaluate import (
     usable_cases,
 )
 from .ledger import Ledger
-from .memit import MemitConfig, compute_memit_update
-from .requests import EditRequest
+from .memit import MemitConfig, compute_memit_update, request_keys
+from .requests import EditRequest, LayerUpdate, RankOneUpdate
 from .rome import RomeConfig, compute_rome_update
 
 log = logging.getLogger(__name__)
@@ -69,10 +82,16 @@ class EditRun:
 
     Args:
         rows: one dict per case: case_id, batch, subject, target_new, ground_truth, unedited and
-            edited (`CaseScores.to_dict()`), at_edit (sequential), reach, break_score, edit_seconds.
+            edited (`CaseScores.to_dict()`), at_edit (sequential), reach, break_score, edit_seconds
+            (its batch's compute time, repair rounds included, over the batch's cases), repaired
+            (repair rounds that re-edited it).
         summary: efficacy, paraphrase, neighborhood, fluency, n (+ gaps), perplexity_before,
             perplexity_after, known_accuracy_before/after, first_batch_efficacy_at_end
-            (sequential; else None), efficacy_at_edit (sequential), blast_auroc, blast_auroc_reach,
+            (sequential; else None), efficacy_at_edit (sequential; after the batch's repair rounds),
+            efficacy_before_repair (each batch right after its first update, before any repair
+            round), repair_rounds (the setting), repair_edits (per repair round, requests
+            re-edited, summed over batches), repair_took (per repair round, how many of those
+            took right after it), blast_auroc, blast_auroc_reach,
             n_broken_neighbours, unedited (the
             same scores before editing), method, batch_size, n_batches, sequential, layers,
             skipped, seconds, edit_seconds, seconds_per_edit.
@@ -123,7 +142,7 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
               config: RomeConfig | MemitConfig | AlphaEditConfig | None = None,
               held=None, known: Sequence[tuple[str, str]] = (), gen_tokens: int = 0,
               capability_batches: int | None = 1, blast: bool = True, blast_corpus=None,
-              progress: bool = True,
+              progress: bool = True, repair_rounds: int = 0,
               on_row: Callable[[dict], None] | None = None, seed: int = 0) -> EditRun:
     """Edit `cases` with `method` and evaluate (module docstring); the model ends as it began.
 
@@ -147,6 +166,7 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
         blast_corpus: if given, the first batch's blast radius over its first 4,096 tokens
             (`editing.blast_radius`, before that batch is applied) goes into the summary as
             ``blast_radius``.
+        repair_rounds: at most this many repair rounds per batch (module docstring; 0: none).
         on_row: called with each row as soon as it is scored (e.g. to append to a JSONL file).
     """
     t_start = time.perf_counter()
@@ -154,6 +174,9 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
         raise WorkbenchError(f"method={method!r}; choose one of {list(METHODS)}")
     if batch_size < 1:
         raise WorkbenchError(f"batch_size={batch_size} must be >= 1")
+    if isinstance(repair_rounds, bool) or not isinstance(repair_rounds, int) or repair_rounds < 0:
+        raise WorkbenchError(f"repair_rounds={repair_rounds!r} must be an integer >= 0 (0: no repair "
+                             "rounds; N: up to N rounds re-editing a batch's requests that did not take)")
     if method == "rome" and batch_size != 1:
         raise WorkbenchError(f"batch_size={batch_size}: ROME edits one fact at a time; use "
                              "method='memit' or 'alphaedit' for batches")
@@ -190,13 +213,58 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
     state = AlphaEditState.from_stats({k: stats[k] for k in layers}, cfg.null_energy) \
         if method == "alphaedit" and isinstance(cfg, AlphaEditConfig) else None
 
-    def compute(idx):
+    def compute(idx, kept: _Kept = ((), {}, ())):
+        """The update of requests `idx` on the current model; `kept`: (updates applied in this
+        batch, request -> (update, position) of its latest keys, the requests whose keys to keep)."""
         reqs = [_request(usable[i]) for i in idx]
-        if method == "rome":
+        if method == "rome" and isinstance(cfg, RomeConfig):   # a batch of one: nothing else to keep
             return compute_rome_update(session, reqs[0], stats[layers[0]], cfg)
-        if method == "memit":
-            return compute_memit_update(session, reqs, stats, cfg)
-        return compute_alphaedit_update(session, reqs, state, cfg)
+        if method == "memit" and isinstance(cfg, MemitConfig):
+            return compute_memit_update(session, reqs, stats, cfg, preserved=_gram(*kept))
+        if isinstance(cfg, AlphaEditConfig) and state is not None:
+            return compute_alphaedit_update(session, reqs, _preserve(state, *kept), cfg)
+        raise WorkbenchError(f"method={method!r} with a {type(cfg).__name__}")   # checked above
+
+    def edit_batch(idx, up, stack: contextlib.ExitStack | None) -> tuple[list, float]:
+        """Apply `up` to the batch `idx` (through the ledger, else on `stack`), then up to
+        `repair_rounds` repair rounds; returns the batch's scores after the last round and the
+        repair rounds' compute seconds."""
+        nonlocal state
+        sub, sid = [usable[i] for i in idx], [ids[i] for i in idx]
+        at = {i: p for p, i in enumerate(idx)}
+        applied, latest = [up], {i: (up, p) for p, i in enumerate(idx)}
+        failed: list[int] = []
+        got: list = []
+        spent = 0.0
+        for r in range(repair_rounds + 1):
+            if r:
+                failed = [i for i in idx if not got[at[i]].efficacy]
+                if not failed:
+                    break
+                t0 = time.perf_counter()
+                up = compute(failed, (applied, latest, [i for i in idx if got[at[i]].efficacy]))
+                spent += time.perf_counter() - t0
+                applied.append(up)
+                latest.update({i: (up, p) for p, i in enumerate(failed)})
+            entry = ledger.apply(up) if ledger is not None else None
+            if stack is not None:
+                stack.enter_context(apply(session, up))
+            got = score_cases(session, sub, sid)
+            if entry is not None and ledger is not None:
+                ledger.record(entry, **{k: v for k, v in summarize(got).items()
+                                        if k in ("efficacy", "paraphrase", "neighborhood", "n")},
+                              **({"repair_round": r} if r else {}))
+            if r == 0:
+                for i, sc in zip(idx, got):
+                    first_round[i] = sc
+            else:
+                repair_edits[r - 1] += len(failed)
+                repair_took[r - 1] += sum(got[at[i]].efficacy for i in failed)
+                for i in failed:
+                    repaired[i] += 1
+        if state is not None and ledger is not None:      # sequential: the batch stays applied
+            state = _preserve(state, applied, latest, idx)
+        return got, spent
 
     base = score_cases(session, usable, ids)
     flu_base = _fluency(session, usable, gen_tokens, seed)
@@ -208,6 +276,9 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
     reach: list = [None] * len(usable)
     risk: list[float | None] = [None] * len(usable)     # break score: reach / unedited margin
     secs: list = [0.0] * len(usable)
+    first_round: list = [None] * len(usable)            # each batch right after its first update
+    repaired = [0] * len(usable)
+    repair_edits, repair_took = [0] * repair_rounds, [0] * repair_rounds
     ppl_after: list[float] = []
     known_after: list[float] = []
     ledger = Ledger(session) if sequential else None
@@ -226,21 +297,14 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
                 for i, x in zip(idx, r.tolist()):
                     reach[i] = x
                     risk[i] = break_score(x, base[i].p_true_loc, base[i].p_new_loc)
-            for i in idx:
-                secs[i] = sec / len(idx)
             sub = [usable[i] for i in idx]
             if ledger is not None:  # sequential
-                entry = ledger.apply(up)
-                got = score_cases(session, sub, [ids[i] for i in idx])
+                got, extra = edit_batch(idx, up, None)
                 for i, sc in zip(idx, got):
                     at_edit[i] = sc
-                ledger.record(entry, **{k: v for k, v in summarize(got).items()
-                                        if k in ("efficacy", "paraphrase", "neighborhood", "n")})
-                if state is not None:
-                    state = state.after(up)
             else:
-                with apply(session, up):
-                    got = score_cases(session, sub, [ids[i] for i in idx])
+                with contextlib.ExitStack() as stack:      # undoes every round's edit on exit
+                    got, extra = edit_batch(idx, up, stack)
                     flu = _fluency(session, sub, gen_tokens, seed)
                     for i, sc, f in zip(idx, got, flu):
                         edited[i] = _with_fluency(sc, f)
@@ -249,9 +313,12 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
                             ppl_after.append(perplexity(session, held))
                         if known and (acc := known_accuracy(session, list(known))) is not None:
                             known_after.append(acc)
+            for i in idx:
+                secs[i] = (sec + extra) / len(idx)
+            if ledger is None:
                 for i in idx:
                     _emit(on_row, _row(usable[i], bi, base[i], flu_base[i], edited[i], None, reach[i], risk[i],
-                                       secs[i]))
+                                       secs[i], repaired[i]))
             bar.update(len(idx))
         if sequential:
             final = score_cases(session, usable, ids)
@@ -265,7 +332,7 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
             for bi, idx in enumerate(batches):
                 for i in idx:
                     _emit(on_row, _row(usable[i], bi, base[i], flu_base[i], edited[i], at_edit[i], reach[i], risk[i],
-                                       secs[i]))
+                                       secs[i], repaired[i]))
     finally:
         bar.close()
         table = ledger.table() if ledger is not None else []
@@ -273,8 +340,8 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
             ledger.undo_all()
 
     base_scores = [_with_fluency(b, f) for b, f in zip(base, flu_base)]
-    rows = [_row(usable[i], bi, base_scores[i], None, edited[i], at_edit[i], reach[i], risk[i], secs[i])
-            for bi, idx in enumerate(batches) for i in idx]
+    rows = [_row(usable[i], bi, base_scores[i], None, edited[i], at_edit[i], reach[i], risk[i], secs[i],
+                 repaired[i]) for bi, idx in enumerate(batches) for i in idx]
     summary = summarize(edited)
     broken = [b.neighborhood and not e.neighborhood for b, e in zip(base, edited)]
     # prompts that could break (right before the edit), their break score and outcome
@@ -288,6 +355,8 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
         "known_accuracy_after": sum(known_after) / len(known_after) if known_after else None,
         "first_batch_efficacy_at_end": summarize(first)["efficacy"] if sequential else None,
         "efficacy_at_edit": summarize([a for a in at_edit if a is not None])["efficacy"] if sequential else None,
+        "efficacy_before_repair": summarize(first_round)["efficacy"],
+        "repair_rounds": repair_rounds, "repair_edits": repair_edits, "repair_took": repair_took,
         "blast_auroc": auroc([s for s, _, _ in at_risk], [br for _, _, br in at_risk]) if blast else None,
         "blast_auroc_reach": auroc([r for _, r, _ in at_risk], [br for _, _, br in at_risk]) if blast else None,
         "blast_radius": first_blast.to_dict() if first_blast is not None else None,
@@ -304,6 +373,44 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
     return EditRun(rows, summary, table)
 
 
+# (updates applied in a batch, request -> (update, its position there) of its latest keys, the
+# requests whose keys are kept)
+_Kept = tuple[Sequence[LayerUpdate | RankOneUpdate], Mapping[int, tuple[LayerUpdate | RankOneUpdate, int]],
+              Sequence[int]]
+
+
+def _latest_positions(applied, latest, keep) -> list[tuple[LayerUpdate, list[int] | None]]:
+    """Per update of `applied` (in order) holding the latest keys of some requests of `keep`:
+    their positions in it (None: all of its requests, the whole update)."""
+    out = []
+    for up in applied:
+        pos = sorted(latest[i][1] for i in keep if latest[i][0] is up)
+        if pos:
+            if not isinstance(up, LayerUpdate):
+                raise EditError(f"a {type(up).__name__} holds no batch keys to preserve")
+            out.append((up, None if pos == list(range(len(up.requests))) else pos))
+    return out
+
+
+def _preserve(state: AlphaEditState, applied, latest, keep) -> AlphaEditState:
+    """`state` with the latest keys of the requests `keep` added to the preserved set."""
+    for up, pos in _latest_positions(applied, latest, keep):
+        state = state.after(up, pos)
+    return state
+
+
+def _gram(applied, latest, keep) -> dict | None:
+    """Per layer, K_p^T K_p [d_mlp d_mlp] (float64) of the latest keys of the requests `keep`;
+    None when there are none."""
+    out: dict = {}
+    for up, pos in _latest_positions(applied, latest, keep):
+        keys = up.keys if pos is None else request_keys(up, pos)
+        for layer, K in keys.items():
+            Kd = K.double()
+            out[layer] = out[layer] + Kd.T @ Kd if layer in out else Kd.T @ Kd
+    return out or None
+
+
 def _with_fluency(sc, f):
     import dataclasses
 
@@ -315,11 +422,11 @@ def _emit(on_row, row):
         on_row(row)
 
 
-def _row(case: EditCase, batch: int, base, flu_base, edited, at_edit, reach, risk, sec) -> dict:
+def _row(case: EditCase, batch: int, base, flu_base, edited, at_edit, reach, risk, sec, repaired: int) -> dict:
     if flu_base is not None:
         base = _with_fluency(base, flu_base)
     return {"case_id": case.case_id, "batch": batch, "subject": case.subject,
             "target_new": case.target_new, "ground_truth": case.ground_truth,
             "unedited": base.to_dict(), "edited": edited.to_dict(),
             "at_edit": at_edit.to_dict() if at_edit is not None else None,
-            "reach": reach, "break_score": risk, "edit_seconds": sec}
+            "reach": reach, "break_score": risk, "edit_seconds": sec, "repaired": repaired}

@@ -50,7 +50,7 @@ from .zstar import target_residuals
 log = logging.getLogger(__name__)
 
 __all__ = ["MemitConfig", "compute_memit_update", "check_requests", "critical_layers",
-           "layer_keys", "memit_solve"]
+           "layer_keys", "memit_solve", "request_keys"]
 
 
 @dataclass(frozen=True)
@@ -229,11 +229,34 @@ def layer_keys(session: Session, layer: int, last: int, prompts: Sequence[Sequen
 
 
 def memit_solve(stats: KeyStats, K: Float[Tensor, "n d_mlp"], R: Float[Tensor, "n d_model"],
-                lam: float) -> Float[Tensor, "d_mlp d_model"]:
-    """D = (lam C + K^T K)^{-1} K^T R in float64 (the minimiser of |K D - R|^2 + lam tr(D^T C D))."""
+                lam: float, preserved: Tensor | None = None) -> Float[Tensor, "d_mlp d_model"]:
+    """D = (lam C + K^T K)^{-1} K^T R in float64 (the minimiser of |K D - R|^2 + lam tr(D^T C D)).
+
+    `preserved` [d_mlp d_mlp], K_p^T K_p of keys whose outputs must stay (e.g. the requests of a
+    batch that already took, `editing.loop`'s repair rounds), joins the matrix:
+    D = (lam C + K_p^T K_p + K^T K)^{-1} K^T R, the minimiser with |K_p D|^2 added."""
     C = stats.moment.double()
     K, R = K.double(), R.double()
-    return torch.linalg.solve(lam * C + K.T @ K, K.T @ R)
+    M = lam * C + K.T @ K
+    if preserved is not None:
+        M = M + preserved.double().to(M.device)
+    return torch.linalg.solve(M, K.T @ R)
+
+
+def request_keys(update: LayerUpdate, requests: Sequence[int]) -> dict[int, Tensor]:
+    """Per layer, the key rows [m d_mlp] of the requests at positions `requests` of
+    `update.requests` (with ``pin_prompt`` each request has two rows, i and n + i)."""
+    n = len(update.requests)
+    out = {}
+    for layer, K in update.keys.items():
+        if n == 0 or K.shape[0] % n:
+            raise EditError(f"update keys at layer {layer} have {K.shape[0]} rows for {n} requests")
+        bad = [i for i in requests if not 0 <= i < n]
+        if bad:
+            raise EditError(f"request positions {bad} are out of range; the update has {n} requests (0..{n - 1})")
+        rows = [j * n + i for j in range(K.shape[0] // n) for i in requests]
+        out[layer] = K[rows]
+    return out
 
 
 Solver = Callable[[int, Tensor, Tensor], Tensor]
@@ -273,9 +296,11 @@ def spread_update(session: Session, requests: Sequence[EditRequest], layers: Seq
 
 
 def compute_memit_update(session: Session, requests: Sequence[EditRequest], stats: Mapping[int, KeyStats],
-                         config: MemitConfig | None = None, progress: bool = False) -> LayerUpdate:
+                         config: MemitConfig | None = None, progress: bool = False,
+                         preserved: Mapping[int, Tensor] | None = None) -> LayerUpdate:
     """The MEMIT update of a batch of requests over `config.layers` (default: the layers of
-    `stats`); the model's weights are not touched.
+    `stats`); the model's weights are not touched. `preserved`: layer -> K_p^T K_p [d_mlp d_mlp]
+    of keys whose outputs the update must keep (`memit_solve`; absent layers: none).
 
     Raises EditError (empty batch, conflicting targets, missing statistics), TokenError (a
     target the tokenizer cannot produce), SubjectNotFound, LayerOutOfRange, before any work.
@@ -292,6 +317,6 @@ def compute_memit_update(session: Session, requests: Sequence[EditRequest], stat
     check_requests(session, requests)
 
     def solve(layer, K, R):
-        return memit_solve(stats[layer], K, R, cfg.lam)
+        return memit_solve(stats[layer], K, R, cfg.lam, (preserved or {}).get(layer))
 
     return spread_update(session, requests, layers, cfg, solve, "memit", progress)

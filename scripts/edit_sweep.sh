@@ -11,13 +11,15 @@ GEN=0
 . "$(dirname "$0")/edit_common.sh"
 # name | flags   (MEMIT: one batch of all cases; AlphaEdit: 10 sequential batches)
 VARIANTS=(   # at most four side by side on one H200 (docs/GPU.md, session 14)
-  # session 16, run with EDIT_LAYERS="1 2 3 4 5 6 7 8": eight edited layers instead of five, for
-  # MEMIT at the two lams of session 14 and AlphaEdit at the two lams of session 15 around its
-  # default (session 15 swept AlphaEdit's lam 300 / 1,000 / 3,000 at layers 1-5: docs/GPU.md)
-  "memit-l15000-s0.05|--method memit --batch $N --lam 15000 --stop-nll 0.05"
-  "memit-l5000-s0.05|--method memit --batch $N --lam 5000 --stop-nll 0.05"
-  "alphaedit-e0.1-l3000|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 3000"
-  "alphaedit-e0.1-l10000|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 10000"
+  # session 17, run with EDIT_LAYERS="1 2 3 4 5 6 7 8": repair rounds (--repair-rounds N: each batch's
+  # requests that did not take re-edited on the edited model, up to N rounds) on session 16's
+  # AlphaEdit row (lam 3,000: 94.5 / first batch 95 at +16.0% perplexity), on the stiffer lam 10,000
+  # (87.1 at +6.1%) and on MEMIT lam 15,000 (91.8 at +5.4%). Session 16's variants were
+  # memit-l15000-s0.05, memit-l5000-s0.05, alphaedit-e0.1-l3000, alphaedit-e0.1-l10000.
+  "alphaedit-e0.1-l3000-r1|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 3000 --repair-rounds 1"
+  "alphaedit-e0.1-l3000-r2|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 3000 --repair-rounds 2"
+  "alphaedit-e0.1-l10000-r2|--method alphaedit --batch $((N / 10)) --null-energy 0.1 --lam 10000 --repair-rounds 2"
+  "memit-l15000-s0.05-r2|--method memit --batch $N --lam 15000 --stop-nll 0.05 --repair-rounds 2"
 )
 pids=()
 for v in "${VARIANTS[@]}"; do

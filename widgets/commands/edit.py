@@ -98,6 +98,10 @@ def register(sub) -> None:
                    help="AlphaEdit: ridge relative to the batch keys' null-space energy (default: AlphaEditConfig.l2)")
     p.add_argument("--chunk", type=int, default=None,
                    help="MEMIT/AlphaEdit: requests per forward pass of the z* optimisation and key collection (default 16)")
+    p.add_argument("--repair-rounds", type=int, default=0, metavar="N",
+                   help="after each batch's edit, up to N rounds that re-edit (on the edited model, keeping "
+                        "the requests that took) the requests that did not take on their own prompt; "
+                        "each round a ledger entry (default 0: none)")
     p.add_argument("--no-pin-prompt", action="store_true",
                    help="ROME's plain u (u . k* = 1 only); default also pins the prompt's own key")
     p.add_argument("--no-capability", action="store_true",
@@ -164,6 +168,9 @@ def _check(args) -> tuple[str | None, Any]:
     if args.method == "rome" and (args.chunk is not None or args.lam is not None):
         raise WorkbenchError("--chunk and --lam are MEMIT's and AlphaEdit's; ROME edits one fact with its own solve")
     check_positive(chunk=args.chunk)
+    if args.repair_rounds < 0:
+        raise WorkbenchError(f"--repair-rounds={args.repair_rounds} is out of range; give an integer >= 0 "
+                             "(0: no repair rounds; N: up to N per batch)")
     facts = check_model(args)
     check_layers(facts, args.layer)
     return prompt, facts
@@ -267,16 +274,17 @@ def run(args) -> int:
     res = run_edits(session, cases, stats, method=args.method, batch_size=batch,
                     sequential=True if args.sequential else None, config=cfg, held=held,
                     known=known or (), gen_tokens=args.gen_tokens, progress=progress,
-                    on_row=on_row, seed=args.seed, blast_corpus=corpus)
+                    on_row=on_row, seed=args.seed, blast_corpus=corpus, repair_rounds=args.repair_rounds)
     s = res.summary
     summary = {
         "meta": meta(session, command="edit", cases=source, method=args.method, layer=layers[0],
                      layers=layers, batch=batch, skip=args.skip,
                      stats_corpus=corpus.name, config=cfg.to_dict(), gen_tokens=args.gen_tokens,
-                     layer_curve=curve),
+                     layer_curve=curve, repair_rounds=args.repair_rounds),
         **{k: s[k] for k in ("efficacy", "paraphrase", "neighborhood", "fluency", "n")},
         "perplexity_before": s["perplexity_before"], "perplexity_after": s["perplexity_after"],
         "first_batch_efficacy_at_end": s["first_batch_efficacy_at_end"],
+        **{k: s[k] for k in ("repair_rounds", "repair_edits", "repair_took", "efficacy_before_repair")},
         "edited": {k: v for k, v in s.items() if k != "unedited"}, "unedited": s["unedited"],
         "skipped": s["skipped"], "seconds_per_edit": s["seconds_per_edit"], "stats_seconds": stats_s,
         "published": PUBLISHED[args.method], "rome_gpt2_xl": {k: PUBLISHED["rome"][k] for k in
