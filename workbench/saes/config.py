@@ -125,9 +125,10 @@ class TrainConfig:
         seed: initialisation and shuffling seed.
         device: ``auto`` (the session's device), ``cpu``, ``cuda``.
         amp: on CUDA, run the SAE's matmuls in bfloat16 autocast (weights and Adam stay fp32).
-        sparse_step: TopK only: the step whose decoder and encoder gradient touch only the picked
-            latents (`workbench.saes.topk_sparse`; same values); None: on the CPU only (on CUDA
-            the dense GEMMs measured faster, docs/GPU.md).
+        sparse_step: TopK only: the step whose decoder (and, on the CPU, encoder gradient)
+            touch only the picked latents (`workbench.saes.topk_sparse`; same values); None: on
+            the CPU, and on CUDA where Triton is installed (its kernels: 24 against 47 ms per
+            step at 65,536 latents on an H200, docs/GPU.md session 17).
         compile_step: run the dense step's forward and loss under `torch.compile` (fused
             elementwise work and dtype casts). Off by default: on an H200 (d_in 4096, batch
             4096, AuxK on 10% dead latents) the step alone took 100 -> 69 ms at 131,072 latents
