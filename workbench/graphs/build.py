@@ -93,8 +93,13 @@ class RawGraph:
 
 
 def _block_size(cfg: GraphConfig, fz: Frozen, width: int, n_rows: int) -> int:
+    """Targets per backward pass: `cfg.batch`, cut so one block's full edge rows fit in
+    `cfg.memory_mb` and in half of what the device has free (`memplan.free_bytes`)."""
+    from ..memplan import free_bytes
+
     per_row = n_rows * fz.n_pos * width * 4
-    return max(1, min(cfg.batch, (cfg.memory_mb << 20) // per_row))
+    budget = min(cfg.memory_mb << 20, free_bytes(fz.embed.device) // 2)
+    return max(1, min(cfg.batch, budget // per_row))
 
 
 def _full_rows(fz: Frozen, basis: Basis, seeds: Seeds, act: Tensor, embed_act: Tensor, real_act: Tensor):

@@ -24,7 +24,7 @@ from .._types import Float, Tensor
 from ..errors import WorkbenchError
 from ..session import Session
 
-__all__ = ["UnsupportedModelError", "NormWeights", "LayerWeights", "ModelWeights", "model_weights"]
+__all__ = ["UnsupportedModelError", "NormWeights", "LayerWeights", "ModelWeights", "model_weights", "copy_bytes"]
 
 
 class UnsupportedModelError(WorkbenchError):
@@ -122,6 +122,31 @@ class ModelWeights:
         return int(self.layers[0].W_down.shape[1])
 
 
+def copy_bytes(session: Session, dtype: torch.dtype = torch.float32) -> int:
+    """Bytes of the `dtype` copies `model_weights` makes: every weight it reads (all but the
+    attention's Q and K) not already in `dtype`, tied embeddings once."""
+    n = 0
+    for name, p in session.hf_model.named_parameters(remove_duplicate=True):
+        if p.dtype != dtype and not any(k in name for k in ("q_proj", "k_proj", "q_norm", "k_norm")):
+            n += p.numel()
+    return n * torch.empty((), dtype=dtype).element_size()
+
+
+def _check_room(session: Session, base, hf, dtype: torch.dtype) -> None:
+    """The memory plan of the frozen model: its copies must fit in what the device has left
+    (one clear error before any is made, not an out-of-memory error midway)."""
+    from ..memplan import OutOfMemory, free_bytes
+
+    need = copy_bytes(session, dtype)
+    if need == 0:
+        return
+    free = free_bytes(session.device)
+    if need > free:
+        raise OutOfMemory(f"the attribution graph's frozen model needs {need / 2**30:.1f} GiB of {dtype} "
+                          f"weight copies; {free / 2**30:.1f} GiB is free on {session.device} (valid: at "
+                          f"most the free memory; free other sessions or use a larger device)")
+
+
 def model_weights(session: Session, dtype: torch.dtype = torch.float32) -> ModelWeights:
     """Read `session`'s weights for the frozen model (raises UnsupportedModelError).
 
@@ -135,6 +160,7 @@ def model_weights(session: Session, dtype: torch.dtype = torch.float32) -> Model
     base = _orig(hf.model) if hasattr(hf, "model") else None
     if base is None or not hasattr(base, "layers"):
         raise UnsupportedModelError(f"model {session.name!r} ({type(hf).__name__}) has no model.layers")
+    _check_room(session, base, hf, dtype)
     d = session.d_model
     layers = []
     for block in base.layers:

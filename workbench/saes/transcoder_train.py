@@ -174,7 +174,7 @@ def transcoder_step(tc: Transcoder, x: Float[Tensor, "B d_model"], dead: Tensor 
             n_aux = aux_i.shape[1]
             idx, valid = torch.cat([top_i, aux_i], 1), aux_v > float("-inf")
             picked_vals = torch.cat([top_v, pre.gather(-1, aux_i)], 1)
-    picked = _PickedPre.apply(x, tc.b_dec_in, tc.W_enc, tc.b_enc, idx, picked_vals.float())
+    picked = _PickedPre.apply(x, tc.b_dec_in, tc.W_enc, tc.b_enc, idx, picked_vals.float(), None)  # sparse dW_enc
     act = torch.relu(picked)
     vals = act[:, :k]
     pred = torch.nn.functional.embedding_bag(top_i, tc.W_dec, per_sample_weights=vals, mode="sum") + tc.b_dec

@@ -49,3 +49,41 @@ def test_build_graph_reads_the_weights_once(monkeypatch):
     g = build_graph(s, "The capital of France is", max_nodes=20, faithfulness_nodes=3, progress=False)
     assert "faithfulness_spearman" in g.summary            # the check ran
     assert len(calls) == 1
+
+
+def _storage_bytes(w) -> int:
+    seen, n = set(), 0
+
+    def add(t):
+        nonlocal n
+        if isinstance(t, torch.Tensor) and t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            n += t.numel() * t.element_size()
+
+    for lw in w.layers:
+        for v in vars(lw).values():
+            add(v)
+            for t in vars(v).values() if hasattr(v, "__dataclass_fields__") else ():
+                add(t)
+    for v in (w.W_E, w.W_U, w.b_U, w.ln_final.w):
+        add(v)
+    return n
+
+
+def test_copy_plan_matches_the_copies_and_refuses_what_does_not_fit(monkeypatch):
+    """copy_bytes (the frozen model's memory plan) is the bytes model_weights allocates on a bf16
+    session, to 1% (0 on a float32 one); with less free memory than that, one clear error before
+    any copy is made."""
+    import workbench.memplan as memplan
+    from workbench.graphs.weights import copy_bytes
+    from workbench.memplan import OutOfMemory
+
+    s = tiny_session("llama")
+    assert copy_bytes(s) == 0
+    s.hf_model.to(torch.bfloat16)
+    need = copy_bytes(s)
+    got = _storage_bytes(model_weights(s))      # + the few vectors it makes (zero biases, norm scales)
+    assert need <= got <= 1.01 * need
+    monkeypatch.setattr(memplan, "free_bytes", lambda device: need - 1)
+    with pytest.raises(OutOfMemory, match=r"needs .* GiB of torch.float32 weight copies; .* GiB is free"):
+        model_weights(s)
