@@ -165,7 +165,7 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
         if gemm and not (use_triton_decode(sae.W_dec) and n_cols > AUX_SPARSE_RATIO * n_aux):
             # dense over the candidate columns (module docstring), padded to a multiple of 64
             # columns (the pad repeats column 0 with zero codes): misaligned GEMMs ran 3x slower
-            W = sae.W_dec
+            W: Tensor = sae.W_dec
             if cols is not None:
                 W = W[torch.cat([cols, cols.new_zeros(-len(cols) % 64)])]
             codes = torch.zeros(len(x), len(W), device=x.device, dtype=w.dtype).scatter(1, aux_local, w)
