@@ -78,6 +78,13 @@ def test_repair_rounds_re_edit_what_did_not_take(tiny, stats0, param_bytes):
     assert s["repair_rounds"] == 2 and s["repair_edits"] == [1, 0] and s["repair_took"] == [1, 0]
     assert [r["repaired"] for r in run.rows] == [0, 1, 0, 0]
     assert s["efficacy_at_edit"] == 100.0
+    from widgets.html.editing import repair_rows    # the edit HTML's repair table
+
+    rows, caption = repair_rows(s)
+    assert rows == [{"round": 1, "requests re-edited": 1, "took right after": 1},
+                    {"round": 2, "requests re-edited": 0, "took right after": 0}]
+    assert "first update 75.0, after its repair rounds 100.0" in caption
+    assert repair_rows(plain.summary) == ([], "")
     # each applied round is its own ledger entry: batch 1's first update, its repair, batch 2
     assert [e["n_requests"] for e in run.ledger] == [2, 1, 2]
     assert [e["outcome"].get("repair_round") for e in run.ledger] == [None, 1, None]

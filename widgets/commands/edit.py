@@ -306,13 +306,16 @@ def run(args) -> int:
                 "known facts before": s["known_accuracy_before"], "known facts after": s["known_accuracy_after"],
                 "blast-radius AUROC": s["blast_auroc"], "AUROC of reach alone": s["blast_auroc_reach"], "broken neighbours": s["n_broken_neighbours"]}],
               caption="general capability and blast radius")
+    from widgets.html.editing import blast_rows, repair_rows
+
+    rrows, rcaption = repair_rows(s)
+    if rrows:
+        rep.table(rrows, caption=rcaption)
     if s["blast_radius"]:
         b = s["blast_radius"]
         rep.text("Blast radius of the first edit (predicted before it was applied, from the unedited "
                  "model's FFN keys): the corpus tokens whose key the update reaches most, "
                  "reach = sum over layers |k . D_l|.")
-        from widgets.html.editing import blast_rows
-
         rows, prompts = blast_rows(b)
         rep.table(rows, caption="corpus tokens reached most")
         if prompts:

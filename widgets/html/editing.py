@@ -57,6 +57,20 @@ def blast_rows(blast: dict) -> tuple[list[dict], list[dict]]:
     return rows, prompts
 
 
+def repair_rows(summary: dict) -> tuple[list[dict], str]:
+    """Table rows of an edit run's repair rounds (`run_edits` summary: repair_edits, repair_took,
+    efficacy_before_repair, efficacy_at_edit or efficacy) and their caption; no rows without
+    repair rounds."""
+    if not summary.get("repair_rounds"):
+        return [], ""
+    rows = [{"round": r + 1, "requests re-edited": n, "took right after": t}
+            for r, (n, t) in enumerate(zip(summary["repair_edits"], summary["repair_took"], strict=True))]
+    after = summary.get("efficacy_at_edit")
+    after = summary["efficacy"] if after is None else after
+    return rows, (f"repair rounds: efficacy after each batch's first update "
+                  f"{summary['efficacy_before_repair']:.1f}, after its repair rounds {after:.1f}")
+
+
 def blast_html(out: EditOutcome) -> str:
     """The blast radius predicted before the edit: the corpus prefixes it reaches most."""
     b = out.blast
