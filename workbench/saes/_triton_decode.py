@@ -16,6 +16,8 @@ are not either). m and d are compile-time constants (one compile per SAE's k and
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -66,6 +68,11 @@ def _bwd(idx_ptr, val_ptr, w_ptr, g_ptr, dv_ptr, dw_ptr, m: tl.constexpr, d: tl.
     tl.store(dv_ptr + r * m + offs_j, dot, mask=jmask)
 
 
+def _on(t: Tensor):
+    """Launch on t's GPU (Triton launches on the current device), or as is (interpreter, CPU)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def decode_forward(idx: Int[Tensor, "batch m"], vals: Float[Tensor, "batch m"],
                    W: Float[Tensor, "n d"]) -> Float[Tensor, "batch d"]:
     """out[b] = sum_j vals[b, j] W[idx[b, j]], accumulated in float32, returned in W's dtype."""
@@ -74,7 +81,8 @@ def decode_forward(idx: Int[Tensor, "batch m"], vals: Float[Tensor, "batch m"],
     d = W.shape[1]
     out = torch.empty(R, d, device=W.device, dtype=torch.float32)
     if R and m:
-        _fwd[(R, triton.cdiv(d, BLOCK_D))](idx, vals, W, out, m, d, BLOCK_J=BLOCK_J, BLOCK_D=BLOCK_D)
+        with _on(W):
+            _fwd[(R, triton.cdiv(d, BLOCK_D))](idx, vals, W, out, m, d, BLOCK_J=BLOCK_J, BLOCK_D=BLOCK_D)
     else:
         out.zero_()
     return out.to(W.dtype)
@@ -90,6 +98,7 @@ def decode_backward(idx: Int[Tensor, "batch m"], vals: Float[Tensor, "batch m"],
     dv = torch.zeros(R, m, device=W.device, dtype=torch.float32)
     dW = torch.zeros(W.shape, device=W.device, dtype=torch.float32) if need_dw else dv
     if R and m:
-        _bwd[(R, triton.cdiv(m, BLOCK_J))](idx, vals, W, g, dv, dW, m, d, NEED_DW=need_dw,
-                                           BLOCK_J=BLOCK_J, BLOCK_D=BLOCK_D)
+        with _on(W):
+            _bwd[(R, triton.cdiv(m, BLOCK_J))](idx, vals, W, g, dv, dW, m, d, NEED_DW=need_dw,
+                                               BLOCK_J=BLOCK_J, BLOCK_D=BLOCK_D)
     return dv.to(vals.dtype), (dW.to(W.dtype) if need_dw else None)

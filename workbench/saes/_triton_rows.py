@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from .._types import Float, Tensor
+from ._triton_decode import _on
 
 __all__ = ["remove_parallel", "normalize_rows", "MAX_D"]
 
@@ -52,11 +53,13 @@ def remove_parallel(W: Float[Tensor, "n d"], G: Float[Tensor, "n d"]) -> None:
     """In place on G (both contiguous, same shape, d <= MAX_D)."""
     n, d, block = _launch_args(W)
     if n:
-        _remove_parallel[(n,)](W, G, d=d, BLOCK=block, num_warps=8 if block >= 4096 else 4)
+        with _on(W):
+            _remove_parallel[(n,)](W, G, d=d, BLOCK=block, num_warps=8 if block >= 4096 else 4)
 
 
 def normalize_rows(W: Float[Tensor, "n d"]) -> None:
     """In place on W (contiguous, d <= MAX_D)."""
     n, d, block = _launch_args(W)
     if n:
-        _normalize[(n,)](W, d=d, BLOCK=block, num_warps=8 if block >= 4096 else 4)
+        with _on(W):
+            _normalize[(n,)](W, d=d, BLOCK=block, num_warps=8 if block >= 4096 else 4)
