@@ -75,8 +75,21 @@ print("same")
 
 
 def check_sparse_step(device="cpu"):
-    """The SAE step CUDA takes (Triton decode, dense dW_enc GEMM, dense AuxK over the candidate
-    columns) against the dense step, fp32."""
+    """The SAE step CUDA takes (Triton decode, dense dW_enc GEMM, AuxK decoded densely over the
+    candidate columns, or by the Triton gathers when the columns outnumber its picks enough)
+    against the dense step, fp32."""
+    import workbench.saes.topk_sparse as ts
+
+    ratio = ts.AUX_SPARSE_RATIO
+    try:
+        for r in (ratio, 0):                  # 0: AuxK through the Triton gathers as well
+            ts.AUX_SPARSE_RATIO = r
+            _check_sparse_step(device)
+    finally:
+        ts.AUX_SPARSE_RATIO = ratio
+
+
+def _check_sparse_step(device):
     from workbench.saes import SAEConfig
     from workbench.saes.models import make_sae
     from workbench.saes.topk_sparse import sparse_aux_loss, sparse_topk_step
