@@ -29,6 +29,10 @@ def test_training_learns_and_checkpoints(tiny, corpus, tmp_path, arch):
         assert m.l0 <= 8
     assert res.history and res.history[-1]["tokens"] == res.tokens
     assert res.tokens == 8192
+    # the dead-latent count (and AuxK's candidate columns) is refreshed at least twice per
+    # dead-after window: a refresh as long as the window made every latent a candidate
+    steps = [h["step"] for h in res.history]
+    assert max(b - a for a, b in zip([0, *steps], steps, strict=False)) * tc.batch_size <= tc.dead_after_tokens / 2
     # decoder rows were unit-norm during training; folding divides them by the input scale
     norms = res.sae.W_dec.norm(dim=-1) * res.scale
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-3)
