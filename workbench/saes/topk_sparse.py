@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .._types import Float, Tensor
-from .sparse_decode import sparse_decode, use_triton_decode
+from .sparse_decode import sparse_decode, triton_decode_available, use_triton_decode
 from .topk import TopKSAE
 
 __all__ = ["SparseStep", "sparse_topk_step", "sparse_aux_loss", "use_sparse_step"]
@@ -50,10 +50,16 @@ def use_sparse_step(sae, device: torch.device, setting: bool | None) -> bool:
     if setting is not None:
         return bool(setting) and isinstance(sae, TopKSAE)
     if device.type == "cuda":
-        from .sparse_decode import triton_decode_available
-
         return isinstance(sae, TopKSAE) and triton_decode_available()
     return isinstance(sae, TopKSAE)
+
+
+def gemm_dtype(x: Tensor, W_enc: Tensor, amp: bool = False, gemm: bool | None = None) -> torch.dtype | None:
+    """`_PickedPre`'s dW_enc: by one dense GEMM in this dtype (default on CUDA; bfloat16 under
+    amp, as the dense step's autocast), or None for the sparse-dense product (the CPU's)."""
+    if not (x.is_cuda if gemm is None else gemm):
+        return None
+    return torch.bfloat16 if amp and x.is_cuda else W_enc.dtype
 
 
 class _PickedPre(torch.autograd.Function):
@@ -152,9 +158,8 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
             picked_vals = torch.cat([top_v, pre.gather(-1, aux_i)], 1)
         else:
             picked_vals = top_v
-    gemm = x.is_cuda if gemm is None else gemm
-    gemm_dtype = (torch.bfloat16 if amp and x.is_cuda else sae.W_enc.dtype) if gemm else None
-    picked = _PickedPre.apply(x, sae.b_dec, sae.W_enc, sae.b_enc, idx, picked_vals.float(), gemm_dtype)
+    dt = gemm_dtype(x, sae.W_enc, amp, gemm)
+    picked = _PickedPre.apply(x, sae.b_dec, sae.W_enc, sae.b_enc, idx, picked_vals.float(), dt)
     act = torch.relu(picked).to(sae.W_dec.dtype)
     vals = act[:, :k]
     recon = sparse_decode(top_i, vals, sae.W_dec) + sae.b_dec
@@ -162,7 +167,7 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
     if n_aux and valid is not None and aux_local is not None:
         w = act[:, k:] * valid.to(act.dtype)
         n_cols = sae.cfg.d_sae if cols is None else len(cols)
-        if gemm and not (use_triton_decode(sae.W_dec) and n_cols > AUX_SPARSE_RATIO * n_aux):
+        if dt is not None and not (use_triton_decode(sae.W_dec) and n_cols > AUX_SPARSE_RATIO * n_aux):
             # dense over the candidate columns (module docstring), padded to a multiple of 64
             # columns (the pad repeats column 0 with zero codes): misaligned GEMMs ran 3x slower
             W: Tensor = sae.W_dec

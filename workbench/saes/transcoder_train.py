@@ -7,8 +7,9 @@ next `total_tokens / epochs` tokens, replayed `epochs` times. Position 0 of each
 attention sink with its massive activations, is left out (`skip_first_position`).
 
 Each step is sparse in k, as `topk_sparse` for SAEs: the dense pre-activations (no autograd)
-choose the k latents, only the picked ones carry gradient (into W_enc, b_enc, b_dec_in), and the
-decoder reads k rows with `embedding_bag`; the skip x W_skip is a dense product. Loss on the
+choose the k latents, only the picked ones carry gradient (into W_enc, b_enc, b_dec_in; on CUDA
+dW_enc by one GEMM, `topk_sparse.gemm_dtype`), and the decoder reads k rows (`sparse_decode`:
+Triton on CUDA, `embedding_bag` otherwise); the skip x W_skip is a dense product. Loss on the
 target in units of its spread s_y (folded back at the end):
 
     L = ||y / s_y - y^||^2 + alpha AuxK,   AuxK = ||e - e^_dead||^2 / ||e||^2,  e = y / s_y - y^
@@ -41,8 +42,9 @@ from ..hooks import Site
 from ..session import Session, TokenBatch
 from .config import SAEConfigError
 from .metrics import next_token_ce
+from .sparse_decode import sparse_decode
 from .stream import window_order
-from .topk_sparse import _PickedPre
+from .topk_sparse import _PickedPre, gemm_dtype
 from .train import lr_factor
 from .transcoder import (
     Transcoder,
@@ -159,9 +161,10 @@ class _Step:
 
 
 def transcoder_step(tc: Transcoder, x: Float[Tensor, "B d_model"], dead: Tensor | None = None, aux_k: int = 0,
-                    n_dead: int | None = None) -> _Step:
+                    n_dead: int | None = None, gemm: bool | None = None) -> _Step:
     """The TopK forward of one training step, sparse in the decoder and the encoder gradient (see
-    the module docstring); equal in value and gradients to `Transcoder.forward` + autograd."""
+    the module docstring); equal in value and gradients to `Transcoder.forward` + autograd.
+    `gemm`: dW_enc by one dense GEMM (default: on CUDA, `topk_sparse.gemm_dtype`)."""
     k = tc.cfg.k
     with torch.no_grad():
         pre = tc.pre_acts(x)
@@ -174,16 +177,17 @@ def transcoder_step(tc: Transcoder, x: Float[Tensor, "B d_model"], dead: Tensor 
             n_aux = aux_i.shape[1]
             idx, valid = torch.cat([top_i, aux_i], 1), aux_v > float("-inf")
             picked_vals = torch.cat([top_v, pre.gather(-1, aux_i)], 1)
-    picked = _PickedPre.apply(x, tc.b_dec_in, tc.W_enc, tc.b_enc, idx, picked_vals.float(), None)  # sparse dW_enc
+    picked = _PickedPre.apply(x, tc.b_dec_in, tc.W_enc, tc.b_enc, idx, picked_vals.float(),
+                              gemm_dtype(x, tc.W_enc, gemm=gemm))
     act = torch.relu(picked)
     vals = act[:, :k]
-    pred = torch.nn.functional.embedding_bag(top_i, tc.W_dec, per_sample_weights=vals, mode="sum") + tc.b_dec
+    pred = sparse_decode(top_i, vals, tc.W_dec) + tc.b_dec
     if tc.W_skip is not None:
         pred = pred + x @ tc.W_skip
     aux = None
     if n_aux and valid is not None:
-        aux = torch.nn.functional.embedding_bag(idx[:, k:], tc.W_dec, per_sample_weights=act[:, k:] * valid,
-                                                mode="sum")
+        # embedding_bag: AuxK's pick count moves with the dead count (a Triton compile per count)
+        aux = sparse_decode(idx[:, k:], act[:, k:] * valid, tc.W_dec, triton=False)
     return _Step(pred, top_i, vals.detach(), aux)
 
 

@@ -52,8 +52,10 @@ def test_transcoder_config_errors():
         TranscoderConfig.from_dict({"d_model": 8, "width": 3})
 
 
-def test_sparse_step_equals_dense_autograd():
-    """`transcoder_step` (sparse in k) gives the dense forward's prediction and every gradient."""
+@pytest.mark.parametrize("gemm", [False, True])
+def test_sparse_step_equals_dense_autograd(gemm):
+    """`transcoder_step` (sparse in k) gives the dense forward's prediction and every gradient,
+    with dW_enc by the sparse product (the CPU's) or by the dense GEMM (CUDA's)."""
     from workbench.saes.transcoder import Transcoder
     from workbench.saes.transcoder_train import transcoder_step
 
@@ -66,7 +68,7 @@ def test_sparse_step_equals_dense_autograd():
     grads = []
     for sparse in (False, True):
         tc.zero_grad()
-        pred = transcoder_step(tc, x).pred if sparse else tc(x)[0]
+        pred = transcoder_step(tc, x, gemm=gemm).pred if sparse else tc(x)[0]
         (pred - y).pow(2).sum().backward()
         grads.append((pred.detach(), {n: p.grad.clone() for n, p in tc.named_parameters()}))
     (p0, g0), (p1, g1) = grads
