@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benches.scale import measure, sync  # noqa: E402
 from workbench import Corpus  # noqa: E402
 from workbench.hooks import parse_site  # noqa: E402
 from workbench.saes import SAEConfig, TrainConfig, train_sae  # noqa: E402
@@ -65,19 +65,12 @@ def main(argv=None) -> int:
     base = TrainConfig(total_tokens=tokens, batch_size=batch, eval_tokens=0, warmup_steps=2,
                        buffer_tokens=max(4 * batch, 8192), dead_after_tokens=a.dead_after or max(1, tokens // 4))
     starts = window_order(corpus, s, base.window, 0)[: tokens // (base.window - 1) + 1]
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     def stream() -> int:
         return sum(len(x) for x in stream_vectors(s, corpus, parse_site(site), None, starts, base.window,
                                                   base.tokens_per_forward, True))
 
-    for _ in range(2):           # warm: compiled capture shapes
-        stream()
-    sync()
-    t0 = time.perf_counter()
-    n = stream()
-    sync()
-    sec_stream = time.perf_counter() - t0
+    sec_stream, _, n = measure(dev, stream, warmup=2)   # warm: the compiled capture's shapes
     print(f"{shape} batch {batch}: stream {n / sec_stream:,.0f} tok/s ({batch / n * sec_stream * 1e3:.1f} ms "
           f"per {batch} tokens)", flush=True)
     for d_sae in widths:
@@ -91,11 +84,7 @@ def main(argv=None) -> int:
 
             train_sae(s, corpus, scfg, TrainConfig(**{**tcfg.to_dict(), "total_tokens": 4 * batch,
                                                       "dead_after_tokens": batch}), progress=False)  # warm
-            sync()
-            t0 = time.perf_counter()
-            res = train()
-            sync()
-            sec_train = time.perf_counter() - t0
+            sec_train, _, res = measure(dev, train)
             print(f"d_sae {d_sae} {kind}: training {res.tokens / sec_train:,.0f} tok/s, ratio to the stream "
                   f"{res.tokens / sec_train / (n / sec_stream):.2f}; loop {batch / res.tokens * sec_train * 1e3:.1f} "
                   f"ms per {batch} tokens; fvu {res.history[-1]['fvu']:.3f}, dead {res.history[-1]['dead']}",
@@ -110,7 +99,7 @@ def main(argv=None) -> int:
                 with profile(activities=acts) as prof:
                     with record_function("train_sae"):
                         train()
-                    sync()
+                    sync(dev)
                 key = "cuda_time_total" if cuda else "cpu_time_total"
                 print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
     return 0

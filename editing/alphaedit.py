@@ -139,8 +139,7 @@ class AlphaEditState:
         """The state once `update` is applied: its keys join the preserved set (only those of the
         requests at positions `requests` of `update.requests` when given, `request_keys`)."""
         pres = dict(self.preserved)
-        keys = update.keys if requests is None else request_keys(update, requests)
-        for layer, K in keys.items():
+        for layer, K in request_keys(update, requests).items():
             if layer not in pres:
                 raise EditError(f"update keys at layer {layer}; the state has layers {sorted(pres)}")
             pres[layer] = pres[layer] + K.double().T @ K.double()

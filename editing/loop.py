@@ -404,8 +404,7 @@ def _gram(applied, latest, keep) -> dict | None:
     None when there are none."""
     out: dict = {}
     for up, pos in _latest_positions(applied, latest, keep):
-        keys = up.keys if pos is None else request_keys(up, pos)
-        for layer, K in keys.items():
+        for layer, K in request_keys(up, pos).items():
             Kd = K.double()
             out[layer] = out[layer] + Kd.T @ Kd if layer in out else Kd.T @ Kd
     return out or None

@@ -243,9 +243,11 @@ def memit_solve(stats: KeyStats, K: Float[Tensor, "n d_mlp"], R: Float[Tensor, "
     return torch.linalg.solve(M, K.T @ R)
 
 
-def request_keys(update: LayerUpdate, requests: Sequence[int]) -> dict[int, Tensor]:
+def request_keys(update: LayerUpdate, requests: Sequence[int] | None = None) -> dict[int, Tensor]:
     """Per layer, the key rows [m d_mlp] of the requests at positions `requests` of
-    `update.requests` (with ``pin_prompt`` each request has two rows, i and n + i)."""
+    `update.requests` (with ``pin_prompt`` each request has two rows, i and n + i); None: all."""
+    if requests is None:
+        return dict(update.keys)
     n = len(update.requests)
     out = {}
     for layer, K in update.keys.items():

@@ -5,14 +5,24 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(scope="module")
-def tiny_stats(tiny, small_corpus_path, tmp_path_factory):
+def _stats(tiny, small_corpus_path, tmp_path_factory, layer: int):
     from editing import key_stats
     from workbench.corpus import Corpus
 
     corpus = Corpus.load(small_corpus_path, tiny.tokenizer, max_tokens=4000)
-    return key_stats(tiny, 1, corpus, n_tokens=2000, directory=tmp_path_factory.mktemp("cov"),
+    return key_stats(tiny, layer, corpus, n_tokens=2000, directory=tmp_path_factory.mktemp(f"cov{layer}"),
                      progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_stats(tiny, small_corpus_path, tmp_path_factory):
+    return _stats(tiny, small_corpus_path, tmp_path_factory, 1)
+
+
+@pytest.fixture(scope="module")
+def stats0(tiny, small_corpus_path, tmp_path_factory):
+    """Key statistics of layer 0 (the z layer must lie below the tiny model's last layer)."""
+    return _stats(tiny, small_corpus_path, tmp_path_factory, 0)
 
 
 @pytest.fixture(scope="module")

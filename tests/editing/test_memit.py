@@ -28,17 +28,6 @@ REQ2 = EditRequest("Rome is the capital of", "Rome", "France")
 FAST = dict(prefix_lengths=(3,), prefixes_per_length=1, steps=4, pin_prompt=False)
 
 
-@pytest.fixture(scope="module")
-def stats0(tiny, small_corpus_path, tmp_path_factory):
-    """Key statistics of layer 0 (the z layer must lie below the tiny model's last layer)."""
-    from editing import key_stats
-    from workbench.corpus import Corpus
-
-    corpus = Corpus.load(small_corpus_path, tiny.tokenizer, max_tokens=4000)
-    return key_stats(tiny, 0, corpus, n_tokens=2000, directory=tmp_path_factory.mktemp("cov0"),
-                     progress=False)
-
-
 def test_memit_batch_of_one_is_the_least_squares_update(tiny, stats0, param_bytes):
     cfg = MemitConfig(layers=(0,), lam=50.0, **FAST)
     before = param_bytes(tiny)

@@ -29,16 +29,6 @@ from workbench.errors import WorkbenchError
 AE = AlphaEditConfig(layers=(0,), l2=1.0, **{**FAST, "steps": 10})
 
 
-@pytest.fixture(scope="module")
-def stats0(tiny, small_corpus_path, tmp_path_factory):
-    from editing import key_stats
-    from workbench.corpus import Corpus
-
-    corpus = Corpus.load(small_corpus_path, tiny.tokenizer, max_tokens=4000)
-    return key_stats(tiny, 0, corpus, n_tokens=2000, directory=tmp_path_factory.mktemp("cov0"),
-                     progress=False)
-
-
 def test_no_repair_is_the_plain_sequential_loop(tiny, stats0, param_bytes):
     """repair_rounds=0: the rows of AlphaEdit applied batch by batch through a ledger by hand."""
     before = param_bytes(tiny)
@@ -78,7 +68,7 @@ def test_repair_rounds_re_edit_what_did_not_take(tiny, stats0, param_bytes):
     assert s["repair_rounds"] == 2 and s["repair_edits"] == [1, 0] and s["repair_took"] == [1, 0]
     assert [r["repaired"] for r in run.rows] == [0, 1, 0, 0]
     assert s["efficacy_at_edit"] == 100.0
-    from widgets.html.editing import repair_rows    # the edit HTML's repair table
+    from widgets.html.editing import repair_rows  # the edit HTML's repair table
 
     rows, caption = repair_rows(s)
     assert rows == [{"round": 1, "requests re-edited": 1, "took right after": 1},
@@ -162,6 +152,8 @@ def test_request_keys_take_both_rows_of_a_pinned_request():
     for layer, K in up.keys.items():
         assert torch.equal(got[layer], K[[0, 2, 3, 5]])
     assert torch.equal(request_keys(_update(3, 1), [1])[0], _update(3, 1).keys[0][[1]])
+    every = request_keys(up)                             # None: every request's rows
+    assert every.keys() == up.keys.keys() and all(torch.equal(every[k], up.keys[k]) for k in up.keys)
     with pytest.raises(EditError, match=r"request positions \[3\] are out of range.*\(0..2\)"):
         request_keys(up, [3])
 

@@ -132,7 +132,7 @@ def copy_bytes(session: Session, dtype: torch.dtype = torch.float32) -> int:
     return n * torch.empty((), dtype=dtype).element_size()
 
 
-def _check_room(session: Session, base, hf, dtype: torch.dtype) -> None:
+def _check_room(session: Session, dtype: torch.dtype) -> None:
     """The memory plan of the frozen model: its copies must fit in what the device has left
     (one clear error before any is made, not an out-of-memory error midway)."""
     from ..memplan import OutOfMemory, free_bytes
@@ -160,7 +160,7 @@ def model_weights(session: Session, dtype: torch.dtype = torch.float32) -> Model
     base = _orig(hf.model) if hasattr(hf, "model") else None
     if base is None or not hasattr(base, "layers"):
         raise UnsupportedModelError(f"model {session.name!r} ({type(hf).__name__}) has no model.layers")
-    _check_room(session, base, hf, dtype)
+    _check_room(session, dtype)
     d = session.d_model
     layers = []
     for block in base.layers:

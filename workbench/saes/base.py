@@ -117,8 +117,11 @@ class SAE(nn.Module):
         contiguous rows of at most 16,384)."""
         from .sparse_decode import use_triton_decode
 
-        return (use_triton_decode(self.W_dec) and self.d_in <= 16384
-                and all(t.is_contiguous() and t.shape == self.W_dec.shape for t in tensors))
+        if not use_triton_decode(self.W_dec):
+            return False
+        from ._triton_rows import MAX_D
+
+        return self.d_in <= MAX_D and all(t.is_contiguous() and t.shape == self.W_dec.shape for t in tensors)
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:

@@ -265,7 +265,7 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
                            "loss": loss.item(), "mse": mse.item(),
                            "fvu": (mse / var).item(), "aux": float(aux),
                            "l0": (sp.l0() if sparse else l0).item(),
-                           "dead": int(dead.sum())}
+                           "dead": n_dead}
                 history.append(rec)
                 bar.set_postfix(fvu=f"{rec['fvu']:.3f}", l0=f"{rec['l0']:.1f}", dead=rec["dead"])
             if out_dir and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
