@@ -9,5 +9,8 @@ for l in ${EDIT_LAYERS:-1 2 3 4 5}; do LAYERS+=(--layer "$l"); done
 COMMON=(--cases "$CASES" --device "$DEVICE" --dtype float32 --stats-corpus "$CORPUS"
         --stats-tokens "${STATS_TOKENS:-50000}" --gen-tokens "$GEN" --no-progress)
 mkdir -p "$OUT"
-"${WB[@]}" edit "${COMMON[@]}" --n 1 --method memit "${LAYERS[@]}" --no-capability \
-    --out "$OUT/warm" > "$OUT/warm.log" 2>&1 || { tail -20 "$OUT/warm.log"; exit 1; }
+# WARM_STATS="50000 200000": also warm the covariance of other --stats-tokens a variant overrides
+for t in ${WARM_STATS:-${STATS_TOKENS:-50000}}; do
+  "${WB[@]}" edit "${COMMON[@]}" --stats-tokens "$t" --n 1 --method memit "${LAYERS[@]}" --no-capability \
+      --out "${SWEEP_WORK:-$OUT}/warm-$t" > "$OUT/warm-$t.log" 2>&1 || { tail -20 "$OUT/warm-$t.log"; exit 1; }
+done
