@@ -34,6 +34,7 @@ from .memit import MemitConfig, compute_memit_update, critical_layers
 from .requests import EditRequest, LayerUpdate, RankOneUpdate
 from .rome import RomeConfig, compute_rome_update, context_prefixes
 from .tracing import TraceConfig, TraceResult, embedding_std, ffn_peak_layer, trace_fact
+from .zcache import ZCache
 
 __all__ = [
     "EditError", "SubjectNotFound", "locate_subject",
@@ -50,4 +51,5 @@ __all__ = [
     "MemitConfig", "compute_memit_update", "critical_layers",
     "EditRequest", "LayerUpdate", "RankOneUpdate", "RomeConfig", "compute_rome_update", "context_prefixes",
     "TraceConfig", "TraceResult", "embedding_std", "ffn_peak_layer", "trace_fact",
+    "ZCache",
 ]

@@ -43,6 +43,7 @@ from ._prompts import EditError
 from .covariance import KeyStats
 from .memit import MemitConfig, _check_stats, check_requests, request_keys, spread_update
 from .requests import EditRequest, LayerUpdate
+from .zcache import ZCache
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,8 @@ def alphaedit_solve(P: Tensor, preserved: Tensor, K: Float[Tensor, "n d_mlp"],
 
 
 def compute_alphaedit_update(session: Session, requests: Sequence[EditRequest], state: AlphaEditState,
-                             config: AlphaEditConfig | None = None, progress: bool = False) -> LayerUpdate:
+                             config: AlphaEditConfig | None = None, progress: bool = False,
+                             z_cache: ZCache | None = None) -> LayerUpdate:
     """The AlphaEdit update of a batch on the current model; weights untouched.
 
     Layers: `config.layers`, else those of `state`. Errors as `compute_memit_update`.
@@ -197,6 +199,6 @@ def compute_alphaedit_update(session: Session, requests: Sequence[EditRequest], 
         return alphaedit_solve(P, state.preserved[layer], K, R, null_ridge(P, K, cfg.l2),
                                state.moments.get(layer), cfg.lam)
 
-    up = spread_update(session, requests, layers, cfg, solve, "alphaedit", progress)
+    up = spread_update(session, requests, layers, cfg, solve, "alphaedit", progress, z_cache)
     up.info["null_space_dims"] = {int(k): state.ranks.get(k) for k in layers}
     return up

@@ -68,6 +68,7 @@ from .ledger import Ledger
 from .memit import MemitConfig, compute_memit_update, request_keys
 from .requests import EditRequest, LayerUpdate, RankOneUpdate
 from .rome import RomeConfig, compute_rome_update
+from .zcache import ZCache
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ class EditRun:
             efficacy_before_repair (each batch right after its first update, before any repair
             round), repair_rounds (the setting), repair_edits (per repair round, requests
             re-edited, summed over batches), repair_took (per repair round, how many of those
-            took right after it), blast_auroc, blast_auroc_reach,
+            took right after it), z_cached (z* targets read from `z_cache`, repair rounds
+            included; None without a cache), blast_auroc, blast_auroc_reach,
             n_broken_neighbours, unedited (the
             same scores before editing), method, batch_size, n_batches, sequential, layers,
             skipped, seconds, edit_seconds, seconds_per_edit.
@@ -143,7 +145,8 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
               held=None, known: Sequence[tuple[str, str]] = (), gen_tokens: int = 0,
               capability_batches: int | None = 1, blast: bool = True, blast_corpus=None,
               progress: bool = True, repair_rounds: int = 0,
-              on_row: Callable[[dict], None] | None = None, seed: int = 0) -> EditRun:
+              on_row: Callable[[dict], None] | None = None, seed: int = 0,
+              z_cache: ZCache | None = None) -> EditRun:
     """Edit `cases` with `method` and evaluate (module docstring); the model ends as it began.
 
     Args:
@@ -168,6 +171,9 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
             ``blast_radius``.
         repair_rounds: at most this many repair rounds per batch (module docstring; 0: none).
         on_row: called with each row as soon as it is scored (e.g. to append to a JSONL file).
+        z_cache: MEMIT / AlphaEdit: target residuals z* cached per request (`editing.zcache`):
+            a run cut short and started again skips the requests it had optimised; a rerun with
+            another lam, preserved set or repair setting reuses the unedited model's targets.
     """
     t_start = time.perf_counter()
     if method not in METHODS:
@@ -213,16 +219,25 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
     state = AlphaEditState.from_stats({k: stats[k] for k in layers}, cfg.null_energy) \
         if method == "alphaedit" and isinstance(cfg, AlphaEditConfig) else None
 
+    z_cached = [0]       # z* targets read from z_cache
+
     def compute(idx, kept: _Kept = ((), {}, ())):
         """The update of requests `idx` on the current model; `kept`: (updates applied in this
         batch, request -> (update, position) of its latest keys, the requests whose keys to keep)."""
+        up = _compute(idx, kept)
+        z_cached[0] += int(getattr(up, "info", {}).get("cached", 0))
+        return up
+
+    def _compute(idx, kept: _Kept):
         reqs = [_request(usable[i]) for i in idx]
         if method == "rome" and isinstance(cfg, RomeConfig):   # a batch of one: nothing else to keep
             return compute_rome_update(session, reqs[0], stats[layers[0]], cfg)
         if method == "memit" and isinstance(cfg, MemitConfig):
-            return compute_memit_update(session, reqs, stats, cfg, preserved=_gram(*kept))
+            return compute_memit_update(session, reqs, stats, cfg, preserved=_gram(*kept), progress=progress,
+                                        z_cache=z_cache)
         if isinstance(cfg, AlphaEditConfig) and state is not None:
-            return compute_alphaedit_update(session, reqs, _preserve(state, *kept), cfg)
+            return compute_alphaedit_update(session, reqs, _preserve(state, *kept), cfg, progress=progress,
+                                            z_cache=z_cache)
         raise WorkbenchError(f"method={method!r} with a {type(cfg).__name__}")   # checked above
 
     def edit_batch(idx, up, stack: contextlib.ExitStack | None) -> tuple[list, float]:
@@ -357,6 +372,7 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
         "efficacy_at_edit": summarize([a for a in at_edit if a is not None])["efficacy"] if sequential else None,
         "efficacy_before_repair": summarize(first_round)["efficacy"],
         "repair_rounds": repair_rounds, "repair_edits": repair_edits, "repair_took": repair_took,
+        "z_cached": z_cached[0] if z_cache is not None else None,
         "blast_auroc": auroc([s for s, _, _ in at_risk], [br for _, _, br in at_risk]) if blast else None,
         "blast_auroc_reach": auroc([r for _, r, _ in at_risk], [br for _, _, br in at_risk]) if blast else None,
         "blast_radius": first_blast.to_dict() if first_blast is not None else None,

@@ -45,6 +45,7 @@ from ._prompts import EditError, check_edit_layer, fill, locate_subject, target_
 from .covariance import KeyStats
 from .requests import EditRequest, LayerUpdate
 from .rome import _down_proj, context_prefixes
+from .zcache import ZCache
 from .zstar import target_residuals
 
 log = logging.getLogger(__name__)
@@ -265,8 +266,9 @@ Solver = Callable[[int, Tensor, Tensor], Tensor]
 
 
 def spread_update(session: Session, requests: Sequence[EditRequest], layers: Sequence[int], cfg, solver: Solver,
-                  method: str, progress: bool = False) -> LayerUpdate:
-    """Steps 1 and 2 of the module docstring with `solver(layer, K, R) -> D` for step 2's solve."""
+                  method: str, progress: bool = False, z_cache: ZCache | None = None) -> LayerUpdate:
+    """Steps 1 and 2 of the module docstring with `solver(layer, K, R) -> D` for step 2's solve;
+    `z_cache`: step 1's targets read from and written to it (`editing.zcache`)."""
     t0 = time.perf_counter()
     tids = check_requests(session, requests)
     prefixes = context_prefixes(session, cfg)
@@ -276,7 +278,7 @@ def spread_update(session: Session, requests: Sequence[EditRequest], layers: Seq
         prompts.append([locate_subject(session, p + text, r.subject, search_from=len(p)) for p in prefixes])
     ess = [locate_subject(session, cfg.essence_prompt, r.subject) for r in requests]
     last = layers[-1]
-    Z, zinfo = target_residuals(session, last, prompts, ess, tids, cfg, progress=progress)
+    Z, zinfo = target_residuals(session, last, prompts, ess, tids, cfg, progress=progress, cache=z_cache)
     t_z = time.perf_counter() - t0
     deltas: dict[int, Tensor] = {}
     keys: dict[int, Tensor] = {}
@@ -299,10 +301,12 @@ def spread_update(session: Session, requests: Sequence[EditRequest], layers: Seq
 
 def compute_memit_update(session: Session, requests: Sequence[EditRequest], stats: Mapping[int, KeyStats],
                          config: MemitConfig | None = None, progress: bool = False,
-                         preserved: Mapping[int, Tensor] | None = None) -> LayerUpdate:
+                         preserved: Mapping[int, Tensor] | None = None,
+                         z_cache: ZCache | None = None) -> LayerUpdate:
     """The MEMIT update of a batch of requests over `config.layers` (default: the layers of
     `stats`); the model's weights are not touched. `preserved`: layer -> K_p^T K_p [d_mlp d_mlp]
-    of keys whose outputs the update must keep (`memit_solve`; absent layers: none).
+    of keys whose outputs the update must keep (`memit_solve`; absent layers: none). `z_cache`:
+    target residuals cached per request (`editing.zcache.ZCache`; a cut run resumes there).
 
     Raises EditError (empty batch, conflicting targets, missing statistics), TokenError (a
     target the tokenizer cannot produce), SubjectNotFound, LayerOutOfRange, before any work.
@@ -321,4 +325,4 @@ def compute_memit_update(session: Session, requests: Sequence[EditRequest], stat
     def solve(layer, K, R):
         return memit_solve(stats[layer], K, R, cfg.lam, (preserved or {}).get(layer))
 
-    return spread_update(session, requests, layers, cfg, solve, "memit", progress)
+    return spread_update(session, requests, layers, cfg, solve, "memit", progress, z_cache)

@@ -16,6 +16,7 @@ one Adam over the stacked deltas equals n separate runs. A request whose NLL fal
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import torch
@@ -25,6 +26,7 @@ from workbench._types import Float, Tensor
 from workbench.session import Session
 
 from ._prompts import SubjectPrompt
+from .zcache import ZCache, request_key
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +70,16 @@ def _rows(session: Session, prompts, ess, tids):
 
 def target_residuals(session: Session, last: int, prompts: Sequence[Sequence[SubjectPrompt]],
                      ess: Sequence[SubjectPrompt], tids: Sequence[tuple[int, ...]], cfg,
-                     progress: bool = False) -> tuple[Float[Tensor, "n d_model"], dict]:
+                     progress: bool = False, cache: ZCache | None = None
+                     ) -> tuple[Float[Tensor, "n d_model"], dict]:
     """z_i for every request (module docstring); returns (Z [n d_model] on CPU, info).
 
+    With `cache` (`editing.zcache.ZCache`), requests whose targets it holds for the current
+    weights and settings are not optimised again, and every chunk optimised here is written
+    to it as soon as it is done (a run cut short resumes there).
+
     info: ``h0`` [n d_model] the unedited residuals, ``nll`` per request at its stop,
-    ``steps`` per request, ``delta_norm`` mean |delta_i|.
+    ``steps`` per request, ``delta_norm`` mean |delta_i|, ``cached`` requests read from `cache`.
     """
     from ._hf import pure_lm, trunk_layer
 
@@ -80,13 +87,26 @@ def target_residuals(session: Session, last: int, prompts: Sequence[Sequence[Sub
     block = trunk_layer(hf, last)
     head = hf.get_output_embeddings()
     cap = getattr(hf.config, "final_logit_softcapping", None)
-    Z, H0, NLL, STEPS = [], [], [], []
     n = len(prompts)
-    bar = tqdm(total=n, desc="z* targets", disable=not progress, leave=False)
-    for lo in range(0, n, cfg.chunk):
-        sl = slice(lo, lo + cfg.chunk)
+    Zl: list = [None] * n
+    H0l: list = [None] * n
+    NLL: list = [0.0] * n
+    STEPS: list = [0] * n
+    store = cache.store(session, last, cfg) if cache is not None else None
+    keys = [request_key(prompts[i], ess[i], tids[i]) for i in range(n)] if store is not None else []
+    found = store.load(keys) if store is not None else {}
+    for i, k in enumerate(keys):
+        if k in found:
+            Zl[i], H0l[i], NLL[i], STEPS[i] = found[k]
+    todo = [i for i in range(n) if Zl[i] is None]
+    if found:
+        log.info("z*: %d of %d requests from the cache %s", n - len(todo), n, store.dir if store else "")
+    bar = tqdm(total=n, initial=n - len(todo), desc="z* targets", disable=not progress, leave=False)
+    for lo in range(0, len(todo), cfg.chunk):
+        t_chunk = time.perf_counter()
+        part = todo[lo : lo + cfg.chunk]
         (tokens, req, subj, t_rows, t_cols, t_ids, t_req, e_rows, e_cols, bare) = \
-            _rows(session, prompts[sl], ess[sl], tids[sl])
+            _rows(session, [prompts[i] for i in part], [ess[i] for i in part], [tids[i] for i in part])
         m = int(req.max()) + 1
         delta = torch.zeros(m, session.d_model, device=session.device, requires_grad=True)
         rows_all = torch.arange(len(req), device=req.device)
@@ -146,16 +166,20 @@ def target_residuals(session: Session, last: int, prompts: Sequence[Sequence[Sub
         finally:
             handle.remove()
         d = delta.detach()
-        Z.append((h0 + d).cpu())
-        H0.append(h0.cpu())
-        NLL += nll_at.tolist()
-        STEPS += steps.tolist()
+        z_c, h_c, nll_c, steps_c = (h0 + d).cpu(), h0.cpu(), nll_at.tolist(), steps.tolist()
+        for j, i in enumerate(part):
+            Zl[i], H0l[i], NLL[i], STEPS[i] = z_c[j], h_c[j], nll_c[j], steps_c[j]
+        if store is not None:
+            store.save([keys[i] for i in part], z_c, h_c, nll_c, steps_c)
+        log.info("z* chunk %d/%d: %d requests in %.1f s, mean NLL %.3f, mean steps %.1f",
+                 lo // cfg.chunk + 1, -(-len(todo) // cfg.chunk), m, time.perf_counter() - t_chunk,
+                 sum(nll_c) / m, sum(steps_c) / m)
         bar.update(m)
     bar.close()
-    Zt = torch.cat(Z)
-    h0 = torch.cat(H0)
+    Zt = torch.stack(Zl)
+    h0 = torch.stack(H0l)
     info = {"h0": h0, "nll": NLL, "steps": STEPS, "mean_nll": sum(NLL) / len(NLL),
-            "delta_norm": float((Zt - h0).norm(dim=-1).mean())}
+            "delta_norm": float((Zt - h0).norm(dim=-1).mean()), "cached": n - len(todo)}
     log.info("z*: mean NLL %.3f, mean |delta| %.3f, mean steps %.1f", info["mean_nll"],
              info["delta_norm"], sum(STEPS) / len(STEPS))
     return Zt, info

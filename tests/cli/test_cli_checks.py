@@ -40,7 +40,8 @@ def no_load(monkeypatch):
     (["sae", "eval", "/nonexistent/sae", "--corpus", "data/corpus"], "SAE='/nonexistent/sae' does not exist"),
     (["lens", "Paris is", "--device", "gpu"], "--device='gpu' is not a device"),
     (["edit", "--method", "memit", "--null-energy", "0.1"], "--null-energy and --l2 are AlphaEdit's"),
-    (["edit", "--method", "rome", "--lam", "10"], "--chunk and --lam are MEMIT's and AlphaEdit's"),
+    (["edit", "--method", "rome", "--lam", "10"], "--chunk, --lam and --z-cache are MEMIT's and AlphaEdit's"),
+    (["edit", "--method", "rome", "--z-cache", "zc"], "--chunk, --lam and --z-cache are MEMIT's and AlphaEdit's"),
     (["edit", "--method", "memit", "--chunk", "0"], "--chunk=0 must be > 0"),
     (["graph", "Paris is", "--faithfulness-factor", "1"], "--faithfulness-factor=1.0 must be in [0, 1)"),
 ])

@@ -102,6 +102,10 @@ def register(sub) -> None:
                    help="after each batch's edit, up to N rounds that re-edit (on the edited model, keeping "
                         "the requests that took) the requests that did not take on their own prompt; "
                         "each round a ledger entry (default 0: none)")
+    p.add_argument("--z-cache", default=None, metavar="DIR",
+                   help="MEMIT/AlphaEdit: keep each request's z* target in DIR (per weights, layer and "
+                        "settings) as soon as its chunk is optimised; a run cut short and started again "
+                        "skips those requests, a rerun with another --lam reuses them (default: off)")
     p.add_argument("--no-pin-prompt", action="store_true",
                    help="ROME's plain u (u . k* = 1 only); default also pins the prompt's own key")
     p.add_argument("--no-capability", action="store_true",
@@ -165,8 +169,9 @@ def _check(args) -> tuple[str | None, Any]:
         raise WorkbenchError(f"--layer given {len(args.layer)} times: ROME edits one layer")
     if args.method != "alphaedit" and (args.null_energy is not None or args.l2 is not None):
         raise WorkbenchError(f"--null-energy and --l2 are AlphaEdit's; --method {args.method} has no null space")
-    if args.method == "rome" and (args.chunk is not None or args.lam is not None):
-        raise WorkbenchError("--chunk and --lam are MEMIT's and AlphaEdit's; ROME edits one fact with its own solve")
+    if args.method == "rome" and (args.chunk is not None or args.lam is not None or args.z_cache is not None):
+        raise WorkbenchError("--chunk, --lam and --z-cache are MEMIT's and AlphaEdit's; ROME edits one fact "
+                             "with its own solve")
     check_positive(chunk=args.chunk)
     if args.repair_rounds < 0:
         raise WorkbenchError(f"--repair-rounds={args.repair_rounds} is out of range; give an integer >= 0 "
@@ -214,6 +219,7 @@ def run(args) -> int:
         AlphaEditConfig,
         MemitConfig,
         RomeConfig,
+        ZCache,
         held_windows,
         layers_key_stats,
         load_counterfact,
@@ -274,7 +280,8 @@ def run(args) -> int:
     res = run_edits(session, cases, stats, method=args.method, batch_size=batch,
                     sequential=True if args.sequential else None, config=cfg, held=held,
                     known=known or (), gen_tokens=args.gen_tokens, progress=progress,
-                    on_row=on_row, seed=args.seed, blast_corpus=corpus, repair_rounds=args.repair_rounds)
+                    on_row=on_row, seed=args.seed, blast_corpus=corpus, repair_rounds=args.repair_rounds,
+                    z_cache=ZCache(args.z_cache) if args.z_cache else None)
     s = res.summary
     summary = {
         "meta": meta(session, command="edit", cases=source, method=args.method, layer=layers[0],
@@ -284,7 +291,7 @@ def run(args) -> int:
         **{k: s[k] for k in ("efficacy", "paraphrase", "neighborhood", "fluency", "n")},
         "perplexity_before": s["perplexity_before"], "perplexity_after": s["perplexity_after"],
         "first_batch_efficacy_at_end": s["first_batch_efficacy_at_end"],
-        **{k: s[k] for k in ("repair_rounds", "repair_edits", "repair_took", "efficacy_before_repair")},
+        **{k: s[k] for k in ("repair_rounds", "repair_edits", "repair_took", "efficacy_before_repair", "z_cached")},
         "edited": {k: v for k, v in s.items() if k != "unedited"}, "unedited": s["unedited"],
         "skipped": s["skipped"], "seconds_per_edit": s["seconds_per_edit"], "stats_seconds": stats_s,
         "published": PUBLISHED[args.method], "rome_gpt2_xl": {k: PUBLISHED["rome"][k] for k in
