@@ -101,72 +101,16 @@ def target_residuals(session: Session, last: int, prompts: Sequence[Sequence[Sub
     todo = [i for i in range(n) if Zl[i] is None]
     if found:
         log.info("z*: %d of %d requests from the cache %s", n - len(todo), n, store.dir if store else "")
+    # longest requests first: chunks of similar widths pad less (a request's z* does not depend
+    # on its chunk), and the widest chunk runs first
+    todo.sort(key=lambda i: -max(len(sp.ids) + len(tids[i]) for sp in prompts[i]))
     bar = tqdm(total=n, initial=n - len(todo), desc="z* targets", disable=not progress, leave=False)
     for lo in range(0, len(todo), cfg.chunk):
         t_chunk = time.perf_counter()
         part = todo[lo : lo + cfg.chunk]
-        (tokens, req, subj, t_rows, t_cols, t_ids, t_req, e_rows, e_cols, bare) = \
-            _rows(session, [prompts[i] for i in part], [ess[i] for i in part], [tids[i] for i in part])
-        m = int(req.max()) + 1
-        delta = torch.zeros(m, session.d_model, device=session.device, requires_grad=True)
-        rows_all = torch.arange(len(req), device=req.device)
-        state: dict = {}
-
-        def add(module, inputs, out, delta=delta, state=state, rows_all=rows_all, subj=subj, req=req):
-            h = out[0] if isinstance(out, tuple) else out
-            if "h0" not in state:
-                state["h0"] = h[rows_all, subj].detach().float()
-            h = h.index_put((rows_all, subj), delta[req].to(h.dtype), accumulate=True)
-            return (h, *out[1:]) if isinstance(out, tuple) else h
-
-        def logits_at(rows, cols, tokens=tokens):
-            hidden = hf.base_model(input_ids=tokens, use_cache=False).last_hidden_state[rows, cols]
-            lg = head(hidden).float()
-            return torch.tanh(lg / cap) * cap if cap else lg
-
-        rows = torch.cat([t_rows, e_rows])
-        cols = torch.cat([t_cols, e_cols])
-        n_t = len(t_rows)
-        # per-request mean over its (prompt, token) terms
-        counts = torch.zeros(m, device=req.device).index_add_(0, t_req, torch.ones_like(t_req, dtype=torch.float))
-        handle = block.register_forward_hook(add)
-        try:
-            with torch.no_grad():
-                p0 = torch.log_softmax(logits_at(rows, cols)[n_t:], -1)
-            h0 = state["h0"][bare]                                       # [m d_model]
-            max_norm = cfg.clamp * h0.norm(dim=-1)
-            opt = torch.optim.Adam([delta], lr=cfg.lr)
-            done = torch.zeros(m, dtype=torch.bool, device=req.device)
-            nll_at = torch.zeros(m, device=req.device)
-            steps = torch.zeros(m, dtype=torch.long, device=req.device)
-            frozen = torch.zeros_like(delta)
-            for _ in range(cfg.steps):
-                opt.zero_grad(set_to_none=True)
-                with torch.enable_grad():
-                    logp = torch.log_softmax(logits_at(rows, cols), -1)
-                    tok_lp = logp[torch.arange(n_t, device=req.device), t_ids]
-                    nll = -torch.zeros(m, device=req.device).index_add(0, t_req, tok_lp) / counts
-                    kl = (p0.exp() * (p0 - logp[n_t:])).sum(-1)           # [m] KL(p0 || p)
-                    wd = (delta.norm(dim=-1) / h0.norm(dim=-1)) ** 2
-                    loss = (nll + cfg.kl_factor * kl + cfg.weight_decay * wd)[~done].sum()
-                with torch.no_grad():
-                    newly = (~done) & (nll.detach() < cfg.stop_nll)
-                    frozen[newly] = delta[newly]                           # this step's delta was good
-                    nll_at[~done] = nll.detach()[~done]
-                    steps[~done] += 1
-                    done |= newly
-                if bool(done.all()):
-                    break
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    scale = (max_norm / delta.norm(dim=-1).clamp(min=1e-12)).clamp(max=1.0)
-                    delta.mul_(scale[:, None])
-                    delta[done] = frozen[done]
-        finally:
-            handle.remove()
-        d = delta.detach()
-        z_c, h_c, nll_c, steps_c = (h0 + d).cpu(), h0.cpu(), nll_at.tolist(), steps.tolist()
+        m = len(part)
+        z_c, h_c, nll_c, steps_c = _chunk_targets(session, hf, block, head, cap, [prompts[i] for i in part],
+                                                  [ess[i] for i in part], [tids[i] for i in part], cfg)
         for j, i in enumerate(part):
             Zl[i], H0l[i], NLL[i], STEPS[i] = z_c[j], h_c[j], nll_c[j], steps_c[j]
         if store is not None:
@@ -183,3 +127,83 @@ def target_residuals(session: Session, last: int, prompts: Sequence[Sequence[Sub
     log.info("z*: mean NLL %.3f, mean |delta| %.3f, mean steps %.1f", info["mean_nll"],
              info["delta_norm"], sum(STEPS) / len(STEPS))
     return Zt, info
+
+
+def _chunk_targets(session: Session, hf, block, head, cap, prompts, ess, tids, cfg
+                   ) -> tuple[Tensor, Tensor, list[float], list[int]]:
+    """z* of one chunk's requests: (z [m d_model], h0 [m d_model], NLL at the stop, steps), on CPU.
+
+    The forward runs the rows of the requests still optimising only: when some stop, the batch
+    is rebuilt without their rows (each row's forward is independent of the others', and a
+    stopped request's delta is frozen), so a chunk costs the sum of its requests' steps, not
+    its slowest request's steps times its size."""
+    m = len(prompts)
+    dev = session.device
+    delta = torch.zeros(m, session.d_model, device=dev, requires_grad=True)
+    state: dict = {}
+    cur: dict = {}
+
+    def build(active: list[int]) -> None:
+        (tokens, req, subj, t_rows, t_cols, t_ids, t_req, e_rows, e_cols, bare) = \
+            _rows(session, [prompts[i] for i in active], [ess[i] for i in active], [tids[i] for i in active])
+        g = torch.tensor(active, device=dev)
+        cur.update(tokens=tokens, req=g[req], subj=subj, t_ids=t_ids, t_req=g[t_req], bare=bare, active=g,
+                   rows=torch.cat([t_rows, e_rows]), cols=torch.cat([t_cols, e_cols]), n_t=len(t_rows),
+                   all_rows=torch.arange(len(req), device=dev))
+
+    def add(module, inputs, out):
+        h = out[0] if isinstance(out, tuple) else out
+        if "h0" not in state:
+            state["h0"] = h[cur["all_rows"], cur["subj"]].detach().float()
+        h = h.index_put((cur["all_rows"], cur["subj"]), delta[cur["req"]].to(h.dtype), accumulate=True)
+        return (h, *out[1:]) if isinstance(out, tuple) else h
+
+    def logp_at() -> Tensor:
+        hidden = hf.base_model(input_ids=cur["tokens"], use_cache=False).last_hidden_state[cur["rows"], cur["cols"]]
+        lg = head(hidden).float()
+        return torch.log_softmax(torch.tanh(lg / cap) * cap if cap else lg, -1)
+
+    build(list(range(m)))
+    # per-request mean over its (prompt, token) terms
+    counts = torch.zeros(m, device=dev).index_add_(0, cur["t_req"], torch.ones_like(cur["t_req"], dtype=torch.float))
+    handle = block.register_forward_hook(add)
+    try:
+        with torch.no_grad():
+            p0 = logp_at()[cur["n_t"]:]                                  # [m vocab], essence rows
+        h0 = state["h0"][cur["bare"]]                                     # [m d_model]
+        max_norm = cfg.clamp * h0.norm(dim=-1)
+        opt = torch.optim.Adam([delta], lr=cfg.lr)
+        done = torch.zeros(m, dtype=torch.bool, device=dev)
+        nll_at = torch.zeros(m, device=dev)
+        steps = torch.zeros(m, dtype=torch.long, device=dev)
+        frozen = torch.zeros_like(delta)
+        for _ in range(cfg.steps):
+            opt.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                logp = logp_at()
+                n_t, act = cur["n_t"], cur["active"]
+                tok_lp = logp[torch.arange(n_t, device=dev), cur["t_ids"]]
+                nll = -torch.zeros(m, device=dev).index_add(0, cur["t_req"], tok_lp) / counts
+                kl = torch.zeros(m, device=dev).index_put(
+                    (act,), (p0[act].exp() * (p0[act] - logp[n_t:])).sum(-1))  # KL(p0 || p)
+                wd = (delta.norm(dim=-1) / h0.norm(dim=-1)) ** 2
+                loss = (nll + cfg.kl_factor * kl + cfg.weight_decay * wd)[~done].sum()
+            with torch.no_grad():
+                newly = (~done) & (nll.detach() < cfg.stop_nll)
+                frozen[newly] = delta[newly]                               # this step's delta was good
+                nll_at[~done] = nll.detach()[~done]
+                steps[~done] += 1
+                done |= newly
+            if bool(done.all()):
+                break
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                scale = (max_norm / delta.norm(dim=-1).clamp(min=1e-12)).clamp(max=1.0)
+                delta.mul_(scale[:, None])
+                delta[done] = frozen[done]
+            if bool(newly.any()):
+                build(torch.nonzero(~done).flatten().tolist())
+    finally:
+        handle.remove()
+    return (h0 + delta.detach()).cpu(), h0.cpu(), nll_at.tolist(), steps.tolist()

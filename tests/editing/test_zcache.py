@@ -28,20 +28,20 @@ def test_cut_run_resumes_from_the_cache_and_equals_a_fresh_one(tiny, stats0, tmp
     fresh = compute_memit_update(tiny, REQS, {0: stats0}, CFG)
     assert fresh.info["cached"] == 0
     cache = ZCache(tmp_path / "z")
-    rows = zstar._rows
+    chunk_targets = zstar._chunk_targets
     calls = {"n": 0}
 
     def cut_on_second_chunk(*a, **k):
         calls["n"] += 1
         if calls["n"] == 2:
             raise Cut("the call limit")
-        return rows(*a, **k)
+        return chunk_targets(*a, **k)
 
-    monkeypatch.setattr(zstar, "_rows", cut_on_second_chunk)
+    monkeypatch.setattr(zstar, "_chunk_targets", cut_on_second_chunk)
     before = param_bytes(tiny)
     with pytest.raises(Cut):
         compute_memit_update(tiny, REQS, {0: stats0}, CFG, z_cache=cache)
-    monkeypatch.setattr(zstar, "_rows", rows)
+    monkeypatch.setattr(zstar, "_chunk_targets", chunk_targets)
     assert param_bytes(tiny) == before
     assert len(list((tmp_path / "z").glob("zstar-*/*.safetensors"))) == 1     # the first chunk only
 
@@ -94,3 +94,16 @@ def test_run_edits_reports_targets_read_from_the_cache(tiny, stats0, tmp_path, p
     assert second.summary["z_cached"] == len(CASES)
     assert [r["edited"] for r in second.rows] == [r["edited"] for r in first.rows] == [r["edited"] for r in plain.rows]
     assert param_bytes(tiny) == before
+
+
+def test_chunked_targets_equal_one_at_a_time(tiny, stats0):
+    """Requests stopping at different steps leave the chunk's forward (`_chunk_targets` rebuilds it
+    without their rows): each request's z* is still the one it gets alone."""
+    # the tiny random model's target NLLs start near 6.0-6.15: a stop at 6.07 splits the chunk
+    cfg = dataclasses.replace(CFG, steps=12, stop_nll=6.07, chunk=4)
+    batch = compute_memit_update(tiny, REQS, {0: stats0}, cfg)
+    steps = batch.info["steps"]
+    assert min(steps) < 3 and max(steps) == 12                       # some stopped while others went on
+    alone = [compute_memit_update(tiny, [r], {0: stats0}, dataclasses.replace(cfg, chunk=1)) for r in REQS]
+    torch.testing.assert_close(batch.info["z"], torch.cat([a.info["z"] for a in alone]), rtol=1e-4, atol=1e-4)
+    assert steps == [a.info["steps"][0] for a in alone]
