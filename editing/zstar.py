@@ -129,14 +129,15 @@ def target_residuals(session: Session, last: int, prompts: Sequence[Sequence[Sub
     return Zt, info
 
 
-def _chunk_targets(session: Session, hf, block, head, cap, prompts, ess, tids, cfg
+def _chunk_targets(session: Session, hf, block, head, cap, prompts, ess, tids, cfg, compact: bool = True
                    ) -> tuple[Tensor, Tensor, list[float], list[int]]:
     """z* of one chunk's requests: (z [m d_model], h0 [m d_model], NLL at the stop, steps), on CPU.
 
-    The forward runs the rows of the requests still optimising only: when some stop, the batch
-    is rebuilt without their rows (each row's forward is independent of the others', and a
-    stopped request's delta is frozen), so a chunk costs the sum of its requests' steps, not
-    its slowest request's steps times its size."""
+    With `compact` the forward runs the rows of the requests still optimising only: when some
+    stop, the batch is rebuilt without their rows (each row's forward is independent of the
+    others', and a stopped request's delta is frozen), so a chunk costs the sum of its requests'
+    steps, not its slowest request's steps times its size. Without it every row runs every
+    step (the same targets: `benches/zstar.py` times both)."""
     m = len(prompts)
     dev = session.device
     delta = torch.zeros(m, session.d_model, device=dev, requires_grad=True)
@@ -202,7 +203,7 @@ def _chunk_targets(session: Session, hf, block, head, cap, prompts, ess, tids, c
                 scale = (max_norm / delta.norm(dim=-1).clamp(min=1e-12)).clamp(max=1.0)
                 delta.mul_(scale[:, None])
                 delta[done] = frozen[done]
-            if bool(newly.any()):
+            if compact and bool(newly.any()):
                 build(torch.nonzero(~done).flatten().tolist())
     finally:
         handle.remove()
