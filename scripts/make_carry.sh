@@ -24,9 +24,13 @@ if [ ! -d .whl ] || [ -z "$(ls .whl)" ]; then
 fi
 A=20971520 B=60817408
 mkdir -p .carry/p1 .carry/p2 .carry/p3
-head -c $A "$GGUF" > .carry/p1/a
-tail -c +$((A + 1)) "$GGUF" | head -c $B > .carry/p2/b
-tail -c +$((A + B + 1)) "$GGUF" > .carry/p3/c
+python3 - "$GGUF" $A $B <<'EOF'
+import sys
+data = open(sys.argv[1], "rb").read()
+a, b = int(sys.argv[2]), int(sys.argv[3])
+for path, part in ((".carry/p1/a", data[:a]), (".carry/p2/b", data[a:a + b]), (".carry/p3/c", data[a + b:])):
+    open(path, "wb").write(part)
+EOF
 rm -rf .carry/p1/ffn_workbench-0.1.0.dist-info
 cp -r "$SITE"/ffn_workbench-0.1.0.dist-info .carry/p1/
 sum=$(cat .carry/p1/a .carry/p2/b .carry/p3/c | sha256sum | cut -d' ' -f1)
