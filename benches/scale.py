@@ -128,12 +128,18 @@ def run_shape(shape: str, dev, dtype, args, table: Table) -> int:
     trunk = pure_view(s).model
     reps = 20 if dev.type == "cuda" else 2
     bare = {}
-    for n, w in ((1, 32), (args.rows, args.width)) if "capture" in ONLY else ():
+
+    def time_bare(n: int, w: int) -> tuple[float, int, torch.Tensor]:
+        """Seconds and peak of the bare trunk forward on random [n w] ids (kept in `bare`)."""
         ids = torch.randint(3, vocab, (n, w), generator=g).to(dev)
-        batch = _batch(ids)
         with torch.no_grad():
-            sec_b, peak_b, _ = measure(dev, lambda ids=ids: trunk(input_ids=ids, use_cache=False), reps, 2)
+            sec_b, peak_b, _ = measure(dev, lambda: trunk(input_ids=ids, use_cache=False), reps, 2)
         bare[(n, w)] = sec_b
+        return sec_b, peak_b, ids
+
+    for n, w in ((1, 32), (args.rows, args.width)) if "capture" in ONLY else ():
+        sec_b, peak_b, ids = time_bare(n, w)
+        batch = _batch(ids)
         table.add(shape=shape, step=f"bare forward {n}x{w}", seconds=sec_b, peak_gib=gib(peak_b), ratio=1.0,
                   note=f"{n * w / sec_b:,.0f} tok/s (pure HF trunk, no unembed)")
         firsts = []
@@ -198,9 +204,7 @@ def run_shape(shape: str, dev, dtype, args, table: Table) -> int:
         sec, peak, _ = measure(dev, lambda: logit_lens(s, PROMPT), 3)
         n = len(s.encode(PROMPT))
         if (1, 32) not in bare:                            # --only without capture: time it here
-            ids = torch.randint(3, vocab, (1, 32), generator=g).to(dev)
-            with torch.no_grad():
-                bare[(1, 32)] = measure(dev, lambda: trunk(input_ids=ids, use_cache=False), reps, 2)[0]
+            time_bare(1, 32)
         table.add(shape=shape, step="logit lens, one prompt", seconds=sec, peak_gib=gib(peak),
                   ratio=bare[(1, 32)] / sec, note=f"{n} tokens; ratio = bare 1x32 forward / lens")
 

@@ -42,9 +42,7 @@ def main(argv=None) -> int:
 
     from editing import EditRequest, MemitConfig, load_counterfact, usable_cases
     from editing._hf import pure_lm, trunk_layer
-    from editing._prompts import fill, locate_subject
-    from editing.memit import check_requests
-    from editing.rome import context_prefixes
+    from editing.memit import request_prompts
     from editing.zstar import _chunk_targets
     from workbench import Session
     from workbench.testing import sync
@@ -56,11 +54,7 @@ def main(argv=None) -> int:
     reqs = [EditRequest(c.prompt, c.subject, c.target_new) for c in cases]
     cfg = MemitConfig(layers=(args.layer,), steps=args.steps, prefixes_per_length=3, stop_nll=args.stop_nll,
                       chunk=args.chunk)
-    tids = check_requests(s, reqs)
-    pre = context_prefixes(s, cfg)
-    prompts = [[locate_subject(s, p + fill(r.prompt, r.subject), r.subject, search_from=len(p)) for p in pre]
-               for r in reqs]
-    ess = [locate_subject(s, cfg.essence_prompt, r.subject) for r in reqs]
+    tids, prompts, ess = request_prompts(s, reqs, cfg)
     hf = pure_lm(s)
     block, head = trunk_layer(hf, args.layer), hf.get_output_embeddings()
     cap = getattr(hf.config, "final_logit_softcapping", None)

@@ -219,26 +219,25 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
     state = AlphaEditState.from_stats({k: stats[k] for k in layers}, cfg.null_energy) \
         if method == "alphaedit" and isinstance(cfg, AlphaEditConfig) else None
 
-    z_cached = [0]       # z* targets read from z_cache
+    z_cached = 0         # z* targets read from z_cache
 
     def compute(idx, kept: _Kept = ((), {}, ())):
         """The update of requests `idx` on the current model; `kept`: (updates applied in this
         batch, request -> (update, position) of its latest keys, the requests whose keys to keep)."""
-        up = _compute(idx, kept)
-        z_cached[0] += int(getattr(up, "info", {}).get("cached", 0))
-        return up
-
-    def _compute(idx, kept: _Kept):
+        nonlocal z_cached
         reqs = [_request(usable[i]) for i in idx]
         if method == "rome" and isinstance(cfg, RomeConfig):   # a batch of one: nothing else to keep
             return compute_rome_update(session, reqs[0], stats[layers[0]], cfg)
         if method == "memit" and isinstance(cfg, MemitConfig):
-            return compute_memit_update(session, reqs, stats, cfg, preserved=_gram(*kept), progress=progress,
-                                        z_cache=z_cache)
-        if isinstance(cfg, AlphaEditConfig) and state is not None:
-            return compute_alphaedit_update(session, reqs, _preserve(state, *kept), cfg, progress=progress,
-                                            z_cache=z_cache)
-        raise WorkbenchError(f"method={method!r} with a {type(cfg).__name__}")   # checked above
+            up = compute_memit_update(session, reqs, stats, cfg, preserved=_gram(*kept), progress=progress,
+                                      z_cache=z_cache)
+        elif isinstance(cfg, AlphaEditConfig) and state is not None:
+            up = compute_alphaedit_update(session, reqs, _preserve(state, *kept), cfg, progress=progress,
+                                          z_cache=z_cache)
+        else:
+            raise WorkbenchError(f"method={method!r} with a {type(cfg).__name__}")   # checked above
+        z_cached += up.info["cached"]
+        return up
 
     def edit_batch(idx, up, stack: contextlib.ExitStack | None) -> tuple[list, float]:
         """Apply `up` to the batch `idx` (through the ledger, else on `stack`), then up to
@@ -372,7 +371,7 @@ def run_edits(session: Session, cases: Sequence[EditCase], stats: Mapping[int, K
         "efficacy_at_edit": summarize([a for a in at_edit if a is not None])["efficacy"] if sequential else None,
         "efficacy_before_repair": summarize(first_round)["efficacy"],
         "repair_rounds": repair_rounds, "repair_edits": repair_edits, "repair_took": repair_took,
-        "z_cached": z_cached[0] if z_cache is not None else None,
+        "z_cached": z_cached if z_cache is not None else None,
         "blast_auroc": auroc([s for s, _, _ in at_risk], [br for _, _, br in at_risk]) if blast else None,
         "blast_auroc_reach": auroc([r for _, r, _ in at_risk], [br for _, _, br in at_risk]) if blast else None,
         "blast_radius": first_blast.to_dict() if first_blast is not None else None,

@@ -41,7 +41,7 @@ from workbench._types import Float, Tensor
 from workbench.errors import ShapeError, WorkbenchError
 from workbench.session import Session
 
-from ._prompts import EditError, check_edit_layer, fill, locate_subject, target_ids
+from ._prompts import EditError, SubjectPrompt, check_edit_layer, fill, locate_subject, target_ids
 from .covariance import KeyStats
 from .requests import EditRequest, LayerUpdate
 from .rome import _down_proj, context_prefixes
@@ -265,11 +265,10 @@ def request_keys(update: LayerUpdate, requests: Sequence[int] | None = None) -> 
 Solver = Callable[[int, Tensor, Tensor], Tensor]
 
 
-def spread_update(session: Session, requests: Sequence[EditRequest], layers: Sequence[int], cfg, solver: Solver,
-                  method: str, progress: bool = False, z_cache: ZCache | None = None) -> LayerUpdate:
-    """Steps 1 and 2 of the module docstring with `solver(layer, K, R) -> D` for step 2's solve;
-    `z_cache`: step 1's targets read from and written to it (`editing.zcache`)."""
-    t0 = time.perf_counter()
+def request_prompts(session: Session, requests: Sequence[EditRequest], cfg
+                    ) -> tuple[list[tuple[int, ...]], list[list[SubjectPrompt]], list[SubjectPrompt]]:
+    """What step 1 optimises on: per request its target ids, its prompts (the bare prompt, then
+    each of `cfg`'s context prefixes + prompt) and its essence prompt, subjects located."""
     tids = check_requests(session, requests)
     prefixes = context_prefixes(session, cfg)
     prompts = []
@@ -277,6 +276,15 @@ def spread_update(session: Session, requests: Sequence[EditRequest], layers: Seq
         text = fill(r.prompt, r.subject)
         prompts.append([locate_subject(session, p + text, r.subject, search_from=len(p)) for p in prefixes])
     ess = [locate_subject(session, cfg.essence_prompt, r.subject) for r in requests]
+    return tids, prompts, ess
+
+
+def spread_update(session: Session, requests: Sequence[EditRequest], layers: Sequence[int], cfg, solver: Solver,
+                  method: str, progress: bool = False, z_cache: ZCache | None = None) -> LayerUpdate:
+    """Steps 1 and 2 of the module docstring with `solver(layer, K, R) -> D` for step 2's solve;
+    `z_cache`: step 1's targets read from and written to it (`editing.zcache`)."""
+    t0 = time.perf_counter()
+    tids, prompts, ess = request_prompts(session, requests, cfg)
     last = layers[-1]
     Z, zinfo = target_residuals(session, last, prompts, ess, tids, cfg, progress=progress, cache=z_cache)
     t_z = time.perf_counter() - t0

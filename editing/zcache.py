@@ -35,6 +35,7 @@ from workbench.errors import WorkbenchError
 from workbench.session import Session
 
 from ._prompts import SubjectPrompt
+from .ledger import params_hash
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +48,6 @@ def request_key(prompts: Sequence[SubjectPrompt], essence: SubjectPrompt, target
     """SHA-1 of what one request's z* optimisation runs on."""
     rows = [[list(sp.ids), sp.last] for sp in prompts] + [[list(essence.ids), essence.last], list(target)]
     return hashlib.sha1(json.dumps(rows).encode()).hexdigest()
-
-
-def _weights_hash(session: Session) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(session.hf_model.named_parameters()):
-        t = p.detach().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.cpu().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 class ZCache:
@@ -76,7 +68,7 @@ class ZCache:
         if missing:
             raise WorkbenchError(f"{type(cfg).__name__} has no z* setting {missing}")
         dtype = next(session.hf_model.parameters()).dtype
-        parts = [_weights_hash(session), str(int(layer)), str(dtype), session.device.type,
+        parts = [params_hash(session, [name for name, _ in session.hf_model.named_parameters()]), str(int(layer)), str(dtype), session.device.type,
                  *(f"{f}={getattr(cfg, f)!r}" for f in Z_FIELDS)]
         ctx = hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
         return ZStore(self.root / f"zstar-{ctx}")

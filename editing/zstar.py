@@ -100,7 +100,7 @@ def target_residuals(session: Session, last: int, prompts: Sequence[Sequence[Sub
             Zl[i], H0l[i], NLL[i], STEPS[i] = found[k]
     todo = [i for i in range(n) if Zl[i] is None]
     if found:
-        log.info("z*: %d of %d requests from the cache %s", n - len(todo), n, store.dir if store else "")
+        log.info("z*: %d of %d requests from the cache %s", n - len(todo), n, cache)
     # longest requests first: chunks of similar widths pad less (a request's z* does not depend
     # on its chunk), and the widest chunk runs first
     todo.sort(key=lambda i: -max(len(sp.ids) + len(tids[i]) for sp in prompts[i]))
@@ -178,6 +178,7 @@ def _chunk_targets(session: Session, hf, block, head, cap, prompts, ess, tids, c
         nll_at = torch.zeros(m, device=dev)
         steps = torch.zeros(m, dtype=torch.long, device=dev)
         frozen = torch.zeros_like(delta)
+        n_done = 0
         for _ in range(cfg.steps):
             opt.zero_grad(set_to_none=True)
             with torch.enable_grad():
@@ -195,7 +196,8 @@ def _chunk_targets(session: Session, hf, block, head, cap, prompts, ess, tids, c
                 nll_at[~done] = nll.detach()[~done]
                 steps[~done] += 1
                 done |= newly
-            if bool(done.all()):
+            stopped, n_done = n_done, int(done.sum())            # one host sync per step
+            if n_done == m:
                 break
             loss.backward()
             opt.step()
@@ -203,7 +205,7 @@ def _chunk_targets(session: Session, hf, block, head, cap, prompts, ess, tids, c
                 scale = (max_norm / delta.norm(dim=-1).clamp(min=1e-12)).clamp(max=1.0)
                 delta.mul_(scale[:, None])
                 delta[done] = frozen[done]
-            if compact and bool(newly.any()):
+            if compact and n_done > stopped:
                 build(torch.nonzero(~done).flatten().tolist())
     finally:
         handle.remove()
