@@ -160,30 +160,54 @@ def usable_cases(session: Session, cases: list[EditCase]) -> tuple[list[EditCase
 
 
 @torch.no_grad()
+@torch.no_grad()
 def sequence_logprobs(session: Session, pairs: list[tuple[str, tuple[int, ...]]], batch_size: int = 64
                       ) -> list[float]:
     """Mean log p of each target sequence after its prompt (teacher forced), in the current state.
 
-    One forward per `batch_size` pairs of the session's pure HF view on right-padded rows
-    prompt + target[:-1] (causal attention needs no mask for right padding).
+    Forwards of `batch_size` pairs (in order of length, so rows of a batch pad little) of the
+    session's pure HF view on right-padded rows prompt + target[:-1] (causal attention needs no
+    mask for right padding); the unembedding runs at the target positions only and the mean is
+    taken on the device (one float per pair comes back, not a vocabulary per position).
     """
     from ._hf import pure_lm
 
     hf = pure_lm(session)
-    out: list[float] = []
-    for i in range(0, len(pairs), batch_size):
-        chunk = pairs[i : i + batch_size]
-        rows = [(session.encode(p), list(t)) for p, t in chunk]
-        width = max(len(a) + len(b) - 1 for a, b in rows)
-        tokens = torch.full((len(rows), width), session.pad_id, dtype=torch.long)
-        for j, (a, b) in enumerate(rows):
+    head = hf.get_output_embeddings()
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    dev = session.device
+    enc: dict[str, list[int]] = {}
+
+    def encode(prompt: str) -> list[int]:           # prompts repeat (two objects per prompt)
+        if prompt not in enc:
+            enc[prompt] = session.encode(prompt)
+        return enc[prompt]
+
+    rows = [(encode(p), list(t)) for p, t in pairs]
+    order = sorted(range(len(rows)), key=lambda k: len(rows[k][0]) + len(rows[k][1]))
+    out = [0.0] * len(rows)
+    for i in range(0, len(order), batch_size):
+        part = order[i : i + batch_size]
+        width = max(len(rows[k][0]) + len(rows[k][1]) - 1 for k in part)
+        tokens = torch.full((len(part), width), session.pad_id, dtype=torch.long)
+        r_idx, c_idx, t_idx, owner = [], [], [], []
+        for j, k in enumerate(part):
+            a, b = rows[k]
             seq = (a + b)[:-1]
             tokens[j, : len(seq)] = torch.tensor(seq)
-        logits = hf(input_ids=tokens.to(session.device), use_cache=False).logits.float()
-        logp = torch.log_softmax(logits, -1).cpu()
-        for j, (a, b) in enumerate(rows):
-            pos = torch.arange(len(a) - 1, len(a) - 1 + len(b))
-            out.append(float(logp[j, pos, torch.tensor(b)].mean()))
+            r_idx += [j] * len(b)
+            c_idx += range(len(a) - 1, len(a) - 1 + len(b))
+            t_idx += b
+            owner += [j] * len(b)
+        hidden = hf.base_model(input_ids=tokens.to(dev), use_cache=False).last_hidden_state
+        lg = head(hidden[torch.tensor(r_idx, device=dev), torch.tensor(c_idx, device=dev)]).float()
+        logp = torch.log_softmax(torch.tanh(lg / cap) * cap if cap else lg, -1)
+        tok = logp[torch.arange(len(t_idx), device=dev), torch.tensor(t_idx, device=dev)]
+        own = torch.tensor(owner, device=dev)
+        total = torch.zeros(len(part), device=dev, dtype=tok.dtype).index_add_(0, own, tok)
+        count = torch.zeros(len(part), device=dev, dtype=tok.dtype).index_add_(0, own, torch.ones_like(tok))
+        for k, v in zip(part, (total / count).tolist()):
+            out[k] = v
     return out
 
 

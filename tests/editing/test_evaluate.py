@@ -75,3 +75,24 @@ def test_batched_generation_is_each_prompt_alone(request, name):
     rng = torch.get_rng_state()
     generate_texts(s, prompts[:1], max_new_tokens=4)
     assert torch.equal(rng, torch.get_rng_state())          # the global RNG is untouched
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny_gemma", "smollm"])
+def test_sequence_logprobs_equal_each_pair_alone(request, name):
+    """Batched, length-sorted, unembedded at the target positions only == one full forward per
+    pair with log_softmax over every position (the direct computation)."""
+    from editing._hf import pure_lm
+    from editing.evaluate import sequence_logprobs
+
+    s = request.getfixturevalue(name)
+    prompts = ["The Eiffel Tower is in", "Hello", "A much longer prompt about the capital of France is"]
+    pairs = [(p, tuple(s.encode(t))) for p in prompts for t in (" Paris", " the city of Rome", " x")]
+    got = sequence_logprobs(s, pairs, batch_size=4)
+    hf = pure_lm(s)
+    for (p, t), g in zip(pairs, got):
+        a = s.encode(p)
+        with torch.no_grad():
+            lp = torch.log_softmax(hf(input_ids=torch.tensor([(a + list(t))[:-1]]), use_cache=False).logits[0].float(), -1)
+        want = float(lp[torch.arange(len(a) - 1, len(a) - 1 + len(t)), torch.tensor(t)].mean())
+        assert g == pytest.approx(want, abs=2e-5), (p, t)
+    assert sequence_logprobs(s, []) == []
