@@ -190,7 +190,10 @@ def sequence_logprobs(session: Session, pairs: list[tuple[str, tuple[int, ...]]]
         part = order[i : i + batch_size]
         width = max(len(rows[k][0]) + len(rows[k][1]) - 1 for k in part)
         tokens = torch.full((len(part), width), session.pad_id, dtype=torch.long)
-        r_idx, c_idx, t_idx, owner = [], [], [], []
+        r_idx: list[int] = []
+        c_idx: list[int] = []
+        t_idx: list[int] = []
+        owner: list[int] = []
         for j, k in enumerate(part):
             a, b = rows[k]
             seq = (a + b)[:-1]
