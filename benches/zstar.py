@@ -55,16 +55,14 @@ def main(argv=None) -> int:
     cfg = MemitConfig(layers=(args.layer,), steps=args.steps, prefixes_per_length=3, stop_nll=args.stop_nll,
                       chunk=args.chunk)
     tids, prompts, ess = request_prompts(s, reqs, cfg)
-    hf = pure_lm(s)
-    block, head = trunk_layer(hf, args.layer), hf.get_output_embeddings()
-    cap = getattr(hf.config, "final_logit_softcapping", None)
+    block = trunk_layer(pure_lm(s), args.layer)
     got = {}
     for compact in (True, False):
         t0 = time.perf_counter()
         zs, steps = [], []
         for lo in range(0, len(reqs), args.chunk):
             sl = slice(lo, lo + args.chunk)
-            z, _, _, st = _chunk_targets(s, hf, block, head, cap, prompts[sl], ess[sl], tids[sl], cfg, compact=compact)
+            z, _, _, st = _chunk_targets(s, block, prompts[sl], ess[sl], tids[sl], cfg, compact=compact)
             zs.append(z)
             steps += st
         sync(s)

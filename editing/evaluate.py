@@ -160,7 +160,6 @@ def usable_cases(session: Session, cases: list[EditCase]) -> tuple[list[EditCase
 
 
 @torch.no_grad()
-@torch.no_grad()
 def sequence_logprobs(session: Session, pairs: list[tuple[str, tuple[int, ...]]], batch_size: int = 64
                       ) -> list[float]:
     """Mean log p of each target sequence after its prompt (teacher forced), in the current state.
@@ -170,11 +169,8 @@ def sequence_logprobs(session: Session, pairs: list[tuple[str, tuple[int, ...]]]
     mask for right padding); the unembedding runs at the target positions only and the mean is
     taken on the device (one float per pair comes back, not a vocabulary per position).
     """
-    from ._hf import pure_lm
+    from ._hf import logits_at
 
-    hf = pure_lm(session)
-    head = hf.get_output_embeddings()
-    cap = getattr(hf.config, "final_logit_softcapping", None)
     dev = session.device
     enc: dict[str, list[int]] = {}
 
@@ -193,7 +189,6 @@ def sequence_logprobs(session: Session, pairs: list[tuple[str, tuple[int, ...]]]
         r_idx: list[int] = []
         c_idx: list[int] = []
         t_idx: list[int] = []
-        owner: list[int] = []
         for j, k in enumerate(part):
             a, b = rows[k]
             seq = (a + b)[:-1]
@@ -201,16 +196,12 @@ def sequence_logprobs(session: Session, pairs: list[tuple[str, tuple[int, ...]]]
             r_idx += [j] * len(b)
             c_idx += range(len(a) - 1, len(a) - 1 + len(b))
             t_idx += b
-            owner += [j] * len(b)
-        hidden = hf.base_model(input_ids=tokens.to(dev), use_cache=False).last_hidden_state
-        lg = head(hidden[torch.tensor(r_idx, device=dev), torch.tensor(c_idx, device=dev)]).float()
-        logp = torch.log_softmax(torch.tanh(lg / cap) * cap if cap else lg, -1)
+        r = torch.tensor(r_idx, device=dev)
+        logp = torch.log_softmax(logits_at(session, tokens.to(dev), r, torch.tensor(c_idx, device=dev)), -1)
         tok = logp[torch.arange(len(t_idx), device=dev), torch.tensor(t_idx, device=dev)]
-        own = torch.tensor(owner, device=dev)
-        total = torch.zeros(len(part), device=dev, dtype=tok.dtype).index_add_(0, own, tok)
-        count = torch.zeros(len(part), device=dev, dtype=tok.dtype).index_add_(0, own, torch.ones_like(tok))
-        for k, v in zip(part, (total / count).tolist()):
-            out[k] = v
+        total = torch.zeros(len(part), device=dev, dtype=tok.dtype).index_add_(0, r, tok)
+        for k, v in zip(part, total.tolist()):
+            out[k] = v / len(rows[k][1])
     return out
 
 

@@ -40,7 +40,7 @@ from workbench.errors import ShapeError, WorkbenchError
 from workbench.pure import pure_name
 from workbench.session import Session
 
-from ._hf import pure_generator, pure_lm
+from ._hf import logits_at, pure_generator, pure_lm
 from ._prompts import (
     EditError,
     SubjectPrompt,
@@ -256,33 +256,6 @@ def target_positions(sps: list[SubjectPrompt], tids: tuple[int, ...], device
             torch.tensor(want, device=device))
 
 
-def _logits_at(session: Session, tokens: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-    """Logits at positions (rows[i], cols[i]): HF trunk, then the output head there only."""
-    hf = pure_lm(session)
-    h = hf.base_model(input_ids=tokens, use_cache=False).last_hidden_state[rows, cols]
-    logits = hf.get_output_embeddings()(h).float()
-    cap = getattr(hf.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
-def _last_logits(session: Session, tokens: Tensor, last: Tensor) -> Tensor:
-    """Logits at one position per row: HF trunk, then the output head at those positions only.
-
-    Runs the pure view (what the bridge computes, within float tolerance: SDPA attention). Right
-    padding needs no attention mask (causal attention never looks right).
-    """
-    hf = pure_lm(session)
-    h = hf.base_model(input_ids=tokens, use_cache=False).last_hidden_state
-    h = h[torch.arange(tokens.shape[0], device=tokens.device), last]
-    logits = hf.get_output_embeddings()(h).float()
-    cap = getattr(hf.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
 def subject_key(session: Session, layer: int, sps: list[SubjectPrompt]) -> Float[Tensor, " d_mlp"]:
     """Mean FFN key (the input of W_out) at the subject's last token over the prompts."""
     return subject_keys(session, layer, sps).mean(0)
@@ -384,7 +357,7 @@ def compute_rome_update(session: Session, request: EditRequest, stats: KeyStats,
         return out + (gain[..., None] * delta).to(out.dtype)
 
     with torch.no_grad():
-        p0 = torch.log_softmax(_last_logits(session, tokens[-1:], last[-1:])[0], -1)
+        p0 = torch.log_softmax(logits_at(session, tokens[-1:], last.new_zeros(1), last[-1:])[0], -1)
     all_rows = torch.cat([rows, torch.tensor([n_rw], device=rows.device)])
     all_cols = torch.cat([cols, last[-1:]])
     max_norm = cfg.clamp * float(v0.norm())
@@ -393,7 +366,7 @@ def compute_rome_update(session: Session, request: EditRequest, stats: KeyStats,
     def step() -> tuple[Tensor, Tensor]:
         """Loss at the current delta, then one Adam update clamped to max_norm: (nll, kl)."""
         opt.zero_grad(set_to_none=True)
-        logp = torch.log_softmax(_logits_at(session, tokens, all_rows, all_cols), -1)
+        logp = torch.log_softmax(logits_at(session, tokens, all_rows, all_cols), -1)
         nll = -logp[torch.arange(len(want), device=want.device), want].mean()
         kl = torch.nn.functional.kl_div(logp[-1], p0, log_target=True, reduction="sum")
         wd = (delta.norm() / v0.norm()) ** 2

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from workbench._types import Float, Tensor
 from workbench.session import Session
 
+from ._hf import logits_at, pure_lm, trunk_layer
 from ._prompts import SubjectPrompt
 from .zcache import ZCache, request_key
 
@@ -81,12 +82,7 @@ def target_residuals(session: Session, last: int, prompts: Sequence[Sequence[Sub
     info: ``h0`` [n d_model] the unedited residuals, ``nll`` per request at its stop,
     ``steps`` per request, ``delta_norm`` mean |delta_i|, ``cached`` requests read from `cache`.
     """
-    from ._hf import pure_lm, trunk_layer
-
-    hf = pure_lm(session)
-    block = trunk_layer(hf, last)
-    head = hf.get_output_embeddings()
-    cap = getattr(hf.config, "final_logit_softcapping", None)
+    block = trunk_layer(pure_lm(session), last)
     n = len(prompts)
     Zl: list = [None] * n
     H0l: list = [None] * n
@@ -109,7 +105,7 @@ def target_residuals(session: Session, last: int, prompts: Sequence[Sequence[Sub
         t_chunk = time.perf_counter()
         part = todo[lo : lo + cfg.chunk]
         m = len(part)
-        z_c, h_c, nll_c, steps_c = _chunk_targets(session, hf, block, head, cap, [prompts[i] for i in part],
+        z_c, h_c, nll_c, steps_c = _chunk_targets(session, block, [prompts[i] for i in part],
                                                   [ess[i] for i in part], [tids[i] for i in part], cfg)
         for j, i in enumerate(part):
             Zl[i], H0l[i], NLL[i], STEPS[i] = z_c[j], h_c[j], nll_c[j], steps_c[j]
@@ -129,7 +125,7 @@ def target_residuals(session: Session, last: int, prompts: Sequence[Sequence[Sub
     return Zt, info
 
 
-def _chunk_targets(session: Session, hf, block, head, cap, prompts, ess, tids, cfg, compact: bool = True
+def _chunk_targets(session: Session, block, prompts, ess, tids, cfg, compact: bool = True
                    ) -> tuple[Tensor, Tensor, list[float], list[int]]:
     """z* of one chunk's requests: (z [m d_model], h0 [m d_model], NLL at the stop, steps), on CPU.
 
@@ -160,9 +156,7 @@ def _chunk_targets(session: Session, hf, block, head, cap, prompts, ess, tids, c
         return (h, *out[1:]) if isinstance(out, tuple) else h
 
     def logp_at() -> Tensor:
-        hidden = hf.base_model(input_ids=cur["tokens"], use_cache=False).last_hidden_state[cur["rows"], cur["cols"]]
-        lg = head(hidden).float()
-        return torch.log_softmax(torch.tanh(lg / cap) * cap if cap else lg, -1)
+        return torch.log_softmax(logits_at(session, cur["tokens"], cur["rows"], cur["cols"]), -1)
 
     build(list(range(m)))
     # per-request mean over its (prompt, token) terms

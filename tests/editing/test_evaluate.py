@@ -96,3 +96,25 @@ def test_sequence_logprobs_equal_each_pair_alone(request, name):
         want = float(lp[torch.arange(len(a) - 1, len(a) - 1 + len(t)), torch.tensor(t)].mean())
         assert g == pytest.approx(want, abs=2e-5), (p, t)
     assert sequence_logprobs(s, []) == []
+
+
+@pytest.mark.parametrize("cap", [None, 0.25])       # the tiny model's logits reach about 0.5
+def test_logits_at_equal_the_full_forward_there(tiny_gemma, cap):
+    """`editing._hf.logits_at` (trunk, then the head at chosen positions only) == the causal
+    LM's own logits at those positions, with the logit soft-cap when the config sets one."""
+    from editing._hf import logits_at, pure_lm
+
+    hf = pure_lm(tiny_gemma)
+    old = hf.config.final_logit_softcapping
+    hf.config.final_logit_softcapping = cap
+    try:
+        tokens = torch.tensor([tiny_gemma.encode("The Eiffel Tower is in Paris"), tiny_gemma.encode("Hello there, how are you")[:7]])
+        rows, cols = torch.tensor([0, 0, 1]), torch.tensor([2, 5, 6])
+        got = logits_at(tiny_gemma, tokens, rows, cols)
+        with torch.no_grad():
+            want = hf(input_ids=tokens, use_cache=False).logits[rows, cols].float()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        if cap:
+            assert got.abs().max() < cap
+    finally:
+        hf.config.final_logit_softcapping = old
