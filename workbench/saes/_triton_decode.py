@@ -6,12 +6,14 @@ workbench` never imports Triton.
     forward   out [R d]   program (row b, block of d): picks in blocks of BLOCK_J, rows of W
                           gathered as a [BLOCK_J BLOCK_D] tile, summed over the picks
     backward  dv  [R m]   dv[b, j] = g[b] . W[i[b, j]]         program (row b, block of picks),
-              dW  [n d]   dW[i[b, j]] += v[b, j] g[b]          looping over d; dW by atomic adds
-                                                               (fp32, zero-filled first)
+                                                               looping over d
+              dW  [n d]   dW[i[b, j]] += v[b, j] g[b]          `_triton_outer.sparse_outer` (picks
+                                                               sorted by row of W, float32, each
+                                                               row written once, no atomics)
 
-Work is B*m*d for each (against B*n*d for the dense decoder's three matmuls); the atomic adds
-make dW's float sums order-dependent (not bitwise reproducible run to run; the dense matmul's
-are not either). m and d are compile-time constants (one compile per SAE's k and d_in).
+Work is B*m*d for each (against B*n*d for the dense decoder's three matmuls); dW's sums run in
+the same order every run (session 17's float32 atomic adds did not). m and d are compile-time
+constants (one compile per SAE's k and d_in).
 """
 
 from __future__ import annotations
@@ -48,13 +50,12 @@ def _fwd(idx_ptr, val_ptr, w_ptr, out_ptr, m: tl.constexpr, d: tl.constexpr, BLO
 
 
 @triton.jit
-def _bwd(idx_ptr, val_ptr, w_ptr, g_ptr, dv_ptr, dw_ptr, m: tl.constexpr, d: tl.constexpr, NEED_DW: tl.constexpr,
-         BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr):
+def _bwd(idx_ptr, w_ptr, g_ptr, dv_ptr, m: tl.constexpr, d: tl.constexpr, BLOCK_J: tl.constexpr,
+         BLOCK_D: tl.constexpr):
     r = tl.program_id(0).to(tl.int64)
     offs_j = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
     jmask = offs_j < m
     i = tl.load(idx_ptr + r * m + offs_j, mask=jmask, other=0).to(tl.int64)
-    v = tl.load(val_ptr + r * m + offs_j, mask=jmask, other=0.0).to(tl.float32)
     dot = tl.zeros([BLOCK_J], dtype=tl.float32)
     for d0 in range(0, d, BLOCK_D):
         offs_d = d0 + tl.arange(0, BLOCK_D)
@@ -63,8 +64,6 @@ def _bwd(idx_ptr, val_ptr, w_ptr, g_ptr, dv_ptr, dw_ptr, m: tl.constexpr, d: tl.
         g = tl.load(g_ptr + r * d + offs_d, mask=dmask, other=0.0).to(tl.float32)
         w = tl.load(w_ptr + i[:, None] * d + offs_d[None, :], mask=mask2, other=0.0).to(tl.float32)
         dot += tl.sum(w * g[None, :], axis=1)
-        if NEED_DW:
-            tl.atomic_add(dw_ptr + i[:, None] * d + offs_d[None, :], v[:, None] * g[None, :], mask=mask2)
     tl.store(dv_ptr + r * m + offs_j, dot, mask=jmask)
 
 
@@ -96,9 +95,12 @@ def decode_backward(idx: Int[Tensor, "batch m"], vals: Float[Tensor, "batch m"],
     R, m = idx.shape
     d = W.shape[1]
     dv = torch.zeros(R, m, device=W.device, dtype=torch.float32)
-    dW = torch.zeros(W.shape, device=W.device, dtype=torch.float32) if need_dw else dv
     if R and m:
         with _on(W):
-            _bwd[(R, triton.cdiv(m, BLOCK_J))](idx, vals, W, g, dv, dW, m, d, NEED_DW=need_dw,
-                                               BLOCK_J=BLOCK_J, BLOCK_D=BLOCK_D)
-    return dv.to(vals.dtype), (dW.to(W.dtype) if need_dw else None)
+            _bwd[(R, triton.cdiv(m, BLOCK_J))](idx, W, g, dv, m, d, BLOCK_J=BLOCK_J, BLOCK_D=BLOCK_D)
+    if not need_dw:
+        return dv.to(vals.dtype), None
+    from ._triton_outer import sparse_outer
+
+    dW = sparse_outer(g, idx, vals, W.shape[0], transpose=True)                     # [n d] float32
+    return dv.to(vals.dtype), dW.to(W.dtype)

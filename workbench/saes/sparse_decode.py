@@ -4,9 +4,9 @@ A TopK SAE's decoder output is a sum of k decoder rows per token. The dense form
 @ W [n d]) spends three [B n d] matmuls per training step (forward, dW, d codes); this one
 spends B*k*d for each:
 
-    CUDA + Triton   `_triton_decode`: a gather-sum forward; one backward kernel computes
-                    dv[b, j] = g[b] . W[i[b, j]] and adds v[b, j] g[b] into dW[i[b, j]]
-                    (float32 atomics)
+    CUDA + Triton   `_triton_decode`: a gather-sum forward; a backward kernel for
+                    dv[b, j] = g[b] . W[i[b, j]], and dW = sum of v[b, j] g[b] into row
+                    i[b, j] by `_triton_outer.sparse_outer` (picks sorted by row, float32)
     otherwise       `torch.nn.functional.embedding_bag` (mode "sum", per-sample weights), whose
                     CPU backward is sparse too (on CUDA it sorts and took 12 ms at 131,072
                     latents on an H200, docs/GPU.md)

@@ -10,8 +10,10 @@ pre-activations carry gradient, and only picked decoder rows are read, so here
     x^       = sum_j relu(picked_bj) W_dec[idx_bj] + b_dec     `sparse_decode` (picked rows only)
 
 `_PickedPre`'s backward, with G the [B d_sae] sparse matrix of the picked entries' gradients:
-    dW_enc = (x - b_dec)^T G      CUDA: G scattered dense, one GEMM (in bfloat16 under amp, as
-                                  the dense step's autocast); CPU: a sparse-dense product
+    dW_enc = (x - b_dec)^T G      CUDA: `_triton_outer.sparse_outer` (the picks sorted by latent,
+                                  each [d_in block x 64 latents] tile written once; bfloat16
+                                  products under amp, as the dense step's autocast); without
+                                  Triton G scattered dense and one GEMM; CPU: a sparse-dense product
     db_enc = column sums of G     db_dec (encoder side) = -W_enc (column sums of G)  (a GEMV)
 The AuxK picks (top `aux_k` among dead latents) go through `_PickedPre` too; their decode is
 `sparse_decode` on the CPU and, on CUDA, a dense product over the candidate columns (256 picks
@@ -80,7 +82,13 @@ class _PickedPre(torch.autograd.Function):
         cols = idx.reshape(-1)
         colsum = torch.zeros(d_sae, device=g.device, dtype=torch.float32).index_add_(0, cols, g)
         gW = gb = gbd = None
-        if ctx.needs_input_grad[2] and ctx.gemm_dtype is not None:
+        if ctx.needs_input_grad[2] and ctx.gemm_dtype is not None and use_triton_decode(W_enc):
+            from ._triton_outer import sparse_outer
+
+            low = ctx.gemm_dtype == torch.bfloat16
+            xc = (x.float() - b_dec.float()).to(torch.bfloat16 if low else torch.float32)
+            gW = sparse_outer(xc, idx, g.view(B, m), d_sae, low=low).to(W_enc.dtype)    # [d_in d_sae]
+        elif ctx.needs_input_grad[2] and ctx.gemm_dtype is not None:
             dt = ctx.gemm_dtype
             G = torch.zeros(B, d_sae, device=g.device, dtype=dt).scatter_add_(1, idx, g.view(B, m).to(dt))
             xc = (x.float() - b_dec.float()).to(dt)

@@ -28,7 +28,7 @@ from .base import SAE
 from .config import SAEConfig, TrainConfig
 from .models import make_sae
 from .sites import check_sae_site
-from .stream import stream_vectors, window_order
+from .stream import prefetched, stream_vectors, window_order
 from .topk_sparse import sparse_aux_loss, sparse_topk_step, use_sparse_step
 
 log = logging.getLogger(__name__)
@@ -197,10 +197,13 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
 
     kept: list[torch.Tensor] = []
 
+    depth = cfg.prefetch if cfg.prefetch is not None else (
+        -(-cfg.buffer_tokens // (2 * cfg.tokens_per_forward)) if device.type == "cuda" else 0)
+
     def source():
         yield first
         kept.append(first)
-        for ch in train_src:
+        for ch in prefetched(train_src, depth, device):
             if cfg.epochs > 1:
                 kept.append(ch.to(device))
             yield ch.to(device)
@@ -224,8 +227,10 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
     # steps between host reads of the dead-latent count: at most half the dead-after window, so
     # AuxK's candidates (`aux_candidates`) are the latents silent for half of it, not all of them
     refresh = max(1, min(20, total_steps // 4, cfg.dead_after_tokens // (2 * cfg.batch_size)))
+    src = source()
+    batches = _batches(src, cfg.batch_size, cfg.buffer_tokens, gen)
     try:
-        for x in _batches(source(), cfg.batch_size, cfg.buffer_tokens, gen):
+        for x in batches:
             if step >= total_steps:
                 break
             x = x * scale
@@ -275,6 +280,8 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
                 save_sae(ck, Path(out_dir) / "checkpoints" / f"step_{step:07d}")
     finally:
         bar.close()
+        batches.close()          # stops the prefetching thread (`stream.prefetched`) now, not at GC
+        src.close()
     sae.fold_scale(scale)
     sae.eval()
     seconds = time.perf_counter() - t0

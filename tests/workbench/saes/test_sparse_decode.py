@@ -69,13 +69,38 @@ def test_shapes_checked():
 
 STEP_CHECK = """
 import torch
-from tests.workbench.saes.test_sparse_decode import check_against_dense, check_rows, check_sparse_step
+from tests.workbench.saes.test_sparse_decode import check_against_dense, check_outer, check_rows, check_sparse_step
 dev = "{device}"
+check_outer(dev)
 check_against_dense(dev, triton=True)
 check_sparse_step(dev)
 check_rows(dev)
 print("same")
 """
+
+
+def check_outer(device="cpu"):
+    """`_triton_outer.sparse_outer` (the SAE step's dW_enc and dW_dec) against src^T S with S
+    built densely: repeated columns in a row, a column with more picks than a program's block,
+    widths and column counts off the block sizes, both layouts; `low` against the same product
+    of bfloat16-rounded operands in float32 (bfloat16 products are exact in float32)."""
+    from workbench.saes._triton_outer import BLOCK_P, sparse_outer
+
+    g = torch.Generator().manual_seed(1)
+    for R, m, n, d in [(7, 20, 50, 300), (3, 16, 40, 128), (1, 1, 5, 7), (80, 8, 100, 33)]:
+        idx = torch.randint(0, n, (R, m), generator=g)
+        idx[0, -1] = idx[0, 0]
+        if R > BLOCK_P:
+            idx[:, 0] = 3                               # one column picked by every row
+        coef, src = torch.randn(R, m, generator=g), torch.randn(R, d, generator=g)
+        for low in (False, True):
+            rnd = (lambda t: t.bfloat16().float()) if low else (lambda t: t)
+            S = torch.zeros(R, n).index_put((torch.arange(R)[:, None].expand(R, m), idx), rnd(coef), accumulate=True)
+            want = rnd(src).t() @ S
+            for tr in (False, True):
+                got = sparse_outer(src.to(device), idx.to(device), coef.to(device), n, transpose=tr, low=low)
+                torch.testing.assert_close(got.cpu(), want.t() if tr else want, rtol=1e-5, atol=1e-5,
+                                           msg=f"R={R} m={m} n={n} d={d} low={low} transpose={tr}")
 
 
 def check_sparse_step(device="cpu"):
@@ -154,6 +179,7 @@ def test_triton_kernels_in_interpreter():
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not triton_decode_available(), reason="needs CUDA")
 def test_triton_kernels_on_cuda():
+    check_outer("cuda")
     check_against_dense("cuda", triton=True)
     check_sparse_step("cuda")
     check_rows("cuda")
