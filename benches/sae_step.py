@@ -31,9 +31,14 @@ def main() -> None:
     ap.add_argument("--sparse", action="store_true")
     ap.add_argument("--dead-share", type=float, default=0.1)
     ap.add_argument("--compile", action="store_true", help="torch.compile the dense step's forward + loss")
+    ap.add_argument("--outer", choices=("triton", "gemm"), default="triton",
+                    help="the sparse step's dW_enc: the Triton sorted-pick kernel or a dense GEMM of scattered picks")
     ap.add_argument("--aux-cols", action="store_true",
                     help="AuxK on the dead latents' columns only (train_sae's aux_candidates)")
     a = ap.parse_args()
+    import workbench.saes.topk_sparse as ts
+
+    ts.TRITON_OUTER = a.outer == "triton"
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sae = make_sae(SAEConfig("topk", a.d_in, a.d_sae, k=a.k)).to(dev)
     opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=dev.type == "cuda")

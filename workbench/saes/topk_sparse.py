@@ -38,6 +38,9 @@ __all__ = ["SparseStep", "sparse_topk_step", "sparse_aux_loss", "use_sparse_step
 # 4096, H200), the three dense [B n_cols] GEMMs about 1.3e-4 ms per column: sparse pays when
 # n_cols > 600 picks (e.g. 55 dead latents among 131,072 candidate columns)
 AUX_SPARSE_RATIO = 600
+# dW_enc by `_triton_outer.sparse_outer` where the Triton kernels run (False: the scattered dense
+# G and one GEMM, session 17's form; benches/sae_step.py --outer gemm compares the two)
+TRITON_OUTER = True
 
 
 def use_sparse_step(sae, device: torch.device, setting: bool | None) -> bool:
@@ -82,7 +85,7 @@ class _PickedPre(torch.autograd.Function):
         cols = idx.reshape(-1)
         colsum = torch.zeros(d_sae, device=g.device, dtype=torch.float32).index_add_(0, cols, g)
         gW = gb = gbd = None
-        if ctx.needs_input_grad[2] and ctx.gemm_dtype is not None and use_triton_decode(W_enc):
+        if ctx.needs_input_grad[2] and ctx.gemm_dtype is not None and TRITON_OUTER and use_triton_decode(W_enc):
             from ._triton_outer import sparse_outer
 
             low = ctx.gemm_dtype == torch.bfloat16
