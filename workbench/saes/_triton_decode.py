@@ -102,5 +102,5 @@ def decode_backward(idx: Int[Tensor, "batch m"], vals: Float[Tensor, "batch m"],
         return dv.to(vals.dtype), None
     from ._triton_outer import sparse_outer
 
-    dW = sparse_outer(g, idx, vals, W.shape[0], transpose=True)                     # [n d] float32
+    dW = sparse_outer(g, idx, vals, W.shape[0])                                     # [n d] float32
     return dv.to(vals.dtype), dW.to(W.dtype)

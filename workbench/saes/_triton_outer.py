@@ -5,8 +5,9 @@
 that is out = S^T src for the [R n] sparse matrix S of the picks (at most m per row):
 
     dW_dec [n d] = S^T g                  src = the output gradient, coef = the codes
-    dW_enc [d n] = ((x - b_dec)^T G)      src = the centred input, coef = the picked gradients;
-                 = (G^T (x - b_dec))^T    computed as [n d] rows, returned transposed (one copy)
+    dW_enc^T [n d] = G^T (x - b_dec)      src = the centred input, coef = the picked gradients
+                                          (training keeps W_enc [d n] in column-major storage,
+                                          so dW_enc is this result's transposed view, no copy)
 
 The picks are sorted by column (stable, `torch.sort`) and each program owns one row j of out
 and BLOCK_D of its columns: it walks j's picks (two on average at 131,072 latents, k = 64,
@@ -54,16 +55,14 @@ def _rows(src_ptr, row_ptr, coef_ptr, start_ptr, out_ptr, d, BLOCK_P: tl.constex
 
 
 def sparse_outer(src: Float[Tensor, "batch d"], idx: Int[Tensor, "batch m"], coef: Float[Tensor, "batch m"],
-                 n: int, transpose: bool = False, low: bool = False) -> Tensor:
-    """S^T src as float32: [n d] when `transpose` (a decoder's gradient), else its transpose
-    [d n] (an encoder's, contiguous); S[b, idx[b, p]] += coef[b, p].
+                 n: int, low: bool = False) -> Float[Tensor, "n d"]:
+    """S^T src [n d] in float32, where S[b, idx[b, p]] += coef[b, p].
 
     Args:
         src: [R d] rows.
         idx: [R m] columns in [0, n); a column may repeat within a row (its terms add).
         coef: [R m] the picks' coefficients (summed in float32).
         n: the number of columns (latents).
-        transpose: return [n d] instead of [d n].
         low: read src in bfloat16 (rounded as the GPU casts), as the dense step's autocast.
     """
     if idx.shape != coef.shape or idx.dim() != 2 or src.dim() != 2 or len(src) != len(idx):
@@ -82,4 +81,4 @@ def sparse_outer(src: Float[Tensor, "batch d"], idx: Int[Tensor, "batch m"], coe
             _rows[(n, triton.cdiv(d, BLOCK_D))](src, rows, c, starts, out, d, BLOCK_P=BLOCK_P, BLOCK_D=BLOCK_D)
     else:
         out.zero_()
-    return out if transpose else out.t().contiguous()
+    return out

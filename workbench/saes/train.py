@@ -28,8 +28,9 @@ from .base import SAE
 from .config import SAEConfig, TrainConfig
 from .models import make_sae
 from .sites import check_sae_site
+from .sparse_decode import use_triton_decode
 from .stream import prefetched, stream_vectors, window_order
-from .topk_sparse import sparse_aux_loss, sparse_topk_step, use_sparse_step
+from .topk_sparse import column_major, sparse_aux_loss, sparse_topk_step, use_sparse_step
 
 log = logging.getLogger(__name__)
 
@@ -211,12 +212,15 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
             yield from kept
 
     total_steps = max(1, cfg.total_tokens // cfg.batch_size)
+    use_amp = bool(cfg.amp and device.type == "cuda")
+    sparse = use_sparse_step(sae, device, cfg.sparse_step)
+    outer = sparse and use_triton_decode(sae.W_enc)     # dW_enc latent by latent: W_enc column-major
+    if outer:
+        sae.W_enc = column_major(sae.W_enc)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
                            fused=device.type == "cuda")  # one kernel for all parameters
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda st: lr_factor(st, total_steps, cfg.warmup_steps, cfg.decay_fraction))
-    use_amp = bool(cfg.amp and device.type == "cuda")
-    sparse = use_sparse_step(sae, device, cfg.sparse_step)
     compiled = bool(cfg.compile_step) and not sparse
     dense_loss = compiled_dense_step() if compiled else dense_step_loss
     since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
@@ -282,6 +286,8 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
         bar.close()
         batches.close()          # stops the prefetching thread (`stream.prefetched`) now, not at GC
         src.close()
+    if outer:
+        sae.W_enc = torch.nn.Parameter(sae.W_enc.detach().contiguous())
     sae.fold_scale(scale)
     sae.eval()
     seconds = time.perf_counter() - t0

@@ -69,9 +69,11 @@ def test_shapes_checked():
 
 STEP_CHECK = """
 import torch
-from tests.workbench.saes.test_sparse_decode import check_against_dense, check_outer, check_rows, check_sparse_step
+from tests.workbench.saes.test_sparse_decode import (check_against_dense, check_column_major, check_outer, check_rows,
+                                                     check_sparse_step)
 dev = "{device}"
 check_outer(dev)
+check_column_major(dev)
 check_against_dense(dev, triton=True)
 check_sparse_step(dev)
 check_rows(dev)
@@ -82,7 +84,7 @@ print("same")
 def check_outer(device="cpu"):
     """`_triton_outer.sparse_outer` (the SAE step's dW_enc and dW_dec) against src^T S with S
     built densely: repeated columns in a row, a column with more picks than a program's block,
-    widths off the block size, both layouts; `low` against the same product with src rounded to
+    widths off the block size; `low` against the same product with src rounded to
     bfloat16."""
     from workbench.saes._triton_outer import BLOCK_P, sparse_outer
 
@@ -97,10 +99,36 @@ def check_outer(device="cpu"):
             rnd = (lambda t: t.bfloat16().float()) if low else (lambda t: t)
             S = torch.zeros(R, n).index_put((torch.arange(R)[:, None].expand(R, m), idx), coef, accumulate=True)
             want = rnd(src).t() @ S
-            for tr in (False, True):
-                got = sparse_outer(src.to(device), idx.to(device), coef.to(device), n, transpose=tr, low=low)
-                torch.testing.assert_close(got.cpu(), want.t() if tr else want, rtol=1e-5, atol=1e-5,
-                                           msg=f"R={R} m={m} n={n} d={d} low={low} transpose={tr}")
+            got = sparse_outer(src.to(device), idx.to(device), coef.to(device), n, low=low)
+            torch.testing.assert_close(got.cpu(), want.t(), rtol=1e-5, atol=1e-5,
+                                       msg=f"R={R} m={m} n={n} d={d} low={low}")
+
+
+def check_column_major(device="cpu"):
+    """train_sae's layout for the Triton step: W_enc stored column-major (`column_major`) takes
+    its gradient as a view of the same layout (no copy) and one Adam step (fused on CUDA) gives
+    the same parameters as the row-major W_enc."""
+    from workbench.saes import SAEConfig
+    from workbench.saes.models import make_sae
+    from workbench.saes.topk_sparse import column_major, sparse_topk_step
+
+    torch.manual_seed(0)
+    x = torch.randn(40, 24, device=device)
+    after = []
+    for cm in (False, True):
+        torch.manual_seed(1)
+        sae = make_sae(SAEConfig("topk", 24, 96, k=6)).to(device)
+        if cm:
+            sae.W_enc = column_major(sae.W_enc)
+            assert sae.W_enc.stride() == (1, 24)
+        opt = torch.optim.Adam(sae.parameters(), lr=1e-2, fused=device == "cuda")
+        sp = sparse_topk_step(sae, x, None, 0, 0, amp=False, gemm=True)
+        (sp.recon - x).pow(2).sum(-1).mean().backward()
+        assert sae.W_enc.grad.stride() == sae.W_enc.stride()
+        opt.step()
+        after.append({n: p.detach().clone() for n, p in sae.named_parameters()})
+    for n in after[0]:
+        torch.testing.assert_close(after[1][n], after[0][n], rtol=1e-6, atol=1e-7, msg=n)
 
 
 def check_sparse_step(device="cpu"):
@@ -180,6 +208,7 @@ def test_triton_kernels_in_interpreter():
 @pytest.mark.skipif(not torch.cuda.is_available() or not triton_decode_available(), reason="needs CUDA")
 def test_triton_kernels_on_cuda():
     check_outer("cuda")
+    check_column_major("cuda")
     check_against_dense("cuda", triton=True)
     check_sparse_step("cuda")
     check_rows("cuda")
