@@ -45,8 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dead-after", type=int, default=None,
                     help="dead_after_tokens (default: tokens // 4, so AuxK runs, as in scale.py)")
     ap.add_argument("--steps", default="dense,sparse", help="comma list of dense, compiled, sparse")
-    ap.add_argument("--prefetch", default="auto", help="comma list of TrainConfig.prefetch values "
-                    "(auto: the default, None; 0: no prefetching thread)")
+    ap.add_argument("--prefetch", default="0", help="comma list of TrainConfig.prefetch values "
+                    "(0: the default, no prefetching thread; auto: None, half the shuffle buffer ahead)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of each training run")
     a = ap.parse_args(argv)
     dev = resolve_device(a.device)

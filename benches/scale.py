@@ -164,7 +164,9 @@ def run_shape(shape: str, dev, dtype, args, table: Table) -> int:
                   ratio=sec_b / sec_best, note=f"default / best = {sec_d / sec_best:.2f} (goal <= 1.2); "
                   + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in best.items()))
         del cap
-    ids = torch.randint(3, vocab, (args.harvest_tokens + 4096,), generator=g)
+    # enough windows for the harvest and for the SAE rows (session 21 found `--only sae` runs
+    # training on 65,536 tokens: the corpus was sized by --harvest-tokens alone)
+    ids = torch.randint(3, vocab, (max(args.harvest_tokens, args.sae_tokens) + 4096,), generator=g)
     corpus = Corpus("random", ids, s.tokenizer)
     hw = 512
 

@@ -127,8 +127,8 @@ class TrainConfig:
         amp: on CUDA, run the SAE's matmuls in bfloat16 autocast (weights and Adam stay fp32).
         sparse_step: TopK only: the step whose decoder (and, on the CPU, encoder gradient)
             touch only the picked latents (`workbench.saes.topk_sparse`; same values); None: on
-            the CPU, and on CUDA where Triton is installed (its kernels: 24 against 47 ms per
-            step at 65,536 latents on an H200, docs/GPU.md session 17).
+            the CPU, and on CUDA where Triton is installed (its kernels: 21.9 against 47 ms per
+            step at 65,536 latents on an H200, docs/GPU.md sessions 17 and 21).
         compile_step: run the dense step's forward and loss under `torch.compile` (fused
             elementwise work and dtype casts). Off by default: on an H200 (d_in 4096, batch
             4096, AuxK on 10% dead latents) the step alone took 100 -> 69 ms at 131,072 latents
@@ -137,8 +137,11 @@ class TrainConfig:
             docs/GPU.md, session 16), and each process pays tens of seconds of compiling.
         prefetch: activation chunks the model computes ahead in a background thread (on its
             own CUDA stream), overlapping the next forwards with the optimiser steps
-            (`stream.prefetched`; same chunks, same order, same SAE). None: on CUDA, as many
-            chunks as refill half the shuffle buffer; 0 (the CPU's default): no thread.
+            (`stream.prefetched`; same chunks, same order, same SAE). 0 (default): no thread;
+            None: as many chunks as refill half the shuffle buffer. Off by default: on an H200
+            at the Llama-3.1-8B shape it gained 0-1% (0.65 -> 0.66 of the stream at 131,072
+            latents, 0.77 -> 0.77 at 65,536; docs/GPU.md session 21): the forward and the step
+            both fill the GPU, so they slow each other down as much as they overlap.
     """
 
     total_tokens: int = 1_000_000
@@ -161,7 +164,7 @@ class TrainConfig:
     amp: bool = True
     sparse_step: bool | None = None
     compile_step: bool = False
-    prefetch: int | None = None
+    prefetch: int | None = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):

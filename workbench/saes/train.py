@@ -198,8 +198,7 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
 
     kept: list[torch.Tensor] = []
 
-    depth = cfg.prefetch if cfg.prefetch is not None else (
-        -(-cfg.buffer_tokens // (2 * cfg.tokens_per_forward)) if device.type == "cuda" else 0)
+    depth = cfg.prefetch if cfg.prefetch is not None else -(-cfg.buffer_tokens // (2 * cfg.tokens_per_forward))
 
     def source():
         yield first
