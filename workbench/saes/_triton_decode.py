@@ -18,13 +18,12 @@ constants (one compile per SAE's k and d_in).
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
 from .._types import Float, Int, Tensor
+from ._launch import on_device
 
 __all__ = ["decode_forward", "decode_backward"]
 
@@ -67,11 +66,6 @@ def _bwd(idx_ptr, w_ptr, g_ptr, dv_ptr, m: tl.constexpr, d: tl.constexpr, BLOCK_
     tl.store(dv_ptr + r * m + offs_j, dot, mask=jmask)
 
 
-def _on(t: Tensor):
-    """Launch on t's GPU (Triton launches on the current device), or as is (interpreter, CPU)."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def decode_forward(idx: Int[Tensor, "batch m"], vals: Float[Tensor, "batch m"],
                    W: Float[Tensor, "n d"]) -> Float[Tensor, "batch d"]:
     """out[b] = sum_j vals[b, j] W[idx[b, j]], accumulated in float32, returned in W's dtype."""
@@ -80,7 +74,7 @@ def decode_forward(idx: Int[Tensor, "batch m"], vals: Float[Tensor, "batch m"],
     d = W.shape[1]
     out = torch.empty(R, d, device=W.device, dtype=torch.float32)
     if R and m:
-        with _on(W):
+        with on_device(W):
             _fwd[(R, triton.cdiv(d, BLOCK_D))](idx, vals, W, out, m, d, BLOCK_J=BLOCK_J, BLOCK_D=BLOCK_D)
     else:
         out.zero_()
@@ -96,7 +90,7 @@ def decode_backward(idx: Int[Tensor, "batch m"], vals: Float[Tensor, "batch m"],
     d = W.shape[1]
     dv = torch.zeros(R, m, device=W.device, dtype=torch.float32)
     if R and m:
-        with _on(W):
+        with on_device(W):
             _bwd[(R, triton.cdiv(m, BLOCK_J))](idx, W, g, dv, m, d, BLOCK_J=BLOCK_J, BLOCK_D=BLOCK_D)
     if not need_dw:
         return dv.to(vals.dtype), None

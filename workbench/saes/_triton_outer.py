@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from .._types import Float, Int, Tensor
-from ._triton_decode import _on
+from ._launch import on_device
 
 __all__ = ["sparse_outer"]
 
@@ -77,7 +77,7 @@ def sparse_outer(src: Float[Tensor, "batch d"], idx: Int[Tensor, "batch m"], coe
         c = coef.reshape(-1)[order].float().contiguous()
         starts = torch.searchsorted(cols, torch.arange(n + 1, device=src.device, dtype=cols.dtype))
         src = src.to(torch.bfloat16 if low else torch.float32).contiguous()
-        with _on(src):
+        with on_device(src):
             _rows[(n, triton.cdiv(d, BLOCK_D))](src, rows, c, starts, out, d, BLOCK_P=BLOCK_P, BLOCK_D=BLOCK_D)
     else:
         out.zero_()

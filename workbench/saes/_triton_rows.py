@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from .._types import Float, Tensor
-from ._triton_decode import _on
+from ._launch import on_device
 
 __all__ = ["remove_parallel", "normalize_rows", "MAX_D"]
 
@@ -53,7 +53,7 @@ def remove_parallel(W: Float[Tensor, "n d"], G: Float[Tensor, "n d"]) -> None:
     """In place on G (both contiguous, same shape, d <= MAX_D)."""
     n, d, block = _launch_args(W)
     if n:
-        with _on(W):
+        with on_device(W):
             _remove_parallel[(n,)](W, G, d=d, BLOCK=block, num_warps=8 if block >= 4096 else 4)
 
 
@@ -61,5 +61,5 @@ def normalize_rows(W: Float[Tensor, "n d"]) -> None:
     """In place on W (contiguous, d <= MAX_D)."""
     n, d, block = _launch_args(W)
     if n:
-        with _on(W):
+        with on_device(W):
             _normalize[(n,)](W, d=d, BLOCK=block, num_warps=8 if block >= 4096 else 4)
