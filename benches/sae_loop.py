@@ -45,8 +45,6 @@ def main(argv=None) -> int:
     ap.add_argument("--dead-after", type=int, default=None,
                     help="dead_after_tokens (default: tokens // 4, so AuxK runs, as in scale.py)")
     ap.add_argument("--steps", default="dense,sparse", help="comma list of dense, compiled, sparse")
-    ap.add_argument("--prefetch", default="0", help="comma list of TrainConfig.prefetch values "
-                    "(0: the default, no prefetching thread; auto: None, half the shuffle buffer ahead)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of each training run")
     a = ap.parse_args(argv)
     dev = resolve_device(a.device)
@@ -77,10 +75,9 @@ def main(argv=None) -> int:
           f"per {batch} tokens)", flush=True)
     for d_sae in widths:
         scfg = SAEConfig("topk", s.d_model, d_sae, site=site, k=64)
-        for kind, pf in [(k, p) for k in steps for p in a.prefetch.split(",")]:
+        for kind in steps:
             tcfg = TrainConfig(**{**base.to_dict(), "compile_step": kind == "compiled",
-                                  "sparse_step": kind == "sparse",
-                                  "prefetch": None if pf == "auto" else int(pf)})
+                                  "sparse_step": kind == "sparse"})
 
             def train(cfg=tcfg, sc=scfg):
                 return train_sae(s, corpus, sc, cfg, progress=False)
@@ -88,7 +85,7 @@ def main(argv=None) -> int:
             train_sae(s, corpus, scfg, TrainConfig(**{**tcfg.to_dict(), "total_tokens": 4 * batch,
                                                       "dead_after_tokens": batch}), progress=False)  # warm
             sec_train, _, res = measure(dev, train)
-            print(f"d_sae {d_sae} {kind} prefetch {pf}: training {res.tokens / sec_train:,.0f} tok/s, ratio to the stream "
+            print(f"d_sae {d_sae} {kind}: training {res.tokens / sec_train:,.0f} tok/s, ratio to the stream "
                   f"{res.tokens / sec_train / (n / sec_stream):.2f}; loop {batch / res.tokens * sec_train * 1e3:.1f} "
                   f"ms per {batch} tokens; fvu {res.history[-1]['fvu']:.3f}, dead {res.history[-1]['dead']}",
                   flush=True)

@@ -135,13 +135,6 @@ class TrainConfig:
             and 51 -> 35 ms at 65,536 (benches/sae_step.py), but training at the Llama-3.1-8B
             shape ran no faster in the loop (0.58x / 0.44x of the stream against 0.60x / 0.44x;
             docs/GPU.md, session 16), and each process pays tens of seconds of compiling.
-        prefetch: activation chunks the model computes ahead in a background thread (on its
-            own CUDA stream), overlapping the next forwards with the optimiser steps
-            (`stream.prefetched`; same chunks, same order, same SAE). 0 (default): no thread;
-            None: as many chunks as refill half the shuffle buffer. Off by default: on an H200
-            at the Llama-3.1-8B shape it gained 0-1% (0.65 -> 0.66 of the stream at 131,072
-            latents, 0.77 -> 0.77 at 65,536; docs/GPU.md session 21): the forward and the step
-            both fill the GPU, so they slow each other down as much as they overlap.
     """
 
     total_tokens: int = 1_000_000
@@ -164,7 +157,6 @@ class TrainConfig:
     amp: bool = True
     sparse_step: bool | None = None
     compile_step: bool = False
-    prefetch: int | None = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -178,8 +170,6 @@ class TrainConfig:
             raise SAEConfigError("warmup_steps, aux_k, checkpoint_every and eval_tokens must be >= 0")
         if not 0 <= self.decay_fraction < 1:
             raise SAEConfigError(f"decay_fraction={self.decay_fraction!r} must be in [0, 1)")
-        if self.prefetch is not None and (not isinstance(self.prefetch, int) or self.prefetch < 0):
-            raise SAEConfigError(f"prefetch={self.prefetch!r} must be None or an integer >= 0")
         if self.buffer_tokens < self.batch_size:
             raise SAEConfigError(f"buffer_tokens={self.buffer_tokens} must be >= batch_size={self.batch_size}")
 

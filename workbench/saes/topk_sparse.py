@@ -11,9 +11,10 @@ pre-activations carry gradient, and only picked decoder rows are read, so here
 
 `_PickedPre`'s backward, with G the [B d_sae] sparse matrix of the picked entries' gradients:
     dW_enc = (x - b_dec)^T G      CUDA: `_triton_outer.sparse_outer` (the picks sorted by latent,
-                                  each [d_in block x 64 latents] tile written once; bfloat16
-                                  products under amp, as the dense step's autocast); without
-                                  Triton G scattered dense and one GEMM; CPU: a sparse-dense product
+                                  each latent's gradient column summed from its picks and written
+                                  once; x - b_dec read in bfloat16 under amp, as the dense step's
+                                  autocast); without Triton G scattered dense and one GEMM; CPU:
+                                  a sparse-dense product
     db_enc = column sums of G     db_dec (encoder side) = -W_enc (column sums of G)  (a GEMV)
 The AuxK picks (top `aux_k` among dead latents) go through `_PickedPre` too; their decode is
 `sparse_decode` on the CPU and, on CUDA, a dense product over the candidate columns (256 picks
@@ -96,9 +97,9 @@ class _PickedPre(torch.autograd.Function):
         if ctx.needs_input_grad[2] and ctx.gemm_dtype is not None and TRITON_OUTER and use_triton_decode(W_enc):
             from ._triton_outer import sparse_outer
 
-            low = ctx.gemm_dtype == torch.bfloat16
-            xc = (x.float() - b_dec.float()).to(torch.bfloat16 if low else torch.float32)
-            gT = sparse_outer(xc, idx, g.view(B, m), d_sae, low=low).to(W_enc.dtype)    # [d_sae d_in]
+            xc = x.float() - b_dec.float()
+            gT = sparse_outer(xc, idx, g.view(B, m), d_sae, low=ctx.gemm_dtype == torch.bfloat16
+                              ).to(W_enc.dtype)                                         # [d_sae d_in]
             # W_enc in column-major storage (`column_major`, as train_sae keeps it): the
             # transposed view has its layout (no copy); else one transposing copy
             gW = gT.t() if W_enc.stride() == gT.t().stride() else gT.t().contiguous()

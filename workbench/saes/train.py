@@ -29,7 +29,7 @@ from .config import SAEConfig, TrainConfig
 from .models import make_sae
 from .sites import check_sae_site
 from .sparse_decode import use_triton_decode
-from .stream import prefetched, stream_vectors, window_order
+from .stream import stream_vectors, window_order
 from .topk_sparse import column_major, sparse_aux_loss, sparse_topk_step, use_sparse_step
 
 log = logging.getLogger(__name__)
@@ -198,12 +198,10 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
 
     kept: list[torch.Tensor] = []
 
-    depth = cfg.prefetch if cfg.prefetch is not None else -(-cfg.buffer_tokens // (2 * cfg.tokens_per_forward))
-
     def source():
         yield first
         kept.append(first)
-        for ch in prefetched(train_src, depth, device):
+        for ch in train_src:
             if cfg.epochs > 1:
                 kept.append(ch.to(device))
             yield ch.to(device)
@@ -230,10 +228,8 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
     # steps between host reads of the dead-latent count: at most half the dead-after window, so
     # AuxK's candidates (`aux_candidates`) are the latents silent for half of it, not all of them
     refresh = max(1, min(20, total_steps // 4, cfg.dead_after_tokens // (2 * cfg.batch_size)))
-    src = source()
-    batches = _batches(src, cfg.batch_size, cfg.buffer_tokens, gen)
     try:
-        for x in batches:
+        for x in _batches(source(), cfg.batch_size, cfg.buffer_tokens, gen):
             if step >= total_steps:
                 break
             x = x * scale
@@ -283,8 +279,6 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
                 save_sae(ck, Path(out_dir) / "checkpoints" / f"step_{step:07d}")
     finally:
         bar.close()
-        batches.close()          # stops the prefetching thread (`stream.prefetched`) now, not at GC
-        src.close()
     if outer:
         sae.W_enc = torch.nn.Parameter(sae.W_enc.detach().contiguous())
     sae.fold_scale(scale)
