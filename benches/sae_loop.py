@@ -12,7 +12,9 @@ then torch.profiler's table of one more training run (CUDA time on a GPU, CPU ti
     python benches/sae_loop.py --shape llama3.1-8b --d-sae 65536,131072 --steps dense,sparse [--profile]
 
 One line per (d_sae, step) pair, all on one loaded model; steps: dense (eager), compiled (the
-dense step under torch.compile), sparse (`topk_sparse`: Triton decode on CUDA).
+dense step under torch.compile), sparse (`topk_sparse`: Triton decode on CUDA, the gradients
+summed inside the Adam update by `pick_adam`), sparse-torch (the same step with the gradients
+written out, then torch's fused Adam and the decoder-row kernels).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import workbench.saes.train as train_module  # noqa: E402
 from benches.scale import measure, sync  # noqa: E402
 from workbench import Corpus  # noqa: E402
 from workbench.hooks import parse_site  # noqa: E402
@@ -44,7 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--dead-after", type=int, default=None,
                     help="dead_after_tokens (default: tokens // 4, so AuxK runs, as in scale.py)")
-    ap.add_argument("--steps", default="dense,sparse", help="comma list of dense, compiled, sparse")
+    ap.add_argument("--steps", default="dense,sparse", help="comma list of dense, compiled, sparse, sparse-torch")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of each training run")
     a = ap.parse_args(argv)
     dev = resolve_device(a.device)
@@ -55,9 +58,9 @@ def main(argv=None) -> int:
     s = random_session(shape, device=str(dev), dtype=torch.bfloat16 if cuda else torch.float32)
     widths = [int(v) for v in a.d_sae.split(",")] if a.d_sae else [16 * s.d_model]
     steps = a.steps.split(",")
-    bad = [v for v in steps if v not in ("dense", "compiled", "sparse")]
+    bad = [v for v in steps if v not in ("dense", "compiled", "sparse", "sparse-torch")]
     if bad:
-        ap.error(f"--steps {bad}: choose from dense, compiled, sparse")
+        ap.error(f"--steps {bad}: choose from dense, compiled, sparse, sparse-torch")
     g = torch.Generator().manual_seed(0)
     corpus = Corpus("random", torch.randint(3, min(s.d_vocab, 32000), (4 * tokens + 8192,), generator=g),
                     s.tokenizer)
@@ -77,7 +80,8 @@ def main(argv=None) -> int:
         scfg = SAEConfig("topk", s.d_model, d_sae, site=site, k=64)
         for kind in steps:
             tcfg = TrainConfig(**{**base.to_dict(), "compile_step": kind == "compiled",
-                                  "sparse_step": kind == "sparse"})
+                                  "sparse_step": kind.startswith("sparse")})
+            train_module.PICK_ADAM = kind != "sparse-torch"
 
             def train(cfg=tcfg, sc=scfg):
                 return train_sae(s, corpus, sc, cfg, progress=False)

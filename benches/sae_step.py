@@ -5,6 +5,7 @@ torch.profiler.
 Compared against: the same step's matmul-only floor (the encoder GEMM), printed alongside.
 
     python benches/sae_step.py --d-in 4096 --d-sae 65536 --batch 4096 [--sparse] [--compile] [--aux-cols]
+        [--adam pick|torch]
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 
 from workbench.saes import SAEConfig
 from workbench.saes.models import make_sae
-from workbench.saes.topk_sparse import sparse_aux_loss, sparse_topk_step
+from workbench.saes.pick_adam import PickAdam, Picked, PickSink
+from workbench.saes.sparse_decode import use_triton_decode
+from workbench.saes.topk_sparse import column_major, sparse_aux_loss, sparse_topk_step
 from workbench.saes.train import compiled_dense_step, dense_step_loss
 
 
@@ -33,6 +36,9 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the dense step's forward + loss")
     ap.add_argument("--outer", choices=("triton", "gemm"), default="triton",
                     help="the sparse step's dW_enc: the Triton sorted-pick kernel or a dense GEMM of scattered picks")
+    ap.add_argument("--adam", choices=("pick", "torch"), default="pick",
+                    help="the sparse step's optimiser: gradients summed inside the update (pick_adam, train_sae's "
+                         "default with Triton) or written out, then torch's fused Adam and the row kernels")
     ap.add_argument("--aux-cols", action="store_true",
                     help="AuxK on the dead latents' columns only (train_sae's aux_candidates)")
     a = ap.parse_args()
@@ -41,7 +47,15 @@ def main() -> None:
     ts.TRITON_OUTER = a.outer == "triton"
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sae = make_sae(SAEConfig("topk", a.d_in, a.d_sae, k=a.k)).to(dev)
-    opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=dev.type == "cuda")
+    triton = a.sparse and a.outer == "triton" and use_triton_decode(sae.W_enc)
+    if triton:                      # train_sae's layout on this path
+        sae.W_enc = column_major(sae.W_enc)
+    sinks = (PickSink(a.d_sae), PickSink(a.d_sae)) if triton and a.adam == "pick" else None
+    if sinks is not None:
+        opt: torch.optim.Optimizer = PickAdam(sae.parameters(), {sae.W_enc: Picked(sinks[0], transposed=True),
+                                                                 sae.W_dec: Picked(sinks[1], rownorm=True)}, lr=1e-4)
+    else:
+        opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=dev.type == "cuda")
     x = torch.randn(a.batch, a.d_in, device=dev)
     dead = torch.rand(a.d_sae, device=dev) < a.dead_share
     n_dead = int(dead.sum())
@@ -52,15 +66,17 @@ def main() -> None:
 
     def step():
         if a.sparse:
-            sp = sparse_topk_step(sae, x, dead, a.aux_k, n_dead, amp=dev.type == "cuda", cols=cols)
+            sp = sparse_topk_step(sae, x, dead, a.aux_k, n_dead, amp=dev.type == "cuda", cols=cols, sinks=sinks)
             loss = (sp.recon - x).pow(2).sum(-1).mean() + sparse_aux_loss(x, sp) / 32
         else:
             loss = dense(sae, x, dead, a.aux_k, n_dead, cols, 1 / 32, amp)[0]
         opt.zero_grad(set_to_none=True)
         loss.float().backward()
-        sae.remove_parallel_grad()
+        if sinks is None:
+            sae.remove_parallel_grad()
         opt.step()
-        sae.normalize_decoder()
+        if sinks is None:
+            sae.normalize_decoder()
 
     for _ in range(3):
         step()
@@ -81,7 +97,7 @@ def main() -> None:
     gemm = (time.perf_counter() - t0) / a.steps
     print(f"step {per * 1e3:.1f} ms ({a.batch / per:,.0f} tok/s); one encoder GEMM {gemm * 1e3:.2f} ms; "
           f"{'sparse' if a.sparse else 'dense'}{' compiled' if a.compile else ''}"
-          f"{' aux-cols' if a.aux_cols else ''} d_sae {a.d_sae}")
+          f"{' aux-cols' if a.aux_cols else ''}{' pick-adam' if sinks else ''} d_sae {a.d_sae}")
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])

@@ -29,7 +29,7 @@ import triton.language as tl
 from .._types import Float, Int, Tensor
 from ._launch import on_device
 
-__all__ = ["sparse_outer"]
+__all__ = ["sparse_outer", "sort_picks"]
 
 BLOCK_P = 8
 BLOCK_D = 1024
@@ -54,6 +54,15 @@ def _rows(src_ptr, row_ptr, coef_ptr, start_ptr, out_ptr, d, BLOCK_P: tl.constex
     tl.store(out_ptr + j * d + offs_d, acc, mask=dmask)
 
 
+def sort_picks(cols: Int[Tensor, " picks"], rows: Int[Tensor, " picks"], coef: Float[Tensor, " picks"],
+               n: int) -> tuple[Int[Tensor, " picks"], Float[Tensor, " picks"], Int[Tensor, " n_plus_1"]]:
+    """Picks (column, row, coefficient) sorted by column, stably: (their rows, their coefficients
+    in float32, and starts [n + 1], column j's picks at starts[j]:starts[j + 1])."""
+    cols, order = cols.sort(stable=True)
+    starts = torch.searchsorted(cols, torch.arange(n + 1, device=cols.device, dtype=cols.dtype))
+    return rows[order].contiguous(), coef[order].float().contiguous(), starts
+
+
 def sparse_outer(src: Float[Tensor, "batch d"], idx: Int[Tensor, "batch m"], coef: Float[Tensor, "batch m"],
                  n: int, low: bool = False) -> Float[Tensor, "n d"]:
     """S^T src [n d] in float32, where S[b, idx[b, p]] += coef[b, p].
@@ -72,10 +81,8 @@ def sparse_outer(src: Float[Tensor, "batch d"], idx: Int[Tensor, "batch m"], coe
     d = src.shape[1]
     out = torch.empty(n, d, device=src.device, dtype=torch.float32)
     if R and m and d and n:
-        cols, order = idx.reshape(-1).sort(stable=True)
-        rows = torch.div(order, m, rounding_mode="floor")
-        c = coef.reshape(-1)[order].float().contiguous()
-        starts = torch.searchsorted(cols, torch.arange(n + 1, device=src.device, dtype=cols.dtype))
+        rows = torch.arange(R, device=idx.device).repeat_interleave(m)
+        rows, c, starts = sort_picks(idx.reshape(-1), rows, coef.reshape(-1), n)
         src = src.to(torch.bfloat16 if low else torch.float32).contiguous()
         with on_device(src):
             _rows[(n, triton.cdiv(d, BLOCK_D))](src, rows, c, starts, out, d, BLOCK_P=BLOCK_P, BLOCK_D=BLOCK_D)

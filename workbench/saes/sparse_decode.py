@@ -47,10 +47,11 @@ def use_triton_decode(W: Tensor) -> bool:
 
 class _TritonDecode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, idx, vals, W):  # type: ignore[override]
+    def forward(ctx, idx, vals, W, sink):  # type: ignore[override]
         from ._triton_decode import decode_forward
 
         ctx.save_for_backward(idx, vals, W)
+        ctx.sink = sink
         return decode_forward(idx, vals, W)
 
     @staticmethod
@@ -58,12 +59,15 @@ class _TritonDecode(torch.autograd.Function):
         from ._triton_decode import decode_backward
 
         idx, vals, W = ctx.saved_tensors
-        dv, dW = decode_backward(idx, vals, W, g, need_dw=ctx.needs_input_grad[2])
-        return None, dv if ctx.needs_input_grad[1] else None, dW
+        sink = ctx.sink if ctx.needs_input_grad[2] else None
+        dv, dW = decode_backward(idx, vals, W, g, need_dw=ctx.needs_input_grad[2] and sink is None)
+        if sink is not None:
+            sink.add(g.contiguous(), idx, vals)          # dW as picks, summed by `pick_adam.PickAdam`
+        return None, dv if ctx.needs_input_grad[1] else None, dW, None
 
 
 def sparse_decode(idx: Int[Tensor, "batch m"], vals: Float[Tensor, "batch m"],
-                  W: Float[Tensor, "n d"], triton: bool | None = None) -> Float[Tensor, "batch d"]:
+                  W: Float[Tensor, "n d"], triton: bool | None = None, sink=None) -> Float[Tensor, "batch d"]:
     """sum_j vals[b, j] W[idx[b, j]] for each row b, differentiable in vals and W.
 
     Args:
@@ -71,9 +75,13 @@ def sparse_decode(idx: Int[Tensor, "batch m"], vals: Float[Tensor, "batch m"],
         vals: [B m] weights, W's dtype.
         W: [n d] the rows (a decoder).
         triton: force the Triton kernels on or off (None: `use_triton_decode(W)`).
+        sink: a `pick_adam.PickSink` (Triton only): W's gradient is left there as picks for
+            `pick_adam.PickAdam` instead of being written to W.grad.
     """
     if idx.shape != vals.shape or idx.dim() != 2:
         raise ValueError(f"idx {tuple(idx.shape)} and vals {tuple(vals.shape)} must both be [batch m]")
     if use_triton_decode(W) if triton is None else triton:
-        return _TritonDecode.apply(idx, vals, W)
+        return _TritonDecode.apply(idx, vals, W, sink)
+    if sink is not None:
+        raise ValueError("a gradient sink needs the Triton decode (CUDA, or TRITON_INTERPRET=1)")
     return torch.nn.functional.embedding_bag(idx, W, per_sample_weights=vals, mode="sum")

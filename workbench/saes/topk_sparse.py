@@ -80,9 +80,10 @@ class _PickedPre(torch.autograd.Function):
     """Picked pre-activations with a gradient that reaches W_enc, b_enc, b_dec sparsely."""
 
     @staticmethod
-    def forward(ctx, x, b_dec, W_enc, b_enc, idx, picked, gemm_dtype):  # type: ignore[override]
+    def forward(ctx, x, b_dec, W_enc, b_enc, idx, picked, gemm_dtype, sink):  # type: ignore[override]
         ctx.save_for_backward(x, b_dec, W_enc, idx)
         ctx.gemm_dtype = gemm_dtype      # None: sparse product (CPU)
+        ctx.sink = sink                  # a pick_adam.PickSink: dW_enc left as picks
         return picked
 
     @staticmethod
@@ -94,7 +95,10 @@ class _PickedPre(torch.autograd.Function):
         cols = idx.reshape(-1)
         colsum = torch.zeros(d_sae, device=g.device, dtype=torch.float32).index_add_(0, cols, g)
         gW = gb = gbd = None
-        if ctx.needs_input_grad[2] and ctx.gemm_dtype is not None and TRITON_OUTER and use_triton_decode(W_enc):
+        if ctx.needs_input_grad[2] and ctx.sink is not None:
+            low = ctx.gemm_dtype == torch.bfloat16
+            ctx.sink.add((x.float() - b_dec.float()).to(torch.bfloat16 if low else torch.float32), idx, g.view(B, m))
+        elif ctx.needs_input_grad[2] and ctx.gemm_dtype is not None and TRITON_OUTER and use_triton_decode(W_enc):
             from ._triton_outer import sparse_outer
 
             xc = x.float() - b_dec.float()
@@ -117,7 +121,7 @@ class _PickedPre(torch.autograd.Function):
             gb = colsum.to(W_enc.dtype)
         if ctx.needs_input_grad[1]:
             gbd = -(W_enc.float() @ colsum).to(b_dec.dtype)
-        return None, gbd, gW, gb, None, None, None
+        return None, gbd, gW, gb, None, None, None, None
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,8 @@ class SparseStep:
 
 def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor | None = None,
                      aux_k: int = 0, n_dead: int | None = None, amp: bool = False,
-                     cols: Tensor | None = None, gemm: bool | None = None) -> SparseStep:
+                     cols: Tensor | None = None, gemm: bool | None = None, sinks=None,
+                     w_enc_low: Tensor | None = None) -> SparseStep:
     """The TopK forward of a training step, sparse in its decoder and encoder gradient.
 
     Args:
@@ -153,13 +158,19 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
             among those columns only.
         gemm: dW_enc by one dense GEMM and AuxK's decode dense over the candidate columns
             (default: on CUDA; the CPU takes the sparse products).
+        sinks: (W_enc's, W_dec's) `pick_adam.PickSink`: those gradients are left as picks for
+            `pick_adam.PickAdam` (Triton only; AuxK's dense decode still writes W_dec.grad).
+        w_enc_low: W_enc in bfloat16 [d_in d_sae], kept by the optimiser (`pick_adam.Picked.low`),
+            used under amp instead of casting W_enc each step.
     """
+    enc_sink, dec_sink = sinks if sinks is not None else (None, None)
     k = sae.cfg.k
     with torch.no_grad():
         if amp and x.is_cuda:    # bfloat16 out, bias included: the top-k reads half the bytes
             bf = torch.bfloat16
             xc = (x.to(sae.W_enc.dtype) - sae.b_dec).to(bf)
-            pre = torch.addmm(sae.b_enc.to(bf), xc, sae.W_enc.to(bf))
+            w = sae.W_enc.to(bf) if w_enc_low is None else w_enc_low
+            pre = torch.addmm(sae.b_enc.to(bf), xc, w)
         else:
             pre = sae.pre_acts(x)
         top_v, top_i = pre.topk(k, dim=-1)
@@ -182,10 +193,10 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
         else:
             picked_vals = top_v
     dt = gemm_dtype(x, sae.W_enc, amp, gemm)
-    picked = _PickedPre.apply(x, sae.b_dec, sae.W_enc, sae.b_enc, idx, picked_vals.float(), dt)
+    picked = _PickedPre.apply(x, sae.b_dec, sae.W_enc, sae.b_enc, idx, picked_vals.float(), dt, enc_sink)
     act = torch.relu(picked).to(sae.W_dec.dtype)
     vals = act[:, :k]
-    recon = sparse_decode(top_i, vals, sae.W_dec) + sae.b_dec
+    recon = sparse_decode(top_i, vals, sae.W_dec, sink=dec_sink) + sae.b_dec
     aux = None
     if n_aux and valid is not None and aux_local is not None:
         w = act[:, k:] * valid.to(act.dtype)
@@ -200,7 +211,7 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
             with torch.autocast("cuda", torch.bfloat16, enabled=amp and x.is_cuda):
                 aux = codes @ W
         else:
-            aux = sparse_decode(idx[:, k:], w, sae.W_dec)
+            aux = sparse_decode(idx[:, k:], w, sae.W_dec, sink=dec_sink)
     return SparseStep(recon, top_i, vals.detach(), aux)
 
 

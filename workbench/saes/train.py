@@ -27,12 +27,17 @@ from ..session import Session
 from .base import SAE
 from .config import SAEConfig, TrainConfig
 from .models import make_sae
+from .pick_adam import MAX_D, PickAdam, Picked, PickSink
 from .sites import check_sae_site
 from .sparse_decode import use_triton_decode
 from .stream import stream_vectors, window_order
 from .topk_sparse import column_major, sparse_aux_loss, sparse_topk_step, use_sparse_step
 
 log = logging.getLogger(__name__)
+
+# the sparse step's W_enc and W_dec gradients summed inside the Adam update (`pick_adam`) where the
+# Triton kernels run; False: written out, then torch's fused Adam (benches/sae_step.py --adam)
+PICK_ADAM = True
 
 __all__ = ["TrainResult", "train_sae", "aux_loss", "aux_candidates", "dense_step_loss", "compiled_dense_step", "lr_factor"]
 
@@ -214,8 +219,18 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
     outer = sparse and use_triton_decode(sae.W_enc)     # dW_enc latent by latent: W_enc column-major
     if outer:
         sae.W_enc = column_major(sae.W_enc)
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
-                           fused=device.type == "cuda")  # one kernel for all parameters
+    fused = outer and PICK_ADAM and sae_cfg.d_in <= MAX_D and sae.W_dec.dtype == torch.float32
+    sinks = (PickSink(sae_cfg.d_sae), PickSink(sae_cfg.d_sae)) if fused else None
+    # under amp the optimiser also keeps W_enc's bfloat16 copy, the encoder GEMM's operand
+    w_enc_low = sae.W_enc.detach().t().to(torch.bfloat16) if sinks is not None and use_amp else None
+    if sinks is not None:     # gradients as picks, summed in the update; the decoder's constraint there too
+        opt: torch.optim.Optimizer = PickAdam(
+            sae.parameters(), {sae.W_enc: Picked(sinks[0], transposed=True, low=w_enc_low),
+                               sae.W_dec: Picked(sinks[1], rownorm=True)},
+            lr=cfg.lr, betas=(0.9, 0.999))
+    else:
+        opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
+                               fused=device.type == "cuda")  # one kernel for all parameters
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda st: lr_factor(st, total_steps, cfg.warmup_steps, cfg.decay_fraction))
     compiled = bool(cfg.compile_step) and not sparse
@@ -235,7 +250,8 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
             x = x * scale
             dead = since_fired >= cfg.dead_after_tokens
             if sparse:
-                sp = sparse_topk_step(sae, x, dead, cfg.aux_k, n_dead, amp=use_amp, cols=cols)  # type: ignore[arg-type]
+                sp = sparse_topk_step(sae, x, dead, cfg.aux_k, n_dead, amp=use_amp, cols=cols,  # type: ignore[arg-type]
+                                      sinks=sinks, w_enc_low=None if w_enc_low is None else w_enc_low.t())
                 mse = (sp.recon - x).pow(2).sum(-1).mean()
                 aux = sparse_aux_loss(x, sp)
                 loss = (mse + cfg.aux_coefficient * aux).float()
@@ -245,10 +261,12 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
                                                        cfg.aux_coefficient, use_amp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            sae.remove_parallel_grad()
+            if sinks is None:
+                sae.remove_parallel_grad()
             opt.step()
             sched.step()
-            sae.normalize_decoder()
+            if sinks is None:
+                sae.normalize_decoder()
             with torch.no_grad():
                 if sparse:
                     fired = sp.fired(sae_cfg.d_sae)

@@ -178,7 +178,7 @@ def transcoder_step(tc: Transcoder, x: Float[Tensor, "B d_model"], dead: Tensor 
             idx, valid = torch.cat([top_i, aux_i], 1), aux_v > float("-inf")
             picked_vals = torch.cat([top_v, pre.gather(-1, aux_i)], 1)
     picked = _PickedPre.apply(x, tc.b_dec_in, tc.W_enc, tc.b_enc, idx, picked_vals.float(),
-                              gemm_dtype(x, tc.W_enc, gemm=gemm))
+                              gemm_dtype(x, tc.W_enc, gemm=gemm), None)
     act = torch.relu(picked)
     vals = act[:, :k]
     pred = sparse_decode(top_i, vals, tc.W_dec) + tc.b_dec

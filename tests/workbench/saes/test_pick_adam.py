@@ -1,0 +1,120 @@
+"""`pick_adam.PickAdam` (gradients as picks, summed inside the Adam update, the decoder's row
+constraint in the same pass) against the unfused step train_sae takes without it: the written
+gradients, `SAE.remove_parallel_grad`, torch.optim.Adam, `SAE.normalize_decoder`. Several steps
+(bias corrections), AuxK on (its decode dense over the candidate columns, which reaches W_dec.grad
+through autograd, and through the Triton gathers, a second part in the sink), and the bfloat16
+copy of W_enc it keeps against W_enc cast. In Triton's
+interpreter (CPU, a subprocess) where Triton is installed, and natively on CUDA."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from workbench.saes.sparse_decode import triton_decode_available
+
+CHECK = """
+from tests.workbench.saes.test_pick_adam import check_pick_adam
+check_pick_adam("{device}")
+print("same")
+"""
+
+
+def _run(device, fused, steps=3, aux_ratio=None, amp=False):
+    import workbench.saes.topk_sparse as ts
+    from workbench.saes import SAEConfig
+    from workbench.saes.models import make_sae
+    from workbench.saes.pick_adam import PickAdam, Picked, PickSink
+    from workbench.saes.topk_sparse import column_major, sparse_aux_loss, sparse_topk_step
+
+    d_in, d_sae, k, aux_k, B = 24, 96, 6, 8, 50
+    torch.manual_seed(0)
+    sae = make_sae(SAEConfig("topk", d_in, d_sae, k=k)).to(device)
+    sae.W_enc = column_major(sae.W_enc)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1)
+        sae.b_dec.normal_(0, 0.1)
+    dead = torch.zeros(d_sae, dtype=torch.bool, device=device)
+    dead[:30] = True
+    cols = torch.arange(40, device=device)          # AuxK's candidate columns hold every dead latent
+    if fused:
+        sinks = (PickSink(d_sae), PickSink(d_sae))
+        sae.low = sae.W_enc.detach().t().to(torch.bfloat16)       # the copy train_sae keeps under amp
+        opt = PickAdam(sae.parameters(), {sae.W_enc: Picked(sinks[0], transposed=True, low=sae.low),
+                                          sae.W_dec: Picked(sinks[1], rownorm=True)}, lr=1e-2)
+    else:
+        sinks = None
+        opt = torch.optim.Adam(sae.parameters(), lr=1e-2, fused=device == "cuda")
+    ratio = ts.AUX_SPARSE_RATIO
+    ts.AUX_SPARSE_RATIO = ratio if aux_ratio is None else aux_ratio
+    try:
+        for s in range(steps):
+            x = torch.randn(B, d_in, generator=torch.Generator().manual_seed(s)).to(device)
+            sp = sparse_topk_step(sae, x, dead, aux_k, 30, amp=amp, gemm=True, cols=cols, sinks=sinks,
+                                  w_enc_low=sae.low.t() if fused and amp else None)
+            opt.zero_grad(set_to_none=True)
+            ((sp.recon - x).pow(2).sum(-1).mean() + 0.5 * sparse_aux_loss(x, sp)).backward()
+            if not fused:
+                sae.remove_parallel_grad()
+            opt.step()
+            if not fused:
+                sae.normalize_decoder()
+    finally:
+        ts.AUX_SPARSE_RATIO = ratio
+    return {n: p.detach().clone() for n, p in sae.named_parameters()}, sae
+
+
+def check_pick_adam(device="cpu"):
+    """On CUDA also under amp, the fused run's encoder GEMM reading the kept bfloat16 copy."""
+    for aux_ratio, amp in [(None, False), (0, False)] + ([(None, True)] if device == "cuda" else []):
+        # AuxK dense over its columns (W_dec.grad), or gathered (a second part in the sink)
+        want, _ = _run(device, fused=False, aux_ratio=aux_ratio, amp=amp)
+        got, sae = _run(device, fused=True, aux_ratio=aux_ratio, amp=amp)
+        for n in want:
+            torch.testing.assert_close(got[n], want[n], rtol=1e-5, atol=2e-6, msg=f"{n} aux_ratio={aux_ratio} amp={amp}")
+        norms = sae.W_dec.detach().norm(dim=-1)
+        torch.testing.assert_close(norms, torch.ones_like(norms))
+        assert sae.W_enc.stride() == (1, sae.W_enc.shape[0])           # still column-major
+        want_low = sae.W_enc.detach().t().to(torch.bfloat16)
+        if device == "cpu":          # the interpreter's bfloat16 cast truncates: within one unit of the last place
+            torch.testing.assert_close(sae.low.float(), want_low.float(), rtol=2 ** -7, atol=0)
+        else:
+            assert torch.equal(sae.low, want_low)
+
+
+def test_rows_view_checked():
+    """A picked parameter whose rows view is not a contiguous float32 matrix: one clear error."""
+    from workbench.saes.pick_adam import PickAdam, Picked, PickSink
+
+    W = torch.nn.Parameter(torch.zeros(24, 96))                      # row-major: W.t() is not contiguous
+    with pytest.raises(ValueError, match=r"contiguous float32 \[96 d\].*\(96, 24\)"):
+        PickAdam([W], {W: Picked(PickSink(96), transposed=True)})
+    with pytest.raises(ValueError, match="float32"):
+        V = torch.nn.Parameter(torch.zeros(96, 24, dtype=torch.bfloat16))
+        PickAdam([V], {V: Picked(PickSink(96))})
+
+
+def test_sink_checks_shapes():
+    from workbench.saes.pick_adam import PickSink
+
+    with pytest.raises(ValueError, match=r"idx \(4, 3\) and coef \(4, 2\)"):
+        PickSink(10).add(torch.zeros(4, 5), torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, 2))
+
+
+@pytest.mark.skipif(not triton_decode_available(), reason="Triton not installed (CPU torch wheel)")
+def test_pick_adam_in_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("WORKBENCH_TYPECHECK", None)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    got = subprocess.run([sys.executable, "-c", CHECK.format(device="cpu")], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=600)
+    assert got.returncode == 0 and got.stdout.strip().endswith("same"), got.stderr[-3000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not triton_decode_available(), reason="needs CUDA")
+def test_pick_adam_on_cuda():
+    check_pick_adam("cuda")
