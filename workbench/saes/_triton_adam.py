@@ -32,7 +32,9 @@ from ._launch import on_device
 
 __all__ = ["pick_adam_rows"]
 
-NUM_WARPS: int | None = None        # None: 8 for rows of 4,096 values and more, else 4
+# None: 16 for rows of 4,096 values and more (H200, 131,072 x 4,096: 4.54 ms per launch; 8 warps
+# 4.76, 4 warps 4.77), else 4
+NUM_WARPS: int | None = None
 
 
 @triton.jit
@@ -88,4 +90,4 @@ def pick_adam_rows(W: Float[Tensor, "n d"], m: Float[Tensor, "n d"], v: Float[Te
                              W if low is None else low,
                              lr / (1 - b1 ** step), b1, b2, 1 / (1 - b2 ** step) ** 0.5, eps, d=d,
                              BLOCK=block, HAS_EXTRA=extra is not None, ROWNORM=rownorm, HAS_LOW=low is not None,
-                             num_warps=NUM_WARPS or (8 if block >= 4096 else 4))
+                             num_warps=NUM_WARPS or (16 if block >= 4096 else 4))
