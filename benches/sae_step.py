@@ -51,13 +51,9 @@ def main() -> None:
     if triton:                      # train_sae's layout on this path
         sae.W_enc = column_major(sae.W_enc)
     sinks = (PickSink(a.d_sae), PickSink(a.d_sae)) if triton and a.adam == "pick" else None
-    amp = dev.type == "cuda"
-    lows = (sae.W_enc.detach().t().to(torch.bfloat16), sae.W_dec.detach().to(torch.bfloat16)) \
-        if sinks is not None and amp else (None, None)        # train_sae's copies under amp
     if sinks is not None:
-        opt: torch.optim.Optimizer = PickAdam(
-            sae.parameters(), {sae.W_enc: Picked(sinks[0], transposed=True, low=lows[0]),
-                               sae.W_dec: Picked(sinks[1], rownorm=True, low=lows[1])}, lr=1e-4)
+        opt: torch.optim.Optimizer = PickAdam(sae.parameters(), {sae.W_enc: Picked(sinks[0], transposed=True),
+                                                                 sae.W_dec: Picked(sinks[1], rownorm=True)}, lr=1e-4)
     else:
         opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=dev.type == "cuda")
     x = torch.randn(a.batch, a.d_in, device=dev)
@@ -66,11 +62,11 @@ def main() -> None:
     cols = dead.nonzero().squeeze(1) if a.aux_cols else None
 
     dense = compiled_dense_step() if a.compile else dense_step_loss
+    amp = dev.type == "cuda"
 
     def step():
         if a.sparse:
-            sp = sparse_topk_step(sae, x, dead, a.aux_k, n_dead, amp=amp, cols=cols, sinks=sinks,
-                                  w_enc_low=None if lows[0] is None else lows[0].t(), w_dec_low=lows[1])
+            sp = sparse_topk_step(sae, x, dead, a.aux_k, n_dead, amp=dev.type == "cuda", cols=cols, sinks=sinks)
             loss = (sp.recon - x).pow(2).sum(-1).mean() + sparse_aux_loss(x, sp) / 32
         else:
             loss = dense(sae, x, dead, a.aux_k, n_dead, cols, 1 / 32, amp)[0]

@@ -18,9 +18,8 @@ k = 64, 4,096 tokens) and sums them in float32 in the picks' sorted order.
 
 `extra`: an optional dense [n d] gradient added to the picks' (AuxK's dense decode over the
 candidate columns reaches W_dec through autograd). `low`: a bfloat16 copy of W written in the
-same pass (under amp the encoder GEMM's operand, and the rows the decoder gathers: no separate
-cast of W per step, which read 4 and wrote 2 bytes per weight, and half the decoder's gathered
-bytes). Imported only where Triton is wanted.
+same pass (the encoder GEMM's operand under amp: no separate cast of W per step, which read 4
+and wrote 2 bytes per weight). Imported only where Triton is wanted.
 """
 
 from __future__ import annotations
@@ -45,9 +44,6 @@ def _pick_adam(w_ptr, m_ptr, v_ptr, src_ptr, row_ptr, coef_ptr, start_ptr, extra
     j = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < d
-    w = tl.load(w_ptr + j * d + offs, mask=mask, other=0.0)      # in flight while the picks are gathered
-    m = tl.load(m_ptr + j * d + offs, mask=mask, other=0.0)
-    v = tl.load(v_ptr + j * d + offs, mask=mask, other=0.0)
     p = tl.load(start_ptr + j)
     p1 = tl.load(start_ptr + j + 1)
     g = tl.zeros([BLOCK], dtype=tl.float32)
@@ -58,9 +54,12 @@ def _pick_adam(w_ptr, m_ptr, v_ptr, src_ptr, row_ptr, coef_ptr, start_ptr, extra
         p += 1
     if HAS_EXTRA:
         g += tl.load(extra_ptr + j * d + offs, mask=mask, other=0.0).to(tl.float32)
+    w = tl.load(w_ptr + j * d + offs, mask=mask, other=0.0)
     if ROWNORM:
         u = w / tl.maximum(tl.sqrt(tl.sum(w * w, axis=0)), 1e-8)
         g = g - tl.sum(g * u, axis=0) * u
+    m = tl.load(m_ptr + j * d + offs, mask=mask, other=0.0)
+    v = tl.load(v_ptr + j * d + offs, mask=mask, other=0.0)
     m = b1 * m + (1.0 - b1) * g
     v = b2 * v + (1.0 - b2) * g * g
     w = w - lr_bc1 * m / (tl.sqrt(v) * inv_sqrt_bc2 + eps)

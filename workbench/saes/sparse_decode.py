@@ -59,7 +59,7 @@ class _TritonDecode(torch.autograd.Function):
         from ._triton_decode import decode_backward
 
         idx, vals, W = ctx.saved_tensors
-        sink = ctx.sink        # W may be a copy that needs no gradient (a bfloat16 copy of the weight)
+        sink = ctx.sink if ctx.needs_input_grad[2] else None
         dv, dW = decode_backward(idx, vals, W, g, need_dw=ctx.needs_input_grad[2] and sink is None)
         if sink is not None:
             sink.add(g.contiguous(), idx, vals)          # dW as picks, summed by `pick_adam.PickAdam`
@@ -76,8 +76,7 @@ def sparse_decode(idx: Int[Tensor, "batch m"], vals: Float[Tensor, "batch m"],
         W: [n d] the rows (a decoder).
         triton: force the Triton kernels on or off (None: `use_triton_decode(W)`).
         sink: a `pick_adam.PickSink` (Triton only): W's gradient is left there as picks for
-            `pick_adam.PickAdam` instead of being written to W.grad (W may then be a copy of the
-            weight that needs no gradient, e.g. the optimiser's bfloat16 copy).
+            `pick_adam.PickAdam` instead of being written to W.grad.
     """
     if idx.shape != vals.shape or idx.dim() != 2:
         raise ValueError(f"idx {tuple(idx.shape)} and vals {tuple(vals.shape)} must both be [batch m]")

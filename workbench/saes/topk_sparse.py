@@ -145,7 +145,7 @@ class SparseStep:
 def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor | None = None,
                      aux_k: int = 0, n_dead: int | None = None, amp: bool = False,
                      cols: Tensor | None = None, gemm: bool | None = None, sinks=None,
-                     w_enc_low: Tensor | None = None, w_dec_low: Tensor | None = None) -> SparseStep:
+                     w_enc_low: Tensor | None = None) -> SparseStep:
     """The TopK forward of a training step, sparse in its decoder and encoder gradient.
 
     Args:
@@ -162,14 +162,8 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
             `pick_adam.PickAdam` (Triton only; AuxK's dense decode still writes W_dec.grad).
         w_enc_low: W_enc in bfloat16 [d_in d_sae], kept by the optimiser (`pick_adam.Picked.low`),
             used under amp instead of casting W_enc each step.
-        w_dec_low: W_dec in bfloat16 [d_sae d_in], kept by the optimiser: the decoder gathers
-            its rows (half the bytes; the dense step's autocast rounds W_dec so too). Needs the
-            W_dec sink (the gradient goes there, not through the copy).
     """
     enc_sink, dec_sink = sinks if sinks is not None else (None, None)
-    if w_dec_low is not None and dec_sink is None:
-        raise ValueError("w_dec_low needs W_dec's PickSink (sinks=...): its gradient cannot reach W_dec through a copy")
-    W_dec: Tensor = sae.W_dec if w_dec_low is None else w_dec_low
     k = sae.cfg.k
     with torch.no_grad():
         if amp and x.is_cuda:    # bfloat16 out, bias included: the top-k reads half the bytes
@@ -202,7 +196,7 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
     picked = _PickedPre.apply(x, sae.b_dec, sae.W_enc, sae.b_enc, idx, picked_vals.float(), dt, enc_sink)
     act = torch.relu(picked).to(sae.W_dec.dtype)
     vals = act[:, :k]
-    recon = sparse_decode(top_i, vals, W_dec, sink=dec_sink) + sae.b_dec
+    recon = sparse_decode(top_i, vals, sae.W_dec, sink=dec_sink) + sae.b_dec
     aux = None
     if n_aux and valid is not None and aux_local is not None:
         w = act[:, k:] * valid.to(act.dtype)
@@ -217,7 +211,7 @@ def sparse_topk_step(sae: TopKSAE, x: Float[Tensor, "batch d_in"], dead: Tensor 
             with torch.autocast("cuda", torch.bfloat16, enabled=amp and x.is_cuda):
                 aux = codes @ W
         else:
-            aux = sparse_decode(idx[:, k:], w, W_dec, sink=dec_sink)
+            aux = sparse_decode(idx[:, k:], w, sae.W_dec, sink=dec_sink)
     return SparseStep(recon, top_i, vals.detach(), aux)
 
 

@@ -221,14 +221,12 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
         sae.W_enc = column_major(sae.W_enc)
     fused = outer and PICK_ADAM and sae_cfg.d_in <= MAX_D and sae.W_dec.dtype == torch.float32
     sinks = (PickSink(sae_cfg.d_sae), PickSink(sae_cfg.d_sae)) if fused else None
-    # under amp the optimiser also keeps bfloat16 copies of W_enc (the encoder GEMM's operand) and
-    # W_dec (the rows the decoder gathers), as the dense step's autocast rounds them
-    lows = (sae.W_enc.detach().t().to(torch.bfloat16), sae.W_dec.detach().to(torch.bfloat16)) \
-        if sinks is not None and use_amp else (None, None)
+    # under amp the optimiser also keeps W_enc's bfloat16 copy, the encoder GEMM's operand
+    w_enc_low = sae.W_enc.detach().t().to(torch.bfloat16) if sinks is not None and use_amp else None
     if sinks is not None:     # gradients as picks, summed in the update; the decoder's constraint there too
         opt: torch.optim.Optimizer = PickAdam(
-            sae.parameters(), {sae.W_enc: Picked(sinks[0], transposed=True, low=lows[0]),
-                               sae.W_dec: Picked(sinks[1], rownorm=True, low=lows[1])},
+            sae.parameters(), {sae.W_enc: Picked(sinks[0], transposed=True, low=w_enc_low),
+                               sae.W_dec: Picked(sinks[1], rownorm=True)},
             lr=cfg.lr, betas=(0.9, 0.999))
     else:
         opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
@@ -253,8 +251,7 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
             dead = since_fired >= cfg.dead_after_tokens
             if sparse:
                 sp = sparse_topk_step(sae, x, dead, cfg.aux_k, n_dead, amp=use_amp, cols=cols,  # type: ignore[arg-type]
-                                      sinks=sinks, w_enc_low=None if lows[0] is None else lows[0].t(),
-                                      w_dec_low=lows[1])
+                                      sinks=sinks, w_enc_low=None if w_enc_low is None else w_enc_low.t())
                 mse = (sp.recon - x).pow(2).sum(-1).mean()
                 aux = sparse_aux_loss(x, sp)
                 loss = (mse + cfg.aux_coefficient * aux).float()
