@@ -8,6 +8,12 @@ parallel gradient component is removed, then rows are renormalised). The learnin
 up linearly and decays linearly over the last `decay_fraction` of steps. Inputs are scaled by
 s = sqrt(d_in / E||x||^2) while training; s is folded into the weights at the end, so the
 returned SAE reads raw activations.
+
+On the sparse TopK step with Triton (CUDA) the optimiser is `pick_adam.PickAdam`: W_enc's and
+W_dec's gradients are never written, their picks are summed row by row inside the Adam update,
+with the decoder's row constraint in the same pass (equal to torch.optim.Adam after
+`remove_parallel_grad`, then `normalize_decoder`, to float rounding). `PICK_ADAM = False` takes
+the unfused form.
 """
 
 from __future__ import annotations
