@@ -8,13 +8,10 @@ interpreter (CPU, a subprocess) where Triton is installed, and natively on CUDA.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
+from tests.workbench.saes._interpret import run_interpreted
 from workbench.saes.sparse_decode import triton_decode_available
 
 CHECK = """
@@ -118,12 +115,7 @@ def test_sink_checks_shapes():
 
 @pytest.mark.skipif(not triton_decode_available(), reason="Triton not installed (CPU torch wheel)")
 def test_pick_adam_in_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
-    env.pop("WORKBENCH_TYPECHECK", None)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    got = subprocess.run([sys.executable, "-c", CHECK.format(device="cpu")], env=env, cwd=root,
-                         capture_output=True, text=True, timeout=600)
-    assert got.returncode == 0 and got.stdout.strip().endswith("same"), got.stderr[-3000:]
+    run_interpreted(CHECK.format(device="cpu"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not triton_decode_available(), reason="needs CUDA")

@@ -5,13 +5,10 @@ the kernels (CUDA's form) equals the dense step."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
+from tests.workbench.saes._interpret import run_interpreted
 from workbench.saes.sparse_decode import sparse_decode, triton_decode_available
 
 
@@ -197,12 +194,7 @@ def check_rows(device="cpu"):
 
 @pytest.mark.skipif(not triton_decode_available(), reason="Triton not installed (CPU torch wheel)")
 def test_triton_kernels_in_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
-    env.pop("WORKBENCH_TYPECHECK", None)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    got = subprocess.run([sys.executable, "-c", STEP_CHECK.format(device="cpu")], env=env, cwd=root,
-                         capture_output=True, text=True, timeout=600)
-    assert got.returncode == 0 and got.stdout.strip().endswith("same"), got.stderr[-3000:]
+    run_interpreted(STEP_CHECK.format(device="cpu"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not triton_decode_available(), reason="needs CUDA")
