@@ -11,8 +11,9 @@ For each row j of W [n d] (a decoder row, or an encoder column of the column-maj
 
 The unfused form writes the [n d] float32 gradient (`_triton_outer`), reads it in the
 decoder's `remove_parallel` (`_triton_rows`) and in torch's fused Adam, and passes over W once
-more to renormalise: 48 bytes per weight of the decoder against 28 here (read w, m, v, the
-gathered src rows; write w, m, v), 36 against 28 for the encoder. One program per row holds the
+more to renormalise: 52 bytes per weight of the decoder against 24 here (read w, m, v; write w,
+m, v), 38 against 26 for the encoder (whose bfloat16 cast per step was 6 of them; the copy written
+here is 2), the gathered rows of the picks the same in both. One program per row holds the
 row in registers (d <= `pick_adam.MAX_D`), walks its picks one at a time (two on average at 131,072 latents,
 k = 64, 4,096 tokens) and sums them in float32 in the picks' sorted order.
 
