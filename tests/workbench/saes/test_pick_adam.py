@@ -15,8 +15,9 @@ from tests.workbench.saes._interpret import run_interpreted
 from workbench.saes.sparse_decode import triton_decode_available
 
 CHECK = """
-from tests.workbench.saes.test_pick_adam import check_pick_adam
+from tests.workbench.saes.test_pick_adam import check_pick_adam, check_train_sae
 check_pick_adam("{device}")
+check_train_sae("{device}")
 print("same")
 """
 
@@ -86,6 +87,38 @@ def check_pick_adam(device="cpu"):
             assert torch.equal(sae.low, want_low)
 
 
+def check_train_sae(device="cpu"):
+    """`train_sae` end to end on the tiny model (AuxK on, the schedule, the end's layout and
+    scale folding): with `PickAdam` (the default where Triton runs) the trained SAE equals the
+    one trained with the unfused step (`train.PICK_ADAM = False`)."""
+    import tempfile
+
+    import workbench.saes.train as train_module
+    from tests.conftest import ROOT
+    from workbench import Corpus
+    from workbench.saes import SAEConfig, TrainConfig, train_sae
+    from workbench.testing import tiny_session
+
+    s = tiny_session("llama", tokenizer_dir=tempfile.mkdtemp(), device=device)
+    corpus = Corpus.load(ROOT / "data" / "corpus" / "tiny_corpus.txt", s.tokenizer, max_tokens=8000)
+    cfg = SAEConfig("topk", s.d_model, 128, site="resid_post:1", k=4)
+    tc = TrainConfig(total_tokens=1024, batch_size=128, buffer_tokens=512, window=32, tokens_per_forward=512,
+                     lr=2e-3, warmup_steps=2, eval_tokens=0, dead_after_tokens=256, aux_k=16)
+    flag = train_module.PICK_ADAM
+    got = {}
+    try:
+        for fused in (False, True):
+            train_module.PICK_ADAM = fused
+            res = train_sae(s, corpus, cfg, tc, progress=False)
+            assert res.history[-1]["dead"] > 0 or any(h["dead"] for h in res.history)   # AuxK ran
+            got[fused] = res.sae.state_dict()
+    finally:
+        train_module.PICK_ADAM = flag
+    for n, t in got[False].items():
+        torch.testing.assert_close(got[True][n], t, rtol=1e-4, atol=1e-5, msg=n)
+        assert got[True][n].stride() == t.stride(), n                 # W_enc row-major again at the end
+
+
 def test_rows_view_checked():
     """A picked parameter whose rows view is not a contiguous float32 matrix: one clear error."""
     from workbench.saes.pick_adam import PickAdam, Picked, PickSink
@@ -121,3 +154,4 @@ def test_pick_adam_in_interpreter():
 @pytest.mark.skipif(not torch.cuda.is_available() or not triton_decode_available(), reason="needs CUDA")
 def test_pick_adam_on_cuda():
     check_pick_adam("cuda")
+    check_train_sae("cuda")
