@@ -103,7 +103,8 @@ def check_train_sae(device="cpu"):
     corpus = Corpus.load(ROOT / "data" / "corpus" / "tiny_corpus.txt", s.tokenizer, max_tokens=8000)
     cfg = SAEConfig("topk", s.d_model, 128, site="resid_post:1", k=4)
     tc = TrainConfig(total_tokens=1024, batch_size=128, buffer_tokens=512, window=32, tokens_per_forward=512,
-                     lr=2e-3, warmup_steps=2, eval_tokens=0, dead_after_tokens=256, aux_k=16)
+                     lr=2e-3, warmup_steps=2, eval_tokens=0, dead_after_tokens=256, aux_k=16,
+                     amp=False)   # on CUDA: bfloat16 casts of weights that differ by rounding could change picks
     flag = train_module.PICK_ADAM
     got = {}
     try:
