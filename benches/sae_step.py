@@ -55,7 +55,7 @@ def main() -> None:
         opt: torch.optim.Optimizer = PickAdam(sae.parameters(), {sae.W_enc: Picked(sinks[0], transposed=True),
                                                                  sae.W_dec: Picked(sinks[1], rownorm=True)}, lr=1e-4)
     else:
-        opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=dev.type == "cuda")
+        opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=dev.type in ("cuda", "cpu"))  # as train_sae
     x = torch.randn(a.batch, a.d_in, device=dev)
     dead = torch.rand(a.d_sae, device=dev) < a.dead_share
     n_dead = int(dead.sum())

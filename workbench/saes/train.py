@@ -236,7 +236,7 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
             lr=cfg.lr, betas=(0.9, 0.999))
     else:
         opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
-                               fused=device.type == "cuda")  # one kernel for all parameters
+                               fused=device.type in ("cuda", "cpu"))  # one kernel for all parameters (CPU: 9x the foreach form)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda st: lr_factor(st, total_steps, cfg.warmup_steps, cfg.decay_fraction))
     compiled = bool(cfg.compile_step) and not sparse
