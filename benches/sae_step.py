@@ -17,7 +17,7 @@ import torch
 
 from workbench.saes import SAEConfig
 from workbench.saes.models import make_sae
-from workbench.saes.pick_adam import PickAdam, Picked, PickSink
+from workbench.saes.pick_adam import sae_pick_adam
 from workbench.saes.sparse_decode import use_triton_decode
 from workbench.saes.topk_sparse import column_major, sparse_aux_loss, sparse_topk_step
 from workbench.saes.train import compiled_dense_step, dense_step_loss
@@ -50,12 +50,12 @@ def main() -> None:
     triton = a.sparse and a.outer == "triton" and use_triton_decode(sae.W_enc)
     if triton:                      # train_sae's layout on this path
         sae.W_enc = column_major(sae.W_enc)
-    sinks = (PickSink(a.d_sae), PickSink(a.d_sae)) if triton and a.adam == "pick" else None
-    if sinks is not None:
-        opt: torch.optim.Optimizer = PickAdam(sae.parameters(), {sae.W_enc: Picked(sinks[0], transposed=True),
-                                                                 sae.W_dec: Picked(sinks[1], rownorm=True)}, lr=1e-4)
+    sinks = w_enc_low = None
+    if triton and a.adam == "pick":        # train_sae's optimiser, with its bfloat16 W_enc under amp
+        opt, sinks, w_enc_low = sae_pick_adam(sae, 1e-4, low=dev.type == "cuda")
     else:
-        opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=dev.type in ("cuda", "cpu"))  # as train_sae
+        opt = torch.optim.Adam(sae.parameters(), lr=1e-4,  # type: ignore[assignment]
+                               fused=dev.type in ("cuda", "cpu"))  # as train_sae
     x = torch.randn(a.batch, a.d_in, device=dev)
     dead = torch.rand(a.d_sae, device=dev) < a.dead_share
     n_dead = int(dead.sum())
@@ -66,7 +66,8 @@ def main() -> None:
 
     def step():
         if a.sparse:
-            sp = sparse_topk_step(sae, x, dead, a.aux_k, n_dead, amp=dev.type == "cuda", cols=cols, sinks=sinks)
+            sp = sparse_topk_step(sae, x, dead, a.aux_k, n_dead, amp=dev.type == "cuda", cols=cols, sinks=sinks,
+                                  w_enc_low=w_enc_low)
             loss = (sp.recon - x).pow(2).sum(-1).mean() + sparse_aux_loss(x, sp) / 32
         else:
             loss = dense(sae, x, dead, a.aux_k, n_dead, cols, 1 / 32, amp)[0]

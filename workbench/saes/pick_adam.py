@@ -19,7 +19,7 @@ import torch
 
 from .._types import Float, Int, Tensor
 
-__all__ = ["PickSink", "Picked", "PickAdam", "MAX_D"]
+__all__ = ["PickSink", "Picked", "PickAdam", "sae_pick_adam", "MAX_D"]
 
 MAX_D = 8192        # the kernel holds a row in registers
 
@@ -90,6 +90,9 @@ class PickAdam(torch.optim.Optimizer):
                  lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
         self.picked = dict(picked)
+        # the other parameters: torch.optim.Adam itself, one per group, its lr set from the group per step
+        self.plain = [(g, torch.optim.Adam(ps, lr=g["lr"], betas=g["betas"], eps=g["eps"]))
+                      for g in self.param_groups if (ps := [p for p in g["params"] if p not in self.picked])]
         for p, how in self.picked.items():
             rows = p.detach().t() if how.transposed else p.detach()
             if (rows.dtype != torch.float32 or not rows.is_contiguous() or rows.dim() != 2
@@ -106,39 +109,44 @@ class PickAdam(torch.optim.Optimizer):
             raise ValueError("PickAdam takes no closure")
         from ._triton_adam import pick_adam_rows
 
+        for group, adam in self.plain:
+            adam.param_groups[0]["lr"] = group["lr"]
+            adam.step()
         for group in self.param_groups:
             lr, betas, eps = group["lr"], group["betas"], group["eps"]
             for p in group["params"]:
                 how = self.picked.get(p)
-                taken = how.sink.take() if how is not None else None
+                if how is None:
+                    continue
+                taken = how.sink.take()
                 if taken is None and p.grad is None:
                     continue
-                rows = p.detach().t() if how is not None and how.transposed else p.detach()
+                rows = p.detach().t() if how.transposed else p.detach()
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(rows, memory_format=torch.contiguous_format)
                     state["exp_avg_sq"] = torch.zeros_like(rows, memory_format=torch.contiguous_format)
                 state["step"] += 1
-                m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
-                if how is None:
-                    _adam(rows, p.grad, m, v, lr, betas, eps, t)
-                    continue
                 extra = None
                 if p.grad is not None:
                     extra = (p.grad.t() if how.transposed else p.grad).float().contiguous()
-                if taken is None:
+                if taken is None:       # no picks, only .grad: an empty pick list (src unread)
                     empty = torch.zeros(how.sink.n + 1, dtype=torch.long, device=p.device)
                     taken = (rows, empty[:0], rows.new_zeros(0), empty)
-                pick_adam_rows(rows, m, v, *taken, extra, lr=lr, betas=betas, eps=eps, step=t,
-                               rownorm=how.rownorm, low=how.low)
+                pick_adam_rows(rows, state["exp_avg"], state["exp_avg_sq"], *taken, extra, lr=lr, betas=betas,
+                               eps=eps, step=state["step"], rownorm=how.rownorm, low=how.low)
 
 
-def _adam(p: Tensor, g: Tensor, m: Tensor, v: Tensor, lr: float, betas: tuple[float, float], eps: float,
-          step: int) -> None:
-    """torch.optim.Adam's single-tensor update (no weight decay), in place."""
-    b1, b2 = betas
-    m.mul_(b1).add_(g, alpha=1 - b1)
-    v.mul_(b2).addcmul_(g, g, value=1 - b2)
-    denom = (v.sqrt() / (1 - b2 ** step) ** 0.5).add_(eps)
-    p.addcdiv_(m, denom, value=-lr / (1 - b1 ** step))
+def sae_pick_adam(sae, lr: float, betas: tuple[float, float] = (0.9, 0.999), low: bool = False
+                  ) -> tuple[PickAdam, tuple[PickSink, PickSink], Tensor | None]:
+    """`PickAdam` for a TopK SAE on the sparse step, as `train_sae` makes it: (the optimiser, the
+    (W_enc, W_dec) sinks for `topk_sparse.sparse_topk_step(sinks=...)`, and with `low` the
+    bfloat16 copy of W_enc [d_in d_sae] it keeps for `sparse_topk_step(w_enc_low=...)`, else None).
+    W_enc must be column-major (`topk_sparse.column_major`); W_dec's rows are kept unit-norm."""
+    n = sae.cfg.d_sae
+    sinks = (PickSink(n), PickSink(n))
+    w_low = sae.W_enc.detach().t().to(torch.bfloat16) if low else None          # [d_sae d_in], contiguous
+    opt = PickAdam(sae.parameters(), {sae.W_enc: Picked(sinks[0], transposed=True, low=w_low),
+                                      sae.W_dec: Picked(sinks[1], rownorm=True)}, lr=lr, betas=betas)
+    return opt, sinks, None if w_low is None else w_low.t()

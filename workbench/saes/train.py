@@ -33,7 +33,7 @@ from ..session import Session
 from .base import SAE
 from .config import SAEConfig, TrainConfig
 from .models import make_sae
-from .pick_adam import MAX_D, PickAdam, Picked, PickSink
+from .pick_adam import MAX_D, sae_pick_adam
 from .sites import check_sae_site
 from .sparse_decode import use_triton_decode
 from .stream import stream_vectors, window_order
@@ -225,17 +225,13 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
     outer = sparse and use_triton_decode(sae.W_enc)     # dW_enc latent by latent: W_enc column-major
     if outer:
         sae.W_enc = column_major(sae.W_enc)
-    fused = outer and PICK_ADAM and sae_cfg.d_in <= MAX_D and sae.W_dec.dtype == torch.float32
-    sinks = (PickSink(sae_cfg.d_sae), PickSink(sae_cfg.d_sae)) if fused else None
-    # under amp the optimiser also keeps W_enc's bfloat16 copy, the encoder GEMM's operand
-    w_enc_low = sae.W_enc.detach().t().to(torch.bfloat16) if sinks is not None and use_amp else None
-    if sinks is not None:     # gradients as picks, summed in the update; the decoder's constraint there too
-        opt: torch.optim.Optimizer = PickAdam(
-            sae.parameters(), {sae.W_enc: Picked(sinks[0], transposed=True, low=w_enc_low),
-                               sae.W_dec: Picked(sinks[1], rownorm=True)},
-            lr=cfg.lr, betas=(0.9, 0.999))
+    sinks = w_enc_low = None
+    if outer and PICK_ADAM and sae_cfg.d_in <= MAX_D and sae.W_dec.dtype == torch.float32:
+        # gradients as picks, summed in the update with the decoder's constraint; under amp the
+        # optimiser also keeps W_enc's bfloat16 copy, the encoder GEMM's operand
+        opt, sinks, w_enc_low = sae_pick_adam(sae, cfg.lr, low=use_amp)
     else:
-        opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
+        opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999),  # type: ignore[assignment]
                                fused=device.type in ("cuda", "cpu"))  # one kernel for all parameters (CPU: 9x the foreach form)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda st: lr_factor(st, total_steps, cfg.warmup_steps, cfg.decay_fraction))
@@ -257,7 +253,7 @@ def train_sae(session: Session, corpus, sae_cfg: SAEConfig, cfg: TrainConfig | N
             dead = since_fired >= cfg.dead_after_tokens
             if sparse:
                 sp = sparse_topk_step(sae, x, dead, cfg.aux_k, n_dead, amp=use_amp, cols=cols,  # type: ignore[arg-type]
-                                      sinks=sinks, w_enc_low=None if w_enc_low is None else w_enc_low.t())
+                                      sinks=sinks, w_enc_low=w_enc_low)
                 mse = (sp.recon - x).pow(2).sum(-1).mean()
                 aux = sparse_aux_loss(x, sp)
                 loss = (mse + cfg.aux_coefficient * aux).float()

@@ -15,8 +15,9 @@ from tests.workbench.saes._interpret import run_interpreted
 from workbench.saes.sparse_decode import triton_decode_available
 
 CHECK = """
-from tests.workbench.saes.test_pick_adam import check_pick_adam, check_train_sae
+from tests.workbench.saes.test_pick_adam import check_grad_only, check_pick_adam, check_train_sae
 check_pick_adam("{device}")
+check_grad_only("{device}")
 check_train_sae("{device}")
 print("same")
 """
@@ -26,7 +27,7 @@ def _run(device, fused, steps=3, aux_ratio=None, amp=False):
     import workbench.saes.topk_sparse as ts
     from workbench.saes import SAEConfig
     from workbench.saes.models import make_sae
-    from workbench.saes.pick_adam import PickAdam, Picked, PickSink
+    from workbench.saes.pick_adam import sae_pick_adam
     from workbench.saes.topk_sparse import column_major, sparse_aux_loss, sparse_topk_step
 
     d_in, d_sae, k, aux_k, B = 24, 96, 6, 8, 50
@@ -39,11 +40,8 @@ def _run(device, fused, steps=3, aux_ratio=None, amp=False):
     dead = torch.zeros(d_sae, dtype=torch.bool, device=device)
     dead[:30] = True
     cols = torch.arange(40, device=device)          # AuxK's candidate columns hold every dead latent
-    if fused:
-        sinks = (PickSink(d_sae), PickSink(d_sae))
-        sae.low = sae.W_enc.detach().t().to(torch.bfloat16)       # the copy train_sae keeps under amp
-        opt = PickAdam(sae.parameters(), {sae.W_enc: Picked(sinks[0], transposed=True, low=sae.low),
-                                          sae.W_dec: Picked(sinks[1], rownorm=True)}, lr=1e-2)
+    if fused:       # as train_sae makes it, with the bfloat16 W_enc it keeps under amp (written here either way)
+        opt, sinks, sae.low = sae_pick_adam(sae, 1e-2, low=True)
     else:
         sinks = None
         opt = torch.optim.Adam(sae.parameters(), lr=1e-2, fused=device == "cuda")
@@ -53,7 +51,7 @@ def _run(device, fused, steps=3, aux_ratio=None, amp=False):
         for s in range(steps):
             x = torch.randn(B, d_in, generator=torch.Generator().manual_seed(s)).to(device)
             sp = sparse_topk_step(sae, x, dead, aux_k, 30, amp=amp, gemm=True, cols=cols, sinks=sinks,
-                                  w_enc_low=sae.low.t() if fused and amp else None)
+                                  w_enc_low=sae.low if fused and amp else None)
             opt.zero_grad(set_to_none=True)
             ((sp.recon - x).pow(2).sum(-1).mean() + 0.5 * sparse_aux_loss(x, sp)).backward()
             if not fused:
@@ -80,11 +78,34 @@ def check_pick_adam(device="cpu"):
         norms = sae.W_dec.detach().norm(dim=-1)
         torch.testing.assert_close(norms, torch.ones_like(norms))
         assert sae.W_enc.stride() == (1, sae.W_enc.shape[0])           # still column-major
-        want_low = sae.W_enc.detach().t().to(torch.bfloat16)
+        want_low = sae.W_enc.detach().to(torch.bfloat16)
         if device == "cpu":          # the interpreter's bfloat16 cast truncates: within one unit of the last place
             torch.testing.assert_close(sae.low.float(), want_low.float(), rtol=2 ** -7, atol=0)
         else:
             assert torch.equal(sae.low, want_low)
+
+
+def check_grad_only(device="cpu"):
+    """A picked parameter that got a .grad and no picks steps as torch.optim.Adam after
+    `remove_parallel_grad`, then `normalize_decoder` (the sink's picks empty, the grad as `extra`)."""
+    from workbench.saes import SAEConfig
+    from workbench.saes.models import make_sae
+    from workbench.saes.pick_adam import PickAdam, Picked, PickSink
+
+    torch.manual_seed(0)
+    saes = [make_sae(SAEConfig("topk", 24, 96, k=6)).to(device) for _ in range(2)]
+    saes[1].load_state_dict(saes[0].state_dict())
+    G = torch.randn(96, 24, generator=torch.Generator().manual_seed(3)).to(device)
+    ref = torch.optim.Adam([saes[0].W_dec], lr=1e-2)
+    opt = PickAdam([saes[1].W_dec], {saes[1].W_dec: Picked(PickSink(96), rownorm=True)}, lr=1e-2)
+    for _ in range(2):
+        for sae in saes:
+            sae.W_dec.grad = G.clone()
+        saes[0].remove_parallel_grad()
+        ref.step()
+        saes[0].normalize_decoder()
+        opt.step()
+    torch.testing.assert_close(saes[1].W_dec, saes[0].W_dec, rtol=1e-5, atol=2e-6)
 
 
 def check_train_sae(device="cpu"):
@@ -155,4 +176,5 @@ def test_pick_adam_in_interpreter():
 @pytest.mark.skipif(not torch.cuda.is_available() or not triton_decode_available(), reason="needs CUDA")
 def test_pick_adam_on_cuda():
     check_pick_adam("cuda")
+    check_grad_only("cuda")
     check_train_sae("cuda")
