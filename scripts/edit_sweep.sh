@@ -12,14 +12,16 @@ GEN=0
 . "$(dirname "$0")/edit_common.sh"
 # name | flags   (MEMIT: one batch of all cases; AlphaEdit: 10 sequential batches)
 VARIANTS=(   # at most four side by side on one H200 (docs/GPU.md, session 14)
-  # session 18 (layers 1-5, WARM_STATS="50000 200000"): MEMIT with repair rounds, and key
-  # statistics over 200,000 WikiText tokens instead of 50,000 (C of a 1,536-wide key from 33 tokens
-  # per dimension underweights its small directions). Session 17's variants were
-  # alphaedit-e0.1-l3000-r1, alphaedit-e0.1-l3000-r2, alphaedit-e0.1-l10000-r2, memit-l15000-s0.05-r2.
-  "memit-l15000-s0.05-r2|--method memit --batch $N --lam 15000 --stop-nll 0.05 --repair-rounds 2"
-  "memit-l15000-s0.05-t200k|--method memit --batch $N --lam 15000 --stop-nll 0.05 --stats-tokens 200000"
-  "memit-l15000-s0.05-r2-t200k|--method memit --batch $N --lam 15000 --stop-nll 0.05 --repair-rounds 2 --stats-tokens 200000"
-  "memit-l10000-s0.05-r2-t200k|--method memit --batch $N --lam 10000 --stop-nll 0.05 --repair-rounds 2 --stats-tokens 200000"
+  # session 23 (layers 1-5, CASES .carry/p3/cft1k.json, STATS_TOKENS=200000): z*'s clamp on
+  # |delta| / |h| at MEMIT's published GPT-J setting (0.75) against ROME's 4.0 (our default), with
+  # session 18's recipe (stop NLL 0.05, 2 repair rounds). Session 18's variants were
+  # memit-l15000-s0.05-r2, memit-l15000-s0.05-t200k, memit-l15000-s0.05-r2-t200k,
+  # memit-l10000-s0.05-r2-t200k; session 17's alphaedit-e0.1-l3000-r1, alphaedit-e0.1-l3000-r2,
+  # alphaedit-e0.1-l10000-r2, memit-l15000-s0.05-r2.
+  "memit-l15000-s0.05-r2-c4|--method memit --batch $N --lam 15000 --stop-nll 0.05 --repair-rounds 2"
+  "memit-l15000-s0.05-r2-c0.75|--method memit --batch $N --lam 15000 --stop-nll 0.05 --repair-rounds 2 --clamp 0.75"
+  "memit-l7500-s0.05-r2-c0.75|--method memit --batch $N --lam 7500 --stop-nll 0.05 --repair-rounds 2 --clamp 0.75"
+  "memit-l15000-s0.05-r2-c1.5|--method memit --batch $N --lam 15000 --stop-nll 0.05 --repair-rounds 2 --clamp 1.5"
 )
 pids=()
 for v in "${VARIANTS[@]}"; do

@@ -40,6 +40,8 @@ if [ -d ../shared/data ]; then
   cp ../shared/data/corpus/wikitext2_valid.txt .carry/p3/
   $PY scripts/usable_cases.py ../shared/data/counterfact/counterfact-val.json 1000 .carry/p3/cf998.json
   $PY scripts/usable_cases.py ../shared/data/counterfact/counterfact-train.json 10000 .carry/p3/cft10k.json
+  # the settings sweep's 1,000 train cases (scripts/edit_sweep.sh): cft10k's records 70-1069
+  python3 -c "import json; json.dump(json.load(open('.carry/p3/cft10k.json'))[70:1070], open('.carry/p3/cft1k.json', 'w'))"
 else
   echo "no ../shared: .carry/p3 holds the GGUF's last part only (no case files, no WikiText)" >&2
 fi

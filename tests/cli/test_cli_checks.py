@@ -43,6 +43,8 @@ def no_load(monkeypatch):
     (["edit", "--method", "rome", "--lam", "10"], "--chunk, --lam and --z-cache are MEMIT's and AlphaEdit's"),
     (["edit", "--method", "rome", "--z-cache", "zc"], "--chunk, --lam and --z-cache are MEMIT's and AlphaEdit's"),
     (["edit", "--method", "memit", "--chunk", "0"], "--chunk=0 must be > 0"),
+    (["edit", "--method", "memit", "--clamp", "0"], "--clamp=0.0 is out of range"),
+    (["edit", "--method", "memit", "--clamp", "nan"], "--clamp=nan is out of range"),
     (["graph", "Paris is", "--faithfulness-factor", "1"], "--faithfulness-factor=1.0 must be in [0, 1)"),
 ])
 def test_bad_arguments_fail_before_load(no_load, capsys, argv, needle):

@@ -89,6 +89,9 @@ def register(sub) -> None:
     p.add_argument("--stop-nll", type=float, default=None,
                    help="stop the v* optimisation once the target's mean NLL falls below this "
                         "(default 0.3; ROME used 0.05, which fits v* to the prompt's wording)")
+    p.add_argument("--clamp", type=float, default=None,
+                   help="bound on |delta| / |h| of v* / z* (default: the config's, 4.0 as in ROME; "
+                        "MEMIT's published GPT-J setting is 0.75)")
     p.add_argument("--prefixes", type=int, default=3, help="generated prefixes per length (5 and 10 tokens)")
     p.add_argument("--lam", type=float, default=None, help="MEMIT/AlphaEdit: weight of the preserved keys")
     p.add_argument("--null-energy", type=float, default=None,
@@ -173,6 +176,8 @@ def _check(args) -> tuple[str | None, Any]:
         raise WorkbenchError("--chunk, --lam and --z-cache are MEMIT's and AlphaEdit's; ROME edits one fact "
                              "with its own solve")
     check_positive(chunk=args.chunk)
+    if args.clamp is not None and not 0 < args.clamp < float("inf"):
+        raise WorkbenchError(f"--clamp={args.clamp} is out of range; give a finite bound > 0 on |delta| / |h|")
     if args.repair_rounds < 0:
         raise WorkbenchError(f"--repair-rounds={args.repair_rounds} is out of range; give an integer >= 0 "
                              "(0: no repair rounds; N: up to N per batch)")
@@ -250,6 +255,8 @@ def run(args) -> int:
                                   pin_prompt=not args.no_pin_prompt)
     if args.stop_nll is not None:
         common["stop_nll"] = args.stop_nll
+    if args.clamp is not None:
+        common["clamp"] = args.clamp
     cfg: RomeConfig | MemitConfig
     if args.method == "rome":
         cfg = RomeConfig(**common)
