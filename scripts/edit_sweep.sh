@@ -21,7 +21,6 @@ VARIANTS=(   # at most four side by side on one H200 (docs/GPU.md, session 14)
   "memit-l15000-s0.05-r2-c4|--method memit --batch $N --lam 15000 --stop-nll 0.05 --repair-rounds 2"
   "memit-l15000-s0.05-r2-c0.75|--method memit --batch $N --lam 15000 --stop-nll 0.05 --repair-rounds 2 --clamp 0.75"
   "memit-l7500-s0.05-r2-c0.75|--method memit --batch $N --lam 7500 --stop-nll 0.05 --repair-rounds 2 --clamp 0.75"
-  "memit-l15000-s0.05-r2-c1.5|--method memit --batch $N --lam 15000 --stop-nll 0.05 --repair-rounds 2 --clamp 1.5"
 )
 pids=()
 for v in "${VARIANTS[@]}"; do
