@@ -143,6 +143,18 @@ def _run_all(drv, tmp_path: Path) -> None:
     cmd[0].click()
 
 
+def _accept_kernel_dialog(drv) -> bool:
+    """Click "Select" on JupyterLab's "Select Kernel" dialog if it is up (it can open beside an
+    already started kernel when the kernel specs load late, and it blocks Run All); True if it was."""
+    from selenium.webdriver.common.by import By
+
+    for dialog in drv.find_elements(By.CSS_SELECTOR, ".jp-Dialog"):
+        if "Select Kernel" in dialog.text:
+            dialog.find_element(By.CSS_SELECTOR, ".jp-mod-accept").click()
+            return True
+    return False
+
+
 ERRORS_JS = """return Array.from(document.querySelectorAll(
   '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"],'
   + '.jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]'))
@@ -164,9 +176,14 @@ def test_tour_in_jupyterlab(lab, tmp_path):
             By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']"), 60,
             "the kernel to start", tmp_path / "kernel_failed.png")
         time.sleep(1.0)
+        _accept_kernel_dialog(drv)
         _run_all(drv, tmp_path)
 
         def finished():
+            if _accept_kernel_dialog(drv):   # it opened after Run All, which it blocked
+                time.sleep(1.0)
+                _run_all(drv, tmp_path)
+                return False
             errs = drv.execute_script(ERRORS_JS)
             if errs:
                 drv.save_screenshot(str(tmp_path / "error.png"))
